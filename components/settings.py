@@ -54,10 +54,10 @@ def setting(
     """Declare a spec field: its default, what it does, and the range a value must fall in.
 
     `Literal[...]` annotations give the allowed choices; `pattern` is a full-match regex for
-    strings. Mutable defaults are not allowed: use tuples and nested frozen specs.
+    strings. A class as default (a nested spec, `dict`) is a factory: each instance gets its own.
     """
     metadata = {"doc": doc, "minimum": minimum, "maximum": maximum, "pattern": pattern}
-    if dataclasses.is_dataclass(default) and isinstance(default, type):
+    if isinstance(default, type):
         return field(default_factory=default, metadata=metadata)
     return field(default=default, metadata=metadata)
 

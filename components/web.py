@@ -1,0 +1,225 @@
+"""The web tier: the sample service as a Deployment behind a Service, optionally autoscaled.
+
+Phase 2 runs a fixed number of replicas; from phase 3 an HPA owns the replica count (the
+Deployment then leaves `spec.replicas` unset so the two never fight), with a PodDisruptionBudget
+and topology spread. Migrations run in a Job named after the image, so each new version migrates
+once before it serves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from components.labels import Meta
+from components.pods import Resources, container_security, http_probe, pod_security, spread
+from components.settings import setting
+
+NAME = "web"
+PORT = 8080
+SERVICE_PORT = 80
+RUN_AS = 10001
+IMAGE_PATTERN = r"[a-z0-9./_-]+(:[0-9]+)?[a-z0-9./_-]*:[A-Za-z0-9_][A-Za-z0-9._-]*(@sha256:[a-f0-9]{64})?"
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    """HorizontalPodAutoscaler (autoscaling/v2) on CPU, with damped scale-down."""
+
+    enabled: bool = setting(False, "an HPA owns the replica count (phase 3 on); off: `web.replicas` fixed pods")
+    min_replicas: int = setting(2, "replicas the HPA never goes under; also sets the PDB", minimum=1)
+    max_replicas: int = setting(10, "replicas the HPA never goes over", minimum=1)
+    cpu_utilization: int = setting(70, "target average CPU, percent of the CPU request", minimum=10, maximum=100)
+    scale_down_window_seconds: int = setting(
+        120, "scale down only to the highest recommendation of this window (stops flapping)", minimum=0
+    )
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.max_replicas < self.min_replicas:
+            yield "max_replicas", f"must be >= min_replicas ({self.min_replicas}), got {self.max_replicas}"
+
+
+@dataclass(frozen=True)
+class WebSpec:
+    """The sample service's pods and how many of them run."""
+
+    image: str = setting(
+        "scaleladder/sample:0.1.0", "sample-service image, pinned by tag (never latest)", pattern=IMAGE_PATTERN
+    )
+    replicas: int = setting(1, "pods when autoscaling is off", minimum=1, maximum=50)
+    resources: Resources = setting(Resources, "requests and limits of the web container")
+    autoscaling: Autoscaling = setting(Autoscaling, "HPA settings (phase 3 and up)")
+    env: dict[str, str] = setting(dict, "extra environment for the service (feature switches)")
+    termination_grace_seconds: int = setting(
+        30, "time a pod has to drain in-flight requests after SIGTERM", minimum=5, maximum=300
+    )
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.image.endswith(":latest"):
+            yield "image", f"must be pinned to an explicit tag, got {self.image!r}"
+
+
+def web_container(spec: WebSpec, env: list[dict[str, Any]]) -> dict[str, Any]:
+    """The service container: distinct startup, readiness and liveness probes, drained by preStop."""
+    return {
+        "name": NAME,
+        "image": spec.image,
+        "args": ["serve"],
+        "ports": [{"name": "http", "containerPort": PORT}],
+        "env": [*env, *({"name": key, "value": value} for key, value in sorted(spec.env.items()))],
+        "resources": spec.resources.render(),
+        # start-up may wait for migrations and pools: up to 60 s before liveness counts
+        "startupProbe": http_probe("/healthz", "http", period=2, failure_threshold=30),
+        # out of the Service as soon as a dependency is unreachable for 10 s
+        "readinessProbe": http_probe("/readyz", "http", period=5, failure_threshold=2),
+        # restarted only when the process itself is stuck for 30 s
+        "livenessProbe": http_probe("/healthz", "http", period=10, failure_threshold=3),
+        # keep serving while endpoints and load balancers stop sending traffic here
+        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+        "securityContext": container_security(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
+def migrate_container(spec: WebSpec, env: list[dict[str, Any]]) -> dict[str, Any]:
+    """`sample migrate`: idempotent schema migrations, run to completion before the service starts."""
+    return {
+        "name": "migrate",
+        "image": spec.image,
+        "args": ["migrate"],
+        "env": env,
+        "resources": spec.resources.render(),
+        "securityContext": container_security(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
+TMP_VOLUME = {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}
+
+
+def web_objects(meta: Meta, spec: WebSpec, env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Migrations Job, Deployment and Service; with autoscaling, also the HPA and the PDB."""
+    objects = [migrate_job(meta, spec, env), deployment(meta, spec, env), service(meta)]
+    if spec.autoscaling.enabled:
+        objects += [autoscaler(meta, spec), disruption_budget(meta)]
+    return objects
+
+
+def migrate_job(meta: Meta, spec: WebSpec, env: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Job named after the image: each version migrates once, and reruns are harmless."""
+    digest = hashlib.sha256(spec.image.encode()).hexdigest()[:8]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta.metadata(NAME, "migrations", object_name=f"{NAME}-migrate-{digest}"),
+        "spec": {
+            "backoffLimit": 6,
+            "activeDeadlineSeconds": 600,
+            "template": {
+                "metadata": {"labels": meta.labels(NAME, "migrations")},
+                "spec": {
+                    "restartPolicy": "OnFailure",
+                    "automountServiceAccountToken": False,
+                    "securityContext": pod_security(RUN_AS),
+                    "containers": [migrate_container(spec, env)],
+                    "volumes": [TMP_VOLUME],
+                },
+            },
+        },
+    }
+
+
+def deployment(meta: Meta, spec: WebSpec, env: list[dict[str, Any]]) -> dict[str, Any]:
+    selector = {**meta.selector(NAME), "app.kubernetes.io/component": "server"}
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector},
+        # a new pod must be ready before an old one goes: capacity never drops during a rollout
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
+        "revisionHistoryLimit": 5,
+        "template": {
+            "metadata": {"labels": meta.labels(NAME, "server")},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "terminationGracePeriodSeconds": spec.termination_grace_seconds,
+                "securityContext": pod_security(RUN_AS),
+                "containers": [web_container(spec, env)],
+                "volumes": [TMP_VOLUME],
+                "topologySpreadConstraints": spread(selector),
+            },
+        },
+    }
+    if not spec.autoscaling.enabled:
+        deployment_spec["replicas"] = spec.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta.metadata(NAME, "server"),
+        "spec": deployment_spec,
+    }
+
+
+def service(meta: Meta) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta.metadata(NAME, "server"),
+        "spec": {
+            "selector": {**meta.selector(NAME), "app.kubernetes.io/component": "server"},
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def autoscaler(meta: Meta, spec: WebSpec) -> dict[str, Any]:
+    scaling = spec.autoscaling
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": meta.metadata(NAME, "server"),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": scaling.cpu_utilization},
+                    },
+                }
+            ],
+            "behavior": {
+                # react fast to load: double, or add 4 pods, every 15 s, whichever is more
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 0,
+                    "selectPolicy": "Max",
+                    "policies": [
+                        {"type": "Percent", "value": 100, "periodSeconds": 15},
+                        {"type": "Pods", "value": 4, "periodSeconds": 15},
+                    ],
+                },
+                # shed slowly: at most a quarter of the pods a minute, after the window
+                "scaleDown": {
+                    "stabilizationWindowSeconds": scaling.scale_down_window_seconds,
+                    "selectPolicy": "Min",
+                    "policies": [{"type": "Percent", "value": 25, "periodSeconds": 60}],
+                },
+            },
+        },
+    }
+
+
+def disruption_budget(meta: Meta) -> dict[str, Any]:
+    """One pod may be evicted at a time: drains proceed, and minReplicas >= 2 keeps one serving."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": meta.metadata(NAME, "server"),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": {**meta.selector(NAME), "app.kubernetes.io/component": "server"}},
+        },
+    }
