@@ -1,0 +1,1 @@
+"""scaleladder sample service: catalog, users and orders over Postgres and Redis."""
