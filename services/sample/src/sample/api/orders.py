@@ -1,0 +1,68 @@
+"""Orders: place (stock checked and decremented atomically) and read with items."""
+
+from __future__ import annotations
+
+import asyncpg
+from msgspec import UNSET
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sample import consistency
+from sample.api.products import cache_key
+from sample.api.users import current_user_id
+from sample.errors import ApiError
+from sample.models import OrderCreate
+from sample.repo import orders
+from sample.responses import PRIVATE, encode, json_response
+from sample.services import Services, of
+from sample.validation import parse_body, path_id
+
+
+async def _buyer(svc: Services, request: Request, new: OrderCreate) -> int:
+    """With sessions on, the logged-in user buys; without, the body names the user."""
+    if svc.sessions is not None:
+        if new.user_id is not UNSET:
+            raise ApiError(422, "invalid_body", "user_id: not allowed with sessions on; the logged-in user orders")
+        return await current_user_id(svc, request)
+    if new.user_id is UNSET:
+        raise ApiError(422, "invalid_body", "user_id: required while sessions are off (SESSIONS_ENABLED=false)")
+    return new.user_id
+
+
+async def place_order(request: Request) -> Response:
+    svc = of(request)
+    new = await parse_body(request, OrderCreate, svc.settings.max_body_bytes)
+    user_id = await _buyer(svc, request, new)
+    try:
+        async with svc.db.transaction() as tx:
+            row = await orders.place(tx, user_id, new.items)
+    except asyncpg.ForeignKeyViolationError:
+        raise ApiError(404, "user_not_found", f"user_id: user {user_id} does not exist") from None
+    [order] = await orders.with_items(svc.db, [row], fresh=True)
+    product_ids = [item.product_id for item in order.items]
+    if svc.cache is not None:
+        await svc.cache.invalidate([cache_key(i) for i in product_ids])
+    if svc.events is not None:
+        await svc.events.publish("order.created", {"id": order.id, "user_id": user_id, "product_ids": product_ids})
+    response = json_response(request, encode(order), status=201)
+    response.headers["location"] = f"/orders/{order.id}"
+    consistency.mark_written(response, svc.settings.read_your_writes_seconds, svc.settings.cookie_secure)
+    return response
+
+
+async def get_order(request: Request) -> Response:
+    svc = of(request)
+    order_id = path_id(request)
+    fresh = consistency.wants_fresh(request)
+    row = await orders.get(svc.db, order_id, fresh)
+    if row is None or (svc.sessions is not None and row["user_id"] != await current_user_id(svc, request)):
+        raise ApiError(404, "not_found", f"id: order {order_id} does not exist")
+    [order] = await orders.with_items(svc.db, [row], fresh)
+    return json_response(request, encode(order), cache_control=PRIVATE)
+
+
+ROUTES = [
+    Route("/orders", place_order, methods=["POST"]),
+    Route("/orders/{id}", get_order, methods=["GET"]),
+]

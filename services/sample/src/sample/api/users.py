@@ -1,0 +1,109 @@
+"""Users and sessions: sign up, log in (session cookie), log out, who am I, a user's orders."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from sample import consistency, cursor
+from sample.errors import ApiError
+from sample.models import Login, UserCreate
+from sample.repo import orders, users
+from sample.responses import PRIVATE, encode, json_response
+from sample.services import Services, of
+from sample.validation import parse_body, path_id, query_int
+
+
+def require_sessions(svc: Services) -> None:
+    if svc.sessions is None:
+        raise ApiError(404, "sessions_disabled", "sessions: off in this deployment (SESSIONS_ENABLED=false)")
+
+
+async def current_user_id(svc: Services, request: Request) -> int:
+    """The logged-in user's id, or 401."""
+    require_sessions(svc)
+    assert svc.sessions is not None
+    user_id = await svc.sessions.user_id(request)
+    if user_id is None:
+        raise ApiError(401, "not_logged_in", "session: no valid session cookie, log in with POST /sessions")
+    return user_id
+
+
+async def create_user(request: Request) -> Response:
+    svc = of(request)
+    new = await parse_body(request, UserCreate, svc.settings.max_body_bytes)
+    async with svc.db.transaction() as tx:
+        row = await users.create(tx, new)
+    if row is None:
+        raise ApiError(409, "conflict", f"email: {new.email!r} is already registered")
+    response = json_response(request, encode(users.to_user(row)), status=201)
+    response.headers["location"] = f"/users/{row['id']}"
+    consistency.mark_written(response, svc.settings.read_your_writes_seconds, svc.settings.cookie_secure)
+    return response
+
+
+async def get_user(request: Request) -> Response:
+    svc = of(request)
+    user_id = path_id(request)
+    row = await users.get(svc.db, user_id, consistency.wants_fresh(request))
+    if row is None:
+        raise ApiError(404, "not_found", f"id: user {user_id} does not exist")
+    return json_response(request, encode(users.to_user(row)), cache_control=PRIVATE)
+
+
+async def login(request: Request) -> Response:
+    svc = of(request)
+    require_sessions(svc)
+    assert svc.sessions is not None
+    credentials = await parse_body(request, Login, svc.settings.max_body_bytes)
+    row = await users.credentials(svc.db, credentials.email)
+    if row is None or not await users.verify_password(credentials.password, row["password_hash"]):
+        raise ApiError(401, "bad_credentials", "email or password: no user with this email and password")
+    response = json_response(request, encode({"user_id": row["id"]}), status=201)
+    await svc.sessions.create(row["id"], response)
+    return response
+
+
+async def logout(request: Request) -> Response:
+    svc = of(request)
+    require_sessions(svc)
+    assert svc.sessions is not None
+    response = Response(status_code=204)
+    await svc.sessions.delete(request, response)
+    return response
+
+
+async def me(request: Request) -> Response:
+    svc = of(request)
+    user_id = await current_user_id(svc, request)
+    row = await users.get(svc.db, user_id, consistency.wants_fresh(request))
+    if row is None:
+        raise ApiError(401, "not_logged_in", f"session: user {user_id} no longer exists")
+    return json_response(request, encode(users.to_user(row)), cache_control=PRIVATE)
+
+
+async def user_orders(request: Request) -> Response:
+    """A user's orders, oldest first, keyset-paginated, items loaded for the whole page in one query."""
+    svc = of(request)
+    user_id = path_id(request)
+    if svc.sessions is not None and await current_user_id(svc, request) != user_id:
+        raise ApiError(403, "forbidden", f"id: user {user_id} is not the logged-in user")
+    limit = query_int(request, "limit", 20, 1, 100)
+    raw_cursor = request.query_params.get("cursor")
+    after = cursor.decode("orders", raw_cursor) if raw_cursor is not None else 0
+    fresh = consistency.wants_fresh(request)
+    rows = await orders.page_for_user(svc.db, user_id, after, limit, fresh)
+    page = await orders.with_items(svc.db, rows, fresh)
+    next_cursor = cursor.encode("orders", rows[-1]["id"]) if len(rows) == limit else None
+    return json_response(request, encode({"items": page, "next_cursor": next_cursor}), cache_control=PRIVATE)
+
+
+ROUTES = [
+    Route("/users", create_user, methods=["POST"]),
+    Route("/users/{id}", get_user, methods=["GET"]),
+    Route("/users/{id}/orders", user_orders, methods=["GET"]),
+    Route("/sessions", login, methods=["POST"]),
+    Route("/sessions", logout, methods=["DELETE"]),
+    Route("/me", me, methods=["GET"]),
+]

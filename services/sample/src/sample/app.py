@@ -1,0 +1,78 @@
+"""The ASGI application: routes, middleware and the lifespan that opens and closes the pools.
+
+`create_app()` is the uvicorn factory: it reads the environment itself, so every worker process
+builds its own pools.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from sample import openapi
+from sample.api import events, health, orders, products, users
+from sample.config import Settings, load_settings
+from sample.errors import HANDLERS
+from sample.metrics import MetricsMiddleware
+from sample.ratelimit import RateLimitMiddleware
+from sample.responses import encode
+from sample.services import Services
+
+STATIC_MAX_AGE = 86400
+
+
+class CachedStaticFiles(StaticFiles):
+    """Packaged images and styles, with a day of public caching on top of StaticFiles' ETag/Last-Modified."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        if response.status_code in (200, 304):
+            response.headers["cache-control"] = f"public, max-age={STATIC_MAX_AGE}"
+        return response
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or load_settings()
+    services = Services.build(settings)
+    spec = encode(openapi.document())
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(spec, media_type="application/json")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    middleware = [Middleware(MetricsMiddleware)]
+    if services.limiter is not None:
+        middleware.append(Middleware(RateLimitMiddleware, services.limiter, services.sessions, settings))
+    static = resources.files("sample") / "static"
+    app = Starlette(
+        routes=[
+            *health.ROUTES,
+            *products.ROUTES,
+            *users.ROUTES,
+            *orders.ROUTES,
+            *events.ROUTES,
+            Route("/openapi.json", openapi_json, methods=["GET"]),
+            Mount("/static", CachedStaticFiles(directory=str(static)), name="static"),
+        ],
+        middleware=middleware,
+        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app

@@ -1,0 +1,41 @@
+"""The `sample` command: `sample serve` (the image's default) and `sample migrate` (the migration Job)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from sample import logs
+from sample.config import ConfigError, load_settings
+
+log = logging.getLogger("sample")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sample", description="scaleladder sample service")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="serve HTTP on 0.0.0.0:PORT")
+    commands.add_parser("migrate", help="apply pending schema migrations to DATABASE_URL (idempotent)")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"sample {args.command}: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    if args.command == "migrate":
+        from sample.migrations import migrate
+
+        applied = asyncio.run(migrate(settings.database_url))
+        log.info("schema is current", extra={"applied": applied})
+        return 0
+    from sample.server import serve
+
+    serve(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Settings from environment variables only, validated all at once.
+
+`load_settings()` reads every variable, collects every problem and raises one `ConfigError` whose
+message lists each bad variable with the value received and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+TRUE = {"1", "true", "yes", "on"}
+FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(Exception):
+    """One or more environment variables are invalid; the message lists all of them."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int = 8080
+    """PORT: TCP port to listen on, on 0.0.0.0."""
+    web_concurrency: int = 1
+    """WEB_CONCURRENCY: worker processes sharing the port."""
+    database_url: str = ""
+    """DATABASE_URL: primary DSN; every write and read-your-writes read goes here."""
+    database_replica_urls: tuple[str, ...] = ()
+    """DATABASE_REPLICA_URLS: replica DSNs for other reads; empty sends every read to the primary."""
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    db_statement_timeout_ms: int = 5000
+    """DB_STATEMENT_TIMEOUT_MS: Postgres statement_timeout on every pooled connection."""
+    redis_url: str = ""
+    """REDIS_URL: empty means no Redis, so cache, sessions, rate limiting and events must be off."""
+    redis_mode: str = "standalone"
+    cache_enabled: bool = False
+    cache_ttl_seconds: int = 60
+    sessions_enabled: bool = False
+    session_ttl_seconds: int = 1800
+    cookie_secure: bool = True
+    rate_limit_enabled: bool = False
+    rate_limit_algorithm: str = "token_bucket"
+    rate_limit_window_seconds: int = 60
+    rate_limit_ip_limit: int = 600
+    rate_limit_user_limit: int = 1200
+    rate_limit_burst: int = 100
+    events_enabled: bool = False
+    events_heartbeat_seconds: int = 15
+    events_history: int = 10000
+    http_cache_max_age_seconds: int = 30
+    read_your_writes_seconds: int = 5
+    max_body_bytes: int = 65536
+    ready_timeout_ms: int = 1000
+    shutdown_timeout_seconds: int = 20
+    log_level: str = "info"
+    access_log: bool = False
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: its Settings field, how to parse it and what is allowed."""
+
+    name: str
+    field: str
+    parse: Callable[[str], Any]
+    allowed: str
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw.strip())
+        if not low <= value <= high:
+            raise ValueError
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in TRUE:
+        return True
+    if text in FALSE:
+        return False
+    raise ValueError
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.strip() not in choices:
+            raise ValueError
+        return raw.strip()
+
+    return parse
+
+
+def _dsn(raw: str) -> str:
+    value = raw.strip()
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise ValueError
+    return value
+
+
+def _dsn_list(raw: str) -> tuple[str, ...]:
+    return tuple(_dsn(part) for part in raw.split(",") if part.strip())
+
+
+def _redis_url(raw: str) -> str:
+    value = raw.strip()
+    if value and not value.startswith(("redis://", "rediss://")):
+        raise ValueError
+    return value
+
+
+HOUR, DAY = 3600, 86400
+BOOL = "true or false (also 1/0, yes/no, on/off)"
+VARIABLES = (
+    Variable("PORT", "port", _int_in(1, 65535), "an integer from 1 to 65535"),
+    Variable("WEB_CONCURRENCY", "web_concurrency", _int_in(1, 64), "an integer from 1 to 64"),
+    Variable("DATABASE_URL", "database_url", _dsn, "a DSN postgresql://user:pass@host:port/db (required)"),
+    Variable("DATABASE_REPLICA_URLS", "database_replica_urls", _dsn_list, "comma-separated postgresql:// DSNs"),
+    Variable("DB_POOL_MIN", "db_pool_min", _int_in(0, 1000), "an integer from 0 to 1000"),
+    Variable("DB_POOL_MAX", "db_pool_max", _int_in(1, 1000), "an integer from 1 to 1000"),
+    Variable("DB_STATEMENT_TIMEOUT_MS", "db_statement_timeout_ms", _int_in(1, HOUR * 1000), "1 to 3600000 ms"),
+    Variable("REDIS_URL", "redis_url", _redis_url, "empty, or redis://[user:pass@]host:port[/db] or rediss://"),
+    Variable("REDIS_MODE", "redis_mode", _choice("standalone", "cluster"), "standalone or cluster"),
+    Variable("CACHE_ENABLED", "cache_enabled", _bool, BOOL),
+    Variable("CACHE_TTL_SECONDS", "cache_ttl_seconds", _int_in(1, DAY), "1 to 86400 seconds"),
+    Variable("SESSIONS_ENABLED", "sessions_enabled", _bool, BOOL),
+    Variable("SESSION_TTL_SECONDS", "session_ttl_seconds", _int_in(60, 30 * DAY), "60 to 2592000 seconds"),
+    Variable("COOKIE_SECURE", "cookie_secure", _bool, BOOL),
+    Variable("RATE_LIMIT_ENABLED", "rate_limit_enabled", _bool, BOOL),
+    Variable(
+        "RATE_LIMIT_ALGORITHM",
+        "rate_limit_algorithm",
+        _choice("token_bucket", "sliding_window"),
+        "token_bucket or sliding_window",
+    ),
+    Variable("RATE_LIMIT_WINDOW_SECONDS", "rate_limit_window_seconds", _int_in(1, DAY), "1 to 86400 seconds"),
+    Variable("RATE_LIMIT_IP_LIMIT", "rate_limit_ip_limit", _int_in(1, 10**9), "an integer from 1 to 10^9"),
+    Variable("RATE_LIMIT_USER_LIMIT", "rate_limit_user_limit", _int_in(1, 10**9), "an integer from 1 to 10^9"),
+    Variable("RATE_LIMIT_BURST", "rate_limit_burst", _int_in(1, 10**9), "an integer from 1 to 10^9"),
+    Variable("EVENTS_ENABLED", "events_enabled", _bool, BOOL),
+    Variable("EVENTS_HEARTBEAT_SECONDS", "events_heartbeat_seconds", _int_in(1, HOUR), "1 to 3600 seconds"),
+    Variable("EVENTS_HISTORY", "events_history", _int_in(1, 10**7), "an integer from 1 to 10000000"),
+    Variable("HTTP_CACHE_MAX_AGE_SECONDS", "http_cache_max_age_seconds", _int_in(0, DAY), "0 to 86400 seconds"),
+    Variable("READ_YOUR_WRITES_SECONDS", "read_your_writes_seconds", _int_in(0, HOUR), "0 to 3600 seconds"),
+    Variable("MAX_BODY_BYTES", "max_body_bytes", _int_in(1024, 64 * 1024 * 1024), "1024 to 67108864 bytes"),
+    Variable("READY_TIMEOUT_MS", "ready_timeout_ms", _int_in(10, 60000), "10 to 60000 ms"),
+    Variable("SHUTDOWN_TIMEOUT_SECONDS", "shutdown_timeout_seconds", _int_in(1, HOUR), "1 to 3600 seconds"),
+    Variable("LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error"), "debug, info, warning or error"),
+    Variable("ACCESS_LOG", "access_log", _bool, BOOL),
+)
+
+REDIS_SWITCHES = (
+    ("CACHE_ENABLED", "cache_enabled"),
+    ("SESSIONS_ENABLED", "sessions_enabled"),
+    ("RATE_LIMIT_ENABLED", "rate_limit_enabled"),
+    ("EVENTS_ENABLED", "events_enabled"),
+)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `environ` (default os.environ); unset variables keep the defaults above."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for var in VARIABLES:
+        if var.name not in env:
+            continue
+        raw = env[var.name]
+        try:
+            values[var.field] = var.parse(raw)
+        except ValueError:
+            problems.append(f"{var.name}: got {raw!r}, allowed: {var.allowed}")
+    settings = Settings(**values)
+    problems += _cross_checks(settings, env)
+    if problems:
+        raise ConfigError("invalid environment:\n  " + "\n  ".join(problems))
+    return settings
+
+
+def _cross_checks(settings: Settings, env: Mapping[str, str]) -> list[str]:
+    problems = []
+    if not settings.database_url and "DATABASE_URL" not in env:
+        problems.append("DATABASE_URL: not set, allowed: a DSN postgresql://user:pass@host:port/db (required)")
+    if settings.db_pool_min > settings.db_pool_max:
+        problems.append(
+            f"DB_POOL_MIN: got {settings.db_pool_min}, allowed: at most DB_POOL_MAX ({settings.db_pool_max})"
+        )
+    if not settings.redis_url:
+        for name, field in REDIS_SWITCHES:
+            if getattr(settings, field):
+                problems.append(f"{name}: got {env[name]!r}, allowed: false while REDIS_URL is empty (it needs Redis)")
+    return problems

@@ -1,0 +1,123 @@
+"""Change events: appended to a Redis stream (for resume) and fanned out to every replica by pub/sub.
+
+Each process runs one listener (SUBSCRIBE, or SSUBSCRIBE on a Redis Cluster, where the channel and
+stream share a hash slot) and hands each message to its local SSE subscribers. The stream keeps the
+last EVENTS_HISTORY events; a client resuming with Last-Event-ID replays what it missed from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from redis.asyncio import RedisCluster
+
+from sample.metrics import EVENTS_PUBLISHED
+from sample.redisconn import RedisClient
+from sample.responses import encode
+
+log = logging.getLogger(__name__)
+
+STREAM = "{events}:log"
+CHANNEL = "{events}:live"
+QUEUE_SIZE = 1000
+Event = tuple[bytes, bytes]  # (stream id, JSON payload)
+END: Event = (b"", b"")  # tells a subscriber its stream should end
+
+
+def parse_id(event_id: bytes | str) -> tuple[int, int]:
+    """A stream id "ms-seq" as a comparable pair; ValueError when it is not one."""
+    text = event_id.decode() if isinstance(event_id, bytes) else event_id
+    ms, _, seq = text.partition("-")
+    if not (ms.isdigit() and seq.isdigit()):
+        raise ValueError(text)
+    return int(ms), int(seq)
+
+
+class EventBus:
+    """Publishes events and delivers them to this process's subscribers (bounded queues)."""
+
+    def __init__(self, client: RedisClient, history: int) -> None:
+        self.client = client
+        self.history = history
+        self.sharded = isinstance(client, RedisCluster)
+        self._subscribers: set[asyncio.Queue[Event]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    async def publish(self, event_type: str, data: dict[str, Any]) -> bytes:
+        payload = encode({"type": event_type, "data": data})
+        event_id = await self.client.xadd(STREAM, {"e": payload}, maxlen=self.history, approximate=True)
+        message = event_id + b" " + payload
+        if self.sharded:
+            await self.client.spublish(CHANNEL, message)
+        else:
+            await self.client.publish(CHANNEL, message)
+        EVENTS_PUBLISHED.labels(event_type).inc()
+        return event_id
+
+    async def replay(self, after: str) -> list[Event]:
+        """Events after stream id `after` still in the history, oldest first."""
+        entries = await self.client.xrange(STREAM, min=f"({after}", max="+", count=self.history)
+        return [(event_id, fields[b"e"]) for event_id, fields in entries]
+
+    def subscribe(self) -> asyncio.Queue[Event]:
+        queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_SIZE)
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
+        self._subscribers.discard(queue)
+
+    def end_streams(self) -> None:
+        """Ask every open stream to finish (graceful shutdown)."""
+        for queue in list(self._subscribers):
+            self._deliver(queue, END)
+
+    def _deliver(self, queue: asyncio.Queue[Event], event: Event) -> None:
+        try:
+            queue.put_nowait(event)
+        except asyncio.QueueFull:  # a stalled client: drop it, it resumes with Last-Event-ID
+            self._subscribers.discard(queue)
+            queue.get_nowait()
+            queue.put_nowait(END)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen_forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _listen_forever(self) -> None:
+        while True:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("event listener lost Redis, reconnecting", extra={"error": str(exc)})
+                await asyncio.sleep(1.0)
+
+    async def _listen(self) -> None:
+        pubsub = self.client.pubsub()
+        try:
+            if self.sharded:
+                await pubsub.ssubscribe(CHANNEL)
+            else:
+                await pubsub.subscribe(CHANNEL)
+            while True:
+                if self.sharded:
+                    message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
+                else:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is None or message["type"] not in ("message", "smessage"):
+                    continue
+                event_id, _, payload = message["data"].partition(b" ")
+                for queue in list(self._subscribers):
+                    self._deliver(queue, (event_id, payload))
+        finally:
+            await pubsub.aclose()

@@ -1,0 +1,126 @@
+"""The OpenAPI 3.1 document served at /openapi.json: every route, its parameters, bodies and errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sample.models import MAX_BATCH, schema_components
+
+ERROR = {
+    "description": "Error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {"status": {"type": "integer"}, "code": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["status", "code", "message"],
+        }
+    },
+    "required": ["error"],
+}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+LIMIT = _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20})
+CURSOR = _query("cursor", "next_cursor of the previous page; absent for the first page.", {"type": "string"})
+FIELDS = _query("fields", "Comma-separated subset of product fields to return.", {"type": "string"})
+
+
+def _op(summary: str, responses: dict[str, Any], *, params: list[Any] = (), body: str | None = None) -> dict[str, Any]:  # type: ignore[assignment]
+    operation: dict[str, Any] = {"summary": summary, "responses": {**responses, "4XX": ERROR}}
+    if params:
+        operation["parameters"] = list(params)
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+    return operation
+
+
+PAGE = {"type": "object", "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}}}
+PATHS: dict[str, dict[str, Any]] = {
+    "/products": {
+        "get": _op("A page of products by id (keyset).", {"200": _json(PAGE)}, params=[LIMIT, CURSOR, FIELDS]),
+        "post": _op("Create a product.", {"201": _json(_ref("Product"), "Created")}, body="ProductCreate"),
+    },
+    "/products/batch-get": {
+        "post": _op(
+            f"Up to {MAX_BATCH} products by id, in request order; unknown ids are listed under `missing`.",
+            {"200": _json({"type": "object"})},
+            params=[FIELDS],
+            body="BatchGet",
+        )
+    },
+    "/products/{id}": {
+        "get": _op(
+            "One product (cache-aside); supports If-None-Match.",
+            {"200": _json(_ref("Product")), "304": {"description": "Not modified"}},
+            params=[ID, FIELDS],
+        ),
+        "patch": _op(
+            "Change a product; invalidates its cache entry.",
+            {"200": _json(_ref("Product"))},
+            params=[ID],
+            body="ProductUpdate",
+        ),
+    },
+    "/users": {"post": _op("Sign up.", {"201": _json(_ref("User"), "Created")}, body="UserCreate")},
+    "/users/{id}": {"get": _op("One user.", {"200": _json(_ref("User"))}, params=[ID])},
+    "/users/{id}/orders": {
+        "get": _op("A user's orders with items (keyset).", {"200": _json(PAGE)}, params=[ID, LIMIT, CURSOR])
+    },
+    "/sessions": {
+        "post": _op(
+            "Log in: sets the HttpOnly session cookie `sid`.",
+            {"201": _json({"type": "object"}, "Logged in")},
+            body="Login",
+        ),
+        "delete": _op("Log out: deletes the session and the cookie.", {"204": {"description": "Logged out"}}),
+    },
+    "/me": {"get": _op("The logged-in user.", {"200": _json(_ref("User"))})},
+    "/orders": {"post": _op("Place an order.", {"201": _json(_ref("Order"), "Created")}, body="OrderCreate")},
+    "/orders/{id}": {"get": _op("One order with items.", {"200": _json(_ref("Order"))}, params=[ID])},
+    "/events": {
+        "get": _op(
+            "Server-Sent Events of product and order changes; resume with Last-Event-ID.",
+            {
+                "200": {
+                    "description": "text/event-stream",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                }
+            },
+        )
+    },
+    "/healthz": {
+        "get": _op("Liveness: the process answers; no dependency is called.", {"200": _json({"type": "object"})})
+    },
+    "/readyz": {
+        "get": _op(
+            "Readiness: Postgres primary and Redis reachable.",
+            {"200": _json({"type": "object"}), "503": _json({"type": "object"}, "Not ready")},
+        )
+    },
+    "/metrics": {"get": _op("Prometheus metrics.", {"200": {"description": "text/plain exposition"}})},
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "scaleladder sample service", "version": "0.1.0"},
+        "paths": PATHS,
+        "components": {"schemas": {**schema_components(), "Error": ERROR_SCHEMA}},
+    }

@@ -1,0 +1,88 @@
+"""Orders: placed in one transaction that locks and decrements stock; read with their items batch-loaded."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from sample.db import Database, Transaction
+from sample.errors import ApiError
+from sample.models import Order, OrderItem, OrderItemIn
+
+COLUMNS = "id, user_id, status, total_cents, created_at"
+
+
+async def place(tx: Transaction, user_id: int, items: list[OrderItemIn]) -> asyncpg.Record:
+    """Insert the order and its items at current prices; 404/409 when a product is missing or short."""
+    quantities: dict[int, int] = {}
+    for item in items:
+        quantities[item.product_id] = quantities.get(item.product_id, 0) + item.quantity
+    ids = sorted(quantities)  # lock in id order: concurrent orders cannot deadlock
+    rows = await tx.fetch(
+        "SELECT id, price_cents, stock FROM products WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", ids
+    )
+    found = {row["id"]: row for row in rows}
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise ApiError(404, "product_not_found", f"items: product_id {missing[0]} does not exist")
+    for product_id in ids:
+        if found[product_id]["stock"] < quantities[product_id]:
+            stock = found[product_id]["stock"]
+            raise ApiError(
+                409,
+                "insufficient_stock",
+                f"items: product_id {product_id} quantity {quantities[product_id]}, only {stock} in stock",
+            )
+    await tx.fetch(
+        "UPDATE products p SET stock = p.stock - q.quantity, version = p.version + 1, updated_at = now()"
+        " FROM unnest($1::bigint[], $2::int[]) AS q(id, quantity) WHERE p.id = q.id",
+        ids,
+        [quantities[i] for i in ids],
+    )
+    total = sum(found[i]["price_cents"] * quantities[i] for i in ids)
+    order = await tx.fetchrow(
+        f"INSERT INTO orders (user_id, total_cents) VALUES ($1, $2) RETURNING {COLUMNS}", user_id, total
+    )
+    assert order is not None
+    await tx.fetch(
+        "INSERT INTO order_items (order_id, product_id, quantity, price_cents)"
+        " SELECT $1, q.id, q.quantity, q.price"
+        " FROM unnest($2::bigint[], $3::int[], $4::int[]) AS q(id, quantity, price)",
+        order["id"],
+        ids,
+        [quantities[i] for i in ids],
+        [found[i]["price_cents"] for i in ids],
+    )
+    return order
+
+
+async def get(db: Database, order_id: int, fresh: bool) -> asyncpg.Record | None:
+    return await db.fetchrow(f"SELECT {COLUMNS} FROM orders WHERE id = $1", order_id, fresh=fresh)
+
+
+async def page_for_user(db: Database, user_id: int, after_id: int, limit: int, fresh: bool) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"SELECT {COLUMNS} FROM orders WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        user_id,
+        after_id,
+        limit,
+        fresh=fresh,
+    )
+
+
+async def with_items(db: Database, orders: list[asyncpg.Record], fresh: bool) -> list[Order]:
+    """Attach items to many orders with ONE query (no N+1), product names joined in."""
+    if not orders:
+        return []
+    rows = await db.fetch(
+        "SELECT i.order_id, i.product_id, i.quantity, i.price_cents, p.name AS product_name"
+        " FROM order_items i JOIN products p ON p.id = i.product_id"
+        " WHERE i.order_id = ANY($1::bigint[]) ORDER BY i.order_id, i.product_id",
+        [o["id"] for o in orders],
+        fresh=fresh,
+    )
+    items: dict[int, list[OrderItem]] = {o["id"]: [] for o in orders}
+    for row in rows:
+        items[row["order_id"]].append(
+            OrderItem(row["product_id"], row["quantity"], row["price_cents"], row["product_name"])
+        )
+    return [Order(items=items[o["id"]], **dict(o)) for o in orders]

@@ -1,0 +1,66 @@
+"""The per-process dependencies built from Settings: pools, Redis client and the features on it."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from sample import lifecycle
+from sample.cache import Cache
+from sample.config import Settings
+from sample.db import Database
+from sample.events import EventBus
+from sample.ratelimit import RateLimiter
+from sample.redisconn import RedisClient, connect
+from sample.sessions import SessionStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    redis: RedisClient | None
+    cache: Cache | None
+    sessions: SessionStore | None
+    limiter: RateLimiter | None
+    events: EventBus | None
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        """Only what the switches turn on is built; with REDIS_URL empty every Redis feature is None."""
+        redis = connect(settings.redis_url, settings.redis_mode) if settings.redis_url else None
+        on = redis is not None
+        return cls(
+            settings=settings,
+            db=Database(settings),
+            redis=redis,
+            cache=Cache(redis, settings.cache_ttl_seconds) if on and settings.cache_enabled else None,
+            sessions=(
+                SessionStore(redis, settings.session_ttl_seconds, settings.cookie_secure)
+                if on and settings.sessions_enabled
+                else None
+            ),
+            limiter=RateLimiter(redis, settings) if on and settings.rate_limit_enabled else None,
+            events=EventBus(redis, settings.events_history) if on and settings.events_enabled else None,
+        )
+
+    async def start(self) -> None:
+        await self.db.open()
+        if self.events is not None:
+            self.events.start()
+            lifecycle.on_drain(self.events.end_streams)
+
+    async def stop(self) -> None:
+        """Close everything; called after in-flight requests drained."""
+        if self.events is not None:
+            await self.events.stop()
+        await self.db.close()
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
+
+
+def of(request: Request) -> Services:
+    return request.app.state.services
