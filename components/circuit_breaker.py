@@ -188,6 +188,9 @@ class SidecarSpec:
     inbound: Inbound = setting(Inbound, "inbound listener in front of the application")
     resources: Resources = setting(Resources, "requests and limits of the Envoy container")
     drain_seconds: int = setting(5, "time Envoy drains listeners on shutdown", minimum=0, maximum=60)
+    concurrency: int = setting(
+        2, "worker threads; Envoy would otherwise start one per node core, whatever the CPU limit", minimum=1
+    )
 
     def problems(self) -> Iterator[tuple[str, str]]:
         names: set[str] = set()
@@ -373,6 +376,8 @@ def envoy_args(spec: SidecarSpec, config_dir: str = CONFIG_DIR) -> list[str]:
         "--disable-hot-restart",
         "--drain-time-s",
         str(spec.drain_seconds),
+        "--concurrency",
+        str(spec.concurrency),
         "--log-level",
         "warn",
     ]
