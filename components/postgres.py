@@ -1,0 +1,456 @@
+"""PostgreSQL for every phase: a native sidecar (phase 1), a StatefulSet (phase 2), a group (phase 3).
+
+Objects, by name (one set per namespace):
+
+- Secret `postgres-credentials`: `username`, `password` (the app role), `replication-password`.
+- ConfigMap `postgres-scripts`: the files of components/scripts/postgres, run by the pods.
+- StatefulSet `postgres` + headless Service `postgres`: the primary (pod `postgres-0`).
+- Service `postgres-rw`: the primary, ready (writable) pods only.
+- StatefulSet `postgres-replica` + headless Service `postgres-replica`: streaming hot standbys, each
+  with its own physical replication slot on the primary (`postgres_replica_0`, ...).
+- Service `postgres-ro`: replicas that are in recovery and within the lag limits.
+- Deployment + Service `pgbouncer`, ConfigMap `pgbouncer-config`: transaction pooling in front of
+  both; database `<db>` goes to `postgres-rw`, `<db>_ro` to `postgres-ro`.
+
+Passwords enter as parameters (`str` when rendering, Pulumi Outputs at deploy time) and are only
+ever placed in the Secret's `stringData`; pods read them through `secretKeyRef`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from components.labels import Meta
+from components.pods import Resources, config_map, container_security, exec_probe, pod_security
+from components.settings import setting
+from components.web import IMAGE_PATTERN
+
+NAME = "postgres"
+REPLICA_NAME = "postgres-replica"
+POOLER_NAME = "pgbouncer"
+RW_SERVICE = "postgres-rw"
+RO_SERVICE = "postgres-ro"
+SCRIPTS_CONFIG_MAP = "postgres-scripts"
+POOLER_CONFIG_MAP = "pgbouncer-config"
+PORT = 5432
+POOLER_PORT = 6432
+MAJOR = 15
+RUN_AS = 999  # the `postgres` user of the official Debian-based image
+POOLER_RUN_AS = 70
+REPLICATION_USER = "replicator"
+PASSWORD_KEY = "password"
+REPLICATION_PASSWORD_KEY = "replication-password"
+
+DATA_VOLUME = "pgdata"
+DATA_DIR = "/var/lib/postgresql/data"
+PGDATA = f"{DATA_DIR}/pgdata"  # a subdirectory: a fresh volume's root may hold lost+found
+SOCKET_DIR = "/var/run/postgresql"
+SCRIPTS_DIR = "/scripts"
+INITDB_DIR = "/docker-entrypoint-initdb.d"
+POOLER_CONFIG_DIR = "/etc/pgbouncer"
+POOLER_AUTH_DIR = "/run/pgbouncer"
+RUN_VOLUME = {"name": "pg-run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
+"""Writable socket directory for the read-only root filesystem; pods running `postgres_sidecar` add it."""
+
+SCRIPTS = Path(__file__).parent / "scripts" / "postgres"
+IDENTIFIER = r"[a-z_][a-z0-9_]{0,62}"
+STORAGE = r"[1-9][0-9]*(Mi|Gi|Ti)"
+SIZE = r"[1-9][0-9]*(kB|MB|GB)"
+RESERVED_CONNECTIONS = 10  # superuser_reserved_connections (3), probes, migrations and operators
+
+
+@dataclass(frozen=True)
+class ReplicationSpec:
+    """Streaming replication: how far a replica may fall behind and still serve reads."""
+
+    max_lag_bytes: int = setting(
+        16 * 1024 * 1024,
+        "a replica with more received-but-unreplayed WAL than this is taken out of postgres-ro",
+        minimum=0,
+    )
+    max_lag_seconds: int = setting(
+        10, "a replica whose last replayed transaction is older than this while WAL waits is taken out", minimum=1
+    )
+    max_slot_wal_keep_mb: int = setting(
+        256,
+        "WAL the primary keeps for a disconnected replica's slot; beyond it the replica must be rebuilt",
+        minimum=16,
+    )
+    hot_standby_feedback: bool = setting(
+        True, "replicas tell the primary which rows their queries still read (fewer cancelled reads, more bloat)"
+    )
+
+
+@dataclass(frozen=True)
+class PoolerSpec:
+    """PgBouncer in front of the primary and the replicas (phase 3 turns it on)."""
+
+    enabled: bool = setting(False, "run PgBouncer; the web tier then connects to it instead of Postgres")
+    image: str = setting(
+        "ghcr.io/cloudnative-pg/pgbouncer:1.22.1-16",
+        "PgBouncer image, pinned (CloudNativePG's maintained Debian-based build)",
+        pattern=IMAGE_PATTERN,
+    )
+    replicas: int = setting(2, "PgBouncer pods", minimum=1, maximum=10)
+    pool_mode: Literal["transaction", "session"] = setting(
+        "transaction", "transaction: a server connection is held only for a transaction's duration"
+    )
+    default_pool_size: int = setting(20, "server connections per database/user pair, per PgBouncer pod", minimum=1)
+    reserve_pool_size: int = setting(5, "extra server connections a pool may open when clients wait", minimum=0)
+    max_client_conn: int = setting(1000, "client connections each PgBouncer pod accepts", minimum=1)
+    max_prepared_statements: int = setting(
+        100,
+        "protocol-level prepared statements tracked per server connection in transaction mode (0: off)",
+        minimum=0,
+    )
+    resources: Resources = setting(Resources, "requests and limits of the PgBouncer container")
+
+
+@dataclass(frozen=True)
+class PostgresSpec:
+    """The database: image, credentials' names, storage, replicas and pooler."""
+
+    image: str = setting(
+        "postgres:15.18-bookworm", f"official postgres image, pinned; major {MAJOR}", pattern=IMAGE_PATTERN
+    )
+    database: str = setting("app", "database the service uses", pattern=IDENTIFIER)
+    user: str = setting("app", "role the service logs in as; owns the database", pattern=IDENTIFIER)
+    storage: str = setting("1Gi", "PersistentVolumeClaim size per member", pattern=STORAGE)
+    storage_class: str = setting("", "StorageClass of the claims; empty: the cluster's default")
+    resources: Resources = setting(Resources, "requests and limits of each Postgres container")
+    max_connections: int = setting(100, "server connections each member accepts", minimum=20, maximum=5000)
+    shared_buffers: str = setting("32MB", "shared buffer cache; keep well under the memory limit", pattern=SIZE)
+    replicas: int = setting(0, "streaming read replicas (phase 3: 2)", minimum=0, maximum=5)
+    replication: ReplicationSpec = setting(ReplicationSpec, "replica lag limits and WAL retention")
+    pooler: PoolerSpec = setting(PoolerSpec, "PgBouncer")
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        tag = self.image.rsplit(":", 1)[-1]
+        if not re.match(rf"{MAJOR}(\.|-|$)", tag):
+            yield "image", f"must be PostgreSQL {MAJOR} (the scripts are tested on it), got {self.image!r}"
+        if self.user in (REPLICATION_USER, "postgres"):
+            yield "user", f"must not be {self.user!r} (reserved), got {self.user!r}"
+        storage_mb = mebibytes(self.storage)
+        if self.replication.max_slot_wal_keep_mb * 2 > storage_mb:
+            yield (
+                "replication.max_slot_wal_keep_mb",
+                f"must be at most half of storage ({self.storage} = {storage_mb} MiB), "
+                f"got {self.replication.max_slot_wal_keep_mb}",
+            )
+        pooled = self.pooler.replicas * (self.pooler.default_pool_size + self.pooler.reserve_pool_size)
+        if self.pooler.enabled and pooled > self.max_connections - RESERVED_CONNECTIONS:
+            yield (
+                "pooler.default_pool_size",
+                f"pooler.replicas x (default_pool_size + reserve_pool_size) = {pooled} server connections "
+                f"must fit in max_connections - {RESERVED_CONNECTIONS} = {self.max_connections - RESERVED_CONNECTIONS}",
+            )
+
+
+def mebibytes(quantity: str) -> int:
+    """A `STORAGE` quantity (`512Mi`, `1Gi`) in MiB."""
+    number, unit = int(quantity[:-2]), quantity[-2:]
+    return number * {"Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}[unit]
+
+
+@dataclass(frozen=True)
+class PostgresPasswords:
+    """Generated credentials: `str` when rendering, Pulumi Outputs at deploy time (Secret stringData only).
+
+    They are substituted into DSNs unescaped, so they must be URL-safe (letters and digits).
+    """
+
+    app: Any
+    replication: Any
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where one database is reached: host, port and database name."""
+
+    host: str
+    port: int
+    database: str
+
+
+@dataclass(frozen=True)
+class PostgresEndpoints:
+    """What the web tier connects to; the password is read from `secret_name`/`password_key`."""
+
+    primary: Address
+    replicas: tuple[Address, ...]
+    user: str
+    secret_name: str
+    password_key: str
+
+
+def secret_name(meta: Meta) -> str:
+    """The credentials Secret: one per stack namespace, so the name does not depend on `meta`."""
+    del meta
+    return f"{NAME}-credentials"
+
+
+def script(name: str) -> str:
+    """The text of components/scripts/postgres/`name`."""
+    return (SCRIPTS / name).read_text()
+
+
+def script_names() -> list[str]:
+    return sorted(path.name for path in SCRIPTS.glob("*.sh"))
+
+
+def server_settings(spec: PostgresSpec) -> dict[str, str]:
+    """Server parameters of every member (primary and replicas alike), passed as `-c key=value`."""
+    return {
+        "max_connections": str(spec.max_connections),
+        "shared_buffers": spec.shared_buffers,
+        "password_encryption": "scram-sha-256",
+        "wal_level": "replica",
+        "max_wal_senders": str(spec.replicas + 5),
+        "max_replication_slots": str(spec.replicas + 5),
+        "max_slot_wal_keep_size": f"{spec.replication.max_slot_wal_keep_mb}MB",
+        "hot_standby": "on",
+        "hot_standby_feedback": "on" if spec.replication.hot_standby_feedback else "off",
+        "wal_receiver_status_interval": "1s",
+    }
+
+
+def _settings_args(settings: dict[str, str]) -> list[str]:
+    return [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
+
+
+def credentials_secret(meta: Meta, spec: PostgresSpec, passwords: PostgresPasswords) -> dict[str, Any]:
+    """Secret `postgres-credentials`: app user name and password, replication password."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta.metadata(NAME, "database", object_name=secret_name(meta)),
+        "type": "Opaque",
+        "stringData": {
+            "username": spec.user,
+            PASSWORD_KEY: passwords.app,
+            REPLICATION_PASSWORD_KEY: passwords.replication,
+        },
+    }
+
+
+def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+
+
+def _client_env(spec: PostgresSpec) -> list[dict[str, Any]]:
+    """libpq variables naming the local server over its socket: what probes and scripts connect to."""
+    return [
+        {"name": "PGHOST", "value": SOCKET_DIR},
+        {"name": "PGPORT", "value": str(PORT)},
+        {"name": "PGUSER", "value": spec.user},
+        {"name": "PGDATABASE", "value": spec.database},
+    ]
+
+
+def _postgres_container(
+    spec: PostgresSpec,
+    secret: str,
+    *,
+    readiness: dict[str, Any],
+    env: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The official image's entrypoint running `postgres` with the spec's settings."""
+    return {
+        "name": NAME,
+        "image": spec.image,
+        "args": ["postgres", *_settings_args(server_settings(spec))],
+        "ports": [{"name": "postgres", "containerPort": PORT}],
+        "env": [
+            {"name": "PGDATA", "value": PGDATA},
+            {"name": "POSTGRES_USER", "value": spec.user},
+            {"name": "POSTGRES_DB", "value": spec.database},
+            _secret_env("POSTGRES_PASSWORD", secret, PASSWORD_KEY),
+            *_client_env(spec),
+            *env,
+        ],
+        "resources": spec.resources.render(),
+        # crash recovery replays WAL before the server accepts connections: up to 5 minutes
+        "startupProbe": exec_probe(["pg_isready", "-q"], period=2, failure_threshold=150),
+        "readinessProbe": readiness,
+        # restarted only when the server has not answered at all for a minute
+        "livenessProbe": exec_probe(["pg_isready", "-q"], period=10, failure_threshold=6),
+        "securityContext": container_security(),
+        "volumeMounts": [
+            {"name": DATA_VOLUME, "mountPath": DATA_DIR},
+            {"name": RUN_VOLUME["name"], "mountPath": SOCKET_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+            *mounts,
+        ],
+    }
+
+
+def postgres_sidecar(spec: PostgresSpec, secret_name: str) -> dict[str, Any]:
+    """Phase 1: Postgres as a native sidecar of the web pod, listening on 127.0.0.1 only.
+
+    The kubelet starts it first and waits for its startup probe (pg_isready) before the next init
+    container and the web container start. The pod must provide the volumes `pgdata` (the data
+    claim), `tmp` (an emptyDir) and `RUN_VOLUME` (the socket directory).
+    """
+    container = _postgres_container(
+        spec,
+        secret_name,
+        # ready when the app role can run a query in its database
+        readiness=exec_probe(["psql", "-XAtq", "-c", "SELECT 1"], period=5, failure_threshold=2),
+        env=[],
+        mounts=[],
+    )
+    container["args"] += ["-c", "listen_addresses=127.0.0.1"]
+    return {**container, "restartPolicy": "Always"}
+
+
+def local_endpoints(meta: Meta, spec: PostgresSpec) -> PostgresEndpoints:
+    """Phase 1: the sidecar on localhost."""
+    return PostgresEndpoints(
+        primary=Address("127.0.0.1", PORT, spec.database),
+        replicas=(),
+        user=spec.user,
+        secret_name=secret_name(meta),
+        password_key=PASSWORD_KEY,
+    )
+
+
+def endpoints(meta: Meta, spec: PostgresSpec) -> PostgresEndpoints:
+    """Phase 2+: `postgres-rw` (and `postgres-ro`), or PgBouncer's `<db>` (and `<db>_ro`) when enabled."""
+    if spec.pooler.enabled:
+        primary = Address(POOLER_NAME, POOLER_PORT, spec.database)
+        replicas = (Address(POOLER_NAME, POOLER_PORT, f"{spec.database}_ro"),) if spec.replicas else ()
+    else:
+        primary = Address(RW_SERVICE, PORT, spec.database)
+        replicas = (Address(RO_SERVICE, PORT, spec.database),) if spec.replicas else ()
+    return PostgresEndpoints(primary, replicas, spec.user, secret_name(meta), PASSWORD_KEY)
+
+
+def database_env(endpoints: PostgresEndpoints) -> list[dict[str, Any]]:
+    """DATABASE_PASSWORD from the Secret, then DATABASE_URL (and DATABASE_REPLICA_URLS) expanding it."""
+
+    def url(address: Address) -> str:
+        return f"postgresql://{endpoints.user}:$(DATABASE_PASSWORD)@{address.host}:{address.port}/{address.database}"
+
+    env = [
+        _secret_env("DATABASE_PASSWORD", endpoints.secret_name, endpoints.password_key),
+        {"name": "DATABASE_URL", "value": url(endpoints.primary)},
+    ]
+    if endpoints.replicas:
+        env.append({"name": "DATABASE_REPLICA_URLS", "value": ",".join(url(a) for a in endpoints.replicas)})
+    return env
+
+
+def scripts_config_map(meta: Meta) -> dict[str, Any]:
+    """ConfigMap `postgres-scripts`: every components/scripts/postgres/*.sh, byte for byte."""
+    metadata = meta.metadata(NAME, "database", object_name=SCRIPTS_CONFIG_MAP)
+    return config_map(metadata, {name: script(name) for name in script_names()})
+
+
+def _service(meta: Meta, name: str, component: str, selector: dict[str, str], *, headless: bool) -> dict[str, Any]:
+    """A Service on 5432; headless ones list pods before they are ready (stable DNS during start-up)."""
+    spec: dict[str, Any] = {
+        "selector": selector,
+        "ports": [{"name": "postgres", "port": PORT, "targetPort": "postgres", "protocol": "TCP"}],
+    }
+    if headless:
+        spec = {"clusterIP": "None", "publishNotReadyAddresses": True, **spec}
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta.metadata(name, component), "spec": spec}
+
+
+def _stateful_set(
+    meta: Meta, spec: PostgresSpec, name: str, component: str, replicas: int, pod_spec: dict[str, Any]
+) -> dict[str, Any]:
+    """StatefulSet `name` with its claim template; the scripts' checksum rolls pods when they change."""
+    claim_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": spec.storage}},
+    }
+    if spec.storage_class:
+        claim_spec["storageClassName"] = spec.storage_class
+    scripts = "".join(script(n) for n in script_names())
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": meta.metadata(name, component),
+        "spec": {
+            "serviceName": name,
+            "replicas": replicas,
+            "selector": {"matchLabels": meta.selector(name)},
+            "template": {
+                "metadata": {
+                    "labels": meta.labels(name, component),
+                    "annotations": {"checksum/scripts": hashlib.sha256(scripts.encode()).hexdigest()},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    # a fast shutdown checkpoints before exiting: restarts need no crash recovery
+                    "terminationGracePeriodSeconds": 60,
+                    "securityContext": pod_security(RUN_AS),
+                    **pod_spec,
+                    "volumes": [
+                        {"name": "scripts", "configMap": {"name": SCRIPTS_CONFIG_MAP, "defaultMode": 0o555}},
+                        RUN_VOLUME,
+                        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                        *pod_spec.get("volumes", []),
+                    ],
+                },
+            },
+            "volumeClaimTemplates": [
+                {"metadata": {"name": DATA_VOLUME, "labels": meta.labels(name, component)}, "spec": claim_spec}
+            ],
+        },
+    }
+
+
+def _scripts_mount() -> dict[str, Any]:
+    return {"name": "scripts", "mountPath": SCRIPTS_DIR, "readOnly": True}
+
+
+def _replication_env(secret: str, password_variable: str) -> list[dict[str, Any]]:
+    return [
+        {"name": "REPLICATION_USER", "value": REPLICATION_USER},
+        _secret_env(password_variable, secret, REPLICATION_PASSWORD_KEY),
+    ]
+
+
+def primary_objects(meta: Meta, spec: PostgresSpec) -> list[dict[str, Any]]:
+    """StatefulSet `postgres` (one pod), headless Service `postgres`, client Service `postgres-rw`.
+
+    On first start the image's entrypoint runs initdb, then primary-init.sh (as an initdb hook):
+    the replication role and its pg_hba entry. Phase 2 creates them too, so adding replicas later
+    needs no change to an existing primary. Ready means "accepting writes" (ready.sh primary).
+    """
+    secret = secret_name(meta)
+    container = _postgres_container(
+        spec,
+        secret,
+        readiness=exec_probe([f"{SCRIPTS_DIR}/ready.sh", "primary"], period=5, failure_threshold=2),
+        env=_replication_env(secret, "REPLICATION_PASSWORD"),
+        mounts=[_scripts_mount(), {"name": "initdb", "mountPath": INITDB_DIR, "readOnly": True}],
+    )
+    initdb = {
+        "name": "initdb",
+        "configMap": {
+            "name": SCRIPTS_CONFIG_MAP,
+            "defaultMode": 0o555,
+            "items": [{"key": "primary-init.sh", "path": "10-primary-init.sh"}],
+        },
+    }
+    pod_spec = {"containers": [container], "volumes": [initdb]}
+    return [
+        _stateful_set(meta, spec, NAME, "primary", 1, pod_spec),
+        _service(meta, NAME, "primary", meta.selector(NAME), headless=True),
+        _service(meta, RW_SERVICE, "primary", meta.selector(NAME), headless=False),
+    ]
+
+
+def postgres_objects(meta: Meta, spec: PostgresSpec, passwords: PostgresPasswords) -> list[dict[str, Any]]:
+    """Phase 2: Secret, scripts ConfigMap and the primary; phase 3 adds replicas and PgBouncer."""
+    return [credentials_secret(meta, spec, passwords), scripts_config_map(meta), *primary_objects(meta, spec)]

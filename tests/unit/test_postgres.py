@@ -1,0 +1,177 @@
+"""The Postgres builders: phase-1 sidecar, phase-2 primary, the wiring env and the spec's errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+
+from components import postgres
+from components.labels import Meta
+from components.settings import load
+
+META = Meta(namespace="ns", instance="test", version="0.0.0")
+PASSWORDS = postgres.PostgresPasswords(app="app-secret-value", replication="replication-secret-value")
+SCRIPTS = Path(postgres.__file__).parent / "scripts" / "postgres"
+
+
+def by_name(objects: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(obj["kind"], obj["metadata"]["name"]): obj for obj in objects}
+
+
+def errors(raw: dict) -> list[str]:
+    spec, problems = load(postgres.PostgresSpec, raw, "postgres")
+    assert spec is None
+    return [str(problem) for problem in problems]
+
+
+def validate(objects: list[dict]) -> None:
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.34.0", strict=True)
+
+
+def test_defaults_load_and_pin_major_15() -> None:
+    spec, problems = load(postgres.PostgresSpec, {}, "postgres")
+    assert problems == [] and spec == postgres.PostgresSpec()
+    assert spec.image == "postgres:15.18-bookworm"
+    assert not spec.replicas and not spec.pooler.enabled
+
+
+def test_bad_values_name_the_key_the_value_and_the_rule() -> None:
+    assert errors({"image": "postgres:latest", "user": "replicator", "storage": "1G"}) == [
+        "scaleladder:postgres.storage: must match [1-9][0-9]*(Mi|Gi|Ti), got '1G'",
+    ]
+    assert errors({"image": "postgres:16.4", "user": "replicator"}) == [
+        "scaleladder:postgres.image: must be PostgreSQL 15 (the scripts are tested on it), got 'postgres:16.4'",
+        "scaleladder:postgres.user: must not be 'replicator' (reserved), got 'replicator'",
+    ]
+    assert errors({"image": "postgres:latest"}) == [
+        "scaleladder:postgres.image: must be PostgreSQL 15 (the scripts are tested on it), got 'postgres:latest'",
+    ]
+    assert errors({"image": "postgres"}) == [
+        f"scaleladder:postgres.image: must match {postgres.IMAGE_PATTERN}, got 'postgres'",
+    ]
+    assert errors({"replicas": 9, "pooler": {"pool_mode": "statement"}}) == [
+        "scaleladder:postgres.replicas: must be <= 5, got 9",
+        "scaleladder:postgres.pooler.pool_mode: must be one of 'transaction', 'session', got 'statement'",
+    ]
+
+
+def test_cross_field_rules() -> None:
+    assert errors({"storage": "256Mi"}) == [
+        "scaleladder:postgres.replication.max_slot_wal_keep_mb: must be at most half of storage "
+        "(256Mi = 256 MiB), got 256",
+    ]
+    assert errors({"max_connections": 50, "pooler": {"enabled": True, "replicas": 2}}) == [
+        "scaleladder:postgres.pooler.default_pool_size: pooler.replicas x (default_pool_size + reserve_pool_size)"
+        " = 50 server connections must fit in max_connections - 10 = 40",
+    ]
+    # the same pooler without PgBouncer enabled is not a problem
+    assert load(postgres.PostgresSpec, {"max_connections": 50, "pooler": {"replicas": 2}})[1] == []
+
+
+def test_sidecar_is_a_native_sidecar_that_starts_first() -> None:
+    container = postgres.postgres_sidecar(postgres.PostgresSpec(), "postgres-credentials")
+    assert container["restartPolicy"] == "Always"
+    assert container["startupProbe"]["exec"]["command"] == ["pg_isready", "-q"]
+    assert container["readinessProbe"] != container["livenessProbe"] != container["startupProbe"]
+    assert {"name": "pgdata", "mountPath": "/var/lib/postgresql/data"} in container["volumeMounts"]
+    assert container["args"][-2:] == ["-c", "listen_addresses=127.0.0.1"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "postgres-credentials", "key": "password"}
+    assert env["PGDATA"]["value"] == "/var/lib/postgresql/data/pgdata"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert set(container["resources"]) == {"requests", "limits"}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "one-machine"},
+        "spec": {
+            "initContainers": [container],
+            "containers": [{"name": "web", "image": "scaleladder/sample:0.1.0"}],
+            "volumes": [postgres.RUN_VOLUME, {"name": "tmp", "emptyDir": {}}, {"name": "pgdata", "emptyDir": {}}],
+        },
+    }
+    validate([pod])
+
+
+def test_phase_two_is_secret_scripts_primary_and_its_services() -> None:
+    objects = postgres.postgres_objects(META, postgres.PostgresSpec(), PASSWORDS)
+    validate(objects)
+    assert list(by_name(objects)) == [
+        ("Secret", "postgres-credentials"),
+        ("ConfigMap", "postgres-scripts"),
+        ("StatefulSet", "postgres"),
+        ("Service", "postgres"),
+        ("Service", "postgres-rw"),
+    ]
+    named = by_name(objects)
+    statefulset = named[("StatefulSet", "postgres")]["spec"]
+    assert statefulset["replicas"] == 1 and statefulset["serviceName"] == "postgres"
+    claim = statefulset["volumeClaimTemplates"][0]
+    assert claim["metadata"]["name"] == "pgdata" and claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    pod_labels = statefulset["template"]["metadata"]["labels"]
+    for service in ("postgres", "postgres-rw"):
+        selector = named[("Service", service)]["spec"]["selector"]
+        assert selector.items() <= pod_labels.items() and "app.kubernetes.io/version" not in selector
+    assert named[("Service", "postgres")]["spec"]["clusterIP"] == "None"
+    assert "clusterIP" not in named[("Service", "postgres-rw")]["spec"]
+    container = statefulset["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["exec"]["command"] == ["/scripts/ready.sh", "primary"]
+    assert statefulset["template"]["spec"]["securityContext"]["runAsUser"] == 999
+
+
+def test_primary_runs_the_init_script_as_an_entrypoint_hook() -> None:
+    statefulset = by_name(postgres.postgres_objects(META, postgres.PostgresSpec(), PASSWORDS))[
+        ("StatefulSet", "postgres")
+    ]
+    pod = statefulset["spec"]["template"]["spec"]
+    initdb = next(v for v in pod["volumes"] if v["name"] == "initdb")
+    assert initdb["configMap"]["items"] == [{"key": "primary-init.sh", "path": "10-primary-init.sh"}]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["initdb"] == "/docker-entrypoint-initdb.d" and mounts["scripts"] == "/scripts"
+
+
+def test_scripts_config_map_holds_the_repository_files_byte_for_byte() -> None:
+    data = postgres.scripts_config_map(META)["data"]
+    assert set(data) == {path.name for path in SCRIPTS.glob("*.sh")}
+    for name, text in data.items():
+        assert text == (SCRIPTS / name).read_text()
+
+
+def test_passwords_appear_only_in_the_secret() -> None:
+    spec = postgres.PostgresSpec(replicas=2, pooler=postgres.PoolerSpec(enabled=True))
+    objects = postgres.postgres_objects(META, spec, PASSWORDS)
+    for obj in objects:
+        text = json.dumps(obj)
+        inside = obj["kind"] == "Secret"
+        assert (PASSWORDS.app in text) is inside and (PASSWORDS.replication in text) is inside
+
+
+def test_database_env_expands_the_password_into_the_urls() -> None:
+    env = postgres.database_env(postgres.endpoints(META, postgres.PostgresSpec()))
+    assert env == [
+        {
+            "name": "DATABASE_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": "postgres-credentials", "key": "password"}},
+        },
+        {"name": "DATABASE_URL", "value": "postgresql://app:$(DATABASE_PASSWORD)@postgres-rw:5432/app"},
+    ]
+    local = postgres.database_env(postgres.local_endpoints(META, postgres.PostgresSpec(database="shop", user="web")))
+    assert local[1] == {"name": "DATABASE_URL", "value": "postgresql://web:$(DATABASE_PASSWORD)@127.0.0.1:5432/shop"}
+
+
+@pytest.mark.parametrize(
+    ("pooler", "primary", "replica"),
+    [
+        (False, "postgres-rw:5432/app", "postgres-ro:5432/app"),
+        (True, "pgbouncer:6432/app", "pgbouncer:6432/app_ro"),
+    ],
+)
+def test_replica_urls_go_to_the_read_only_service_or_the_pooler(pooler: bool, primary: str, replica: str) -> None:
+    spec = postgres.PostgresSpec(replicas=2, pooler=postgres.PoolerSpec(enabled=pooler))
+    env = {e["name"]: e.get("value") for e in postgres.database_env(postgres.endpoints(META, spec))}
+    assert env["DATABASE_URL"] == f"postgresql://app:$(DATABASE_PASSWORD)@{primary}"
+    assert env["DATABASE_REPLICA_URLS"] == f"postgresql://app:$(DATABASE_PASSWORD)@{replica}"
