@@ -122,6 +122,7 @@ class PostgresServer:
                     "-R",
                     "-X",
                     "stream",
+                    "--checkpoint=fast",  # the default, spread, can wait minutes for the checkpoint
                     "--no-sync",
                 ]
             ),

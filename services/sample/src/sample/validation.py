@@ -43,15 +43,15 @@ async def parse_body(request: Request, model: type[T], limit: int) -> T:
 
 
 def _describe(message: str, data: Any) -> str:
-    """msgspec's message "Expected `int` >= 1 - at `$.items[0].quantity`" as "items[0].quantity: ..., got 0"."""
+    """msgspec's "Expected `int` >= 1 - at `$.items[0].quantity`" as "items[0].quantity: expected `int` >= 1, got 0"."""
     match = _PATH.search(message)
-    if match is None:
-        return f"request body: {message}"
-    path, rule = match.group(1).lstrip("."), message[: match.start()]
-    if rule.startswith("Object contains unknown field"):
-        return f"{path or 'request body'}: {rule[0].lower()}{rule[1:]}, not allowed"
-    value = _at(data, path)
-    return f"{path or 'request body'}: {rule[0].lower()}{rule[1:]}, got {_show(value)}"
+    path, rule = (match.group(1).lstrip("."), message[: match.start()]) if match else ("", message)
+    rule = rule[0].lower() + rule[1:]
+    where = path or "request body"
+    if rule.startswith("object contains unknown field"):
+        return f"{where}: {rule}, not allowed"
+    rule = rule.split(", got `")[0]  # the value itself is shown instead of its type
+    return f"{where}: {rule}, got {_show(_at(data, path))}"
 
 
 def _at(data: Any, path: str) -> Any:

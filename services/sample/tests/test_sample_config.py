@@ -1,0 +1,80 @@
+"""Environment validation: every bad variable reported at once, with the value and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+from sample.config import ConfigError, Settings, load_settings
+from sample_helpers import run_sample
+
+DSN = "postgresql://app:secret@db:5432/app"
+
+
+def test_defaults_need_only_a_database() -> None:
+    settings = load_settings({"DATABASE_URL": DSN})
+    assert settings == Settings(database_url=DSN)
+    assert (settings.port, settings.web_concurrency, settings.redis_url, settings.cache_enabled) == (8080, 1, "", False)
+
+
+def test_values_are_parsed() -> None:
+    settings = load_settings(
+        {
+            "DATABASE_URL": DSN,
+            "DATABASE_REPLICA_URLS": "postgresql://r1/app, postgresql://r2/app,",
+            "REDIS_URL": "redis://cache:6379/0",
+            "REDIS_MODE": "cluster",
+            "CACHE_ENABLED": "yes",
+            "RATE_LIMIT_ALGORITHM": "sliding_window",
+            "WEB_CONCURRENCY": "2",
+        }
+    )
+    assert settings.database_replica_urls == ("postgresql://r1/app", "postgresql://r2/app")
+    assert (settings.redis_mode, settings.cache_enabled, settings.rate_limit_algorithm) == (
+        "cluster",
+        True,
+        "sliding_window",
+    )
+    assert settings.web_concurrency == 2
+
+
+def test_every_bad_variable_is_listed_in_one_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {
+                "DATABASE_URL": "mysql://x",
+                "PORT": "99999",
+                "CACHE_ENABLED": "maybe",
+                "REDIS_MODE": "sentinel",
+                "DB_POOL_MIN": "20",
+                "DB_POOL_MAX": "5",
+            }
+        )
+    message = str(caught.value)
+    assert "DATABASE_URL: got 'mysql://x', allowed: a DSN postgresql://" in message
+    assert "PORT: got '99999', allowed: an integer from 1 to 65535" in message
+    assert "CACHE_ENABLED: got 'maybe', allowed: true or false" in message
+    assert "REDIS_MODE: got 'sentinel', allowed: standalone or cluster" in message
+    assert "DB_POOL_MIN: got 20, allowed: at most DB_POOL_MAX (5)" in message
+
+
+def test_missing_database_url_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL: not set"):
+        load_settings({})
+
+
+@pytest.mark.parametrize("switch", ["CACHE_ENABLED", "SESSIONS_ENABLED", "RATE_LIMIT_ENABLED", "EVENTS_ENABLED"])
+def test_a_redis_switch_without_redis_names_both_variables(switch: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"DATABASE_URL": DSN, switch: "true", "REDIS_URL": ""})
+    assert f"{switch}: got 'true', allowed: false while REDIS_URL is empty" in str(caught.value)
+
+
+def test_serve_exits_non_zero_with_one_message_listing_all_problems() -> None:
+    result = run_sample("serve", {"DATABASE_URL": DSN, "PORT": "http", "SESSIONS_ENABLED": "true", "LOG_LEVEL": "loud"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "sample serve: invalid environment:"
+    assert sorted(line.strip() for line in lines[1:]) == [
+        "LOG_LEVEL: got 'loud', allowed: debug, info, warning or error",
+        "PORT: got 'http', allowed: an integer from 1 to 65535",
+        "SESSIONS_ENABLED: got 'true', allowed: false while REDIS_URL is empty (it needs Redis)",
+    ]
