@@ -1,0 +1,187 @@
+"""The Redis Cluster's objects: StatefulSet, rejoin container, PDB, anti-affinity and bootstrap Job."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from components.labels import Meta
+from components.redis import SCRIPTS, RedisSpec, render_conf
+from components.redis_cluster import cluster_conf, cluster_objects, members
+
+META = Meta(namespace="scaleladder-phase4", instance="phase4", version="0.1.0")
+PASSWORD = "s3cret-cluster-password"
+SPEC = RedisSpec(enabled=True, mode="cluster")
+
+
+def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (obj,) = [obj for obj in objects if obj["kind"] == kind]
+    return obj
+
+
+def containers(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    pod = one(objects, "StatefulSet")["spec"]["template"]["spec"]
+    return {container["name"]: container for container in pod["containers"]}
+
+
+def env(container: dict[str, Any]) -> dict[str, Any]:
+    return {item["name"]: item.get("value", item.get("valueFrom")) for item in container["env"]}
+
+
+def test_objects_in_order() -> None:
+    objects = cluster_objects(META, SPEC, PASSWORD)
+    assert [(obj["kind"], obj["metadata"]["name"]) for obj in objects] == [
+        ("Secret", "redis-auth"),
+        ("ConfigMap", "redis-config"),
+        ("ConfigMap", "redis-scripts"),
+        ("Service", "redis-nodes"),
+        ("Service", "redis"),
+        ("StatefulSet", "redis"),
+        ("PodDisruptionBudget", "redis"),
+        ("Job", "redis-bootstrap-3x1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [SPEC, RedisSpec(mode="cluster", masters=5, replicas_per_master=2, anti_affinity="preferred", persistence="none")],
+)
+def test_objects_pass_strict_schema_validation(spec: RedisSpec) -> None:
+    for obj in cluster_objects(META, spec, PASSWORD):
+        kubernetes_validate.validate(obj, "1.34.0", strict=True)
+
+
+def test_cluster_conf_adds_the_cluster_settings_to_the_common_ones() -> None:
+    conf = cluster_conf(RedisSpec(mode="cluster", node_timeout_ms=3000))
+    assert conf.startswith(render_conf(RedisSpec(mode="cluster")))
+    assert conf.endswith(
+        "cluster-enabled yes\n"
+        "cluster-config-file nodes.conf\n"
+        "cluster-node-timeout 3000\n"
+        "cluster-preferred-endpoint-type hostname\n"
+        "cluster-require-full-coverage yes\n"
+        "cluster-allow-reads-when-down no\n"
+        "cluster-migration-barrier 1\n"
+    )
+    assert "appendonly yes\n" in conf
+
+
+def test_masters_times_one_plus_replicas_pods_with_their_own_volumes() -> None:
+    statefulset = one(
+        cluster_objects(META, RedisSpec(mode="cluster", masters=4, replicas_per_master=2), PASSWORD), "StatefulSet"
+    )
+    assert statefulset["spec"]["replicas"] == 12
+    assert statefulset["spec"]["serviceName"] == "redis-nodes"
+    assert statefulset["spec"]["podManagementPolicy"] == "Parallel"
+    # nodes.conf (the node's identity) outlives the pod even without persistence
+    statefulset = one(cluster_objects(META, RedisSpec(mode="cluster", persistence="none"), PASSWORD), "StatefulSet")
+    assert [claim["metadata"]["name"] for claim in statefulset["spec"]["volumeClaimTemplates"]] == ["data"]
+
+
+def test_headless_service_publishes_pods_before_they_are_ready() -> None:
+    objects = cluster_objects(META, SPEC, PASSWORD)
+    headless, client = [obj for obj in objects if obj["kind"] == "Service"]
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+    assert "clusterIP" not in client["spec"]
+    selector = {"app.kubernetes.io/name": "redis", "app.kubernetes.io/instance": "phase4"}
+    assert headless["spec"]["selector"] == client["spec"]["selector"] == selector
+
+
+def test_every_node_announces_its_stable_name() -> None:
+    node = containers(cluster_objects(META, SPEC, PASSWORD))["redis"]
+    assert node["command"] == [
+        "sh",
+        "/scripts/node-start.sh",
+        "--cluster-announce-hostname",
+        "$(POD_NAME).redis-nodes.scaleladder-phase4.svc",
+    ]
+    assert env(node)["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
+def test_members_are_the_pods_dns_names_in_ordinal_order() -> None:
+    assert members(META, RedisSpec(mode="cluster", masters=3, replicas_per_master=0)) == (
+        "redis-0.redis-nodes.scaleladder-phase4.svc:6379 "
+        "redis-1.redis-nodes.scaleladder-phase4.svc:6379 "
+        "redis-2.redis-nodes.scaleladder-phase4.svc:6379"
+    )
+
+
+def test_rejoin_container_knows_itself_and_every_member() -> None:
+    rejoin = containers(cluster_objects(META, SPEC, PASSWORD))["rejoin"]
+    assert rejoin["command"] == ["sh", "/scripts/cluster-rejoin.sh"]
+    values = env(rejoin)
+    assert values["REDIS_SELF"] == "$(POD_NAME).redis-nodes.scaleladder-phase4.svc:6379"
+    assert values["REDIS_NODES"] == members(META, SPEC)
+    # $(POD_NAME) expands only from a variable defined earlier in the list
+    names = [item["name"] for item in rejoin["env"]]
+    assert names.index("POD_NAME") < names.index("REDIS_SELF")
+
+
+def test_every_container_is_hardened_with_distinct_probes_and_limits() -> None:
+    for container in containers(cluster_objects(META, SPEC, PASSWORD)).values():
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert set(container["resources"]) == {"requests", "limits"}
+        probes = [container[name] for name in ("startupProbe", "readinessProbe", "livenessProbe")]
+        assert len({json.dumps(probe, sort_keys=True) for probe in probes}) == 3
+
+
+@pytest.mark.parametrize(
+    ("anti_affinity", "rule"),
+    [
+        ("required", "requiredDuringSchedulingIgnoredDuringExecution"),
+        ("preferred", "preferredDuringSchedulingIgnoredDuringExecution"),
+    ],
+)
+def test_no_two_cluster_pods_share_a_node(anti_affinity: str, rule: str) -> None:
+    spec = RedisSpec(mode="cluster", anti_affinity=anti_affinity)  # type: ignore[arg-type]
+    pod = one(cluster_objects(META, spec, PASSWORD), "StatefulSet")["spec"]["template"]["spec"]
+    (term,) = pod["affinity"]["podAntiAffinity"][rule]
+    term = term.get("podAffinityTerm", term)
+    assert term == {
+        "topologyKey": "kubernetes.io/hostname",
+        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "redis", "app.kubernetes.io/instance": "phase4"}},
+    }
+    assert [constraint["topologyKey"] for constraint in pod["topologySpreadConstraints"]] == [
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    ]
+
+
+def test_one_pod_at_a_time_may_be_disrupted() -> None:
+    budget = one(cluster_objects(META, SPEC, PASSWORD), "PodDisruptionBudget")
+    assert budget["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": {"app.kubernetes.io/name": "redis", "app.kubernetes.io/instance": "phase4"}},
+    }
+
+
+def test_bootstrap_job_runs_the_script_for_this_shape() -> None:
+    spec = RedisSpec(mode="cluster", masters=4, replicas_per_master=1)
+    objects = cluster_objects(META, spec, PASSWORD)
+    job = one(objects, "Job")
+    assert job["metadata"]["name"] == "redis-bootstrap-4x1"
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["sh", "/scripts/cluster-bootstrap.sh"]
+    values = env(container)
+    assert (values["REDIS_MASTERS"], values["REDIS_REPLICAS"]) == ("4", "1")
+    assert values["REDIS_NODES"] == members(META, spec) and len(values["REDIS_NODES"].split()) == 8
+    assert values["REDISCLI_AUTH"] == {"secretKeyRef": {"name": "redis-auth", "key": "password"}}
+
+
+def test_scripts_config_map_holds_the_repository_files() -> None:
+    scripts = [obj for obj in cluster_objects(META, SPEC, PASSWORD) if obj["kind"] == "ConfigMap"][1]
+    assert scripts["data"] == {
+        name: (SCRIPTS / name).read_text()
+        for name in ("node-start.sh", "lib.sh", "cluster-rejoin.sh", "cluster-bootstrap.sh")
+    }
+
+
+def test_password_is_only_in_the_secret() -> None:
+    objects = cluster_objects(META, SPEC, PASSWORD)
+    secret = one(objects, "Secret")
+    assert secret["stringData"] == {"password": PASSWORD}
+    assert all(PASSWORD not in json.dumps(obj) for obj in objects if obj is not secret)
