@@ -154,9 +154,19 @@ class PostgresServer:
         return self.process is not None and self.process.running
 
     def stop(self) -> None:
-        """Fast shutdown (SIGTERM: disconnect clients, checkpoint) and wait for the process."""
-        if self.process is not None:
-            self.process.stop()
+        """Fast shutdown (disconnect clients, checkpoint) and wait for the process.
+
+        pg_ctl signals the postmaster itself: a SIGTERM to the runuser wrapper would reach Postgres
+        too, but runuser then waits 2 s and SIGKILLs it, which slows every stop and forces recovery.
+        """
+        if self.process is None or not self.process.running:
+            return
+        subprocess.run(
+            _as_postgres([postgres_binary("pg_ctl"), "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "30"]),
+            check=False,
+            capture_output=True,
+        )
+        self.process.stop()
 
     def close(self) -> None:
         """Stop the server and delete its data directory."""
