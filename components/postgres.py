@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from components.labels import Meta
-from components.pods import Resources, config_map, container_security, exec_probe, pod_security
+from components.pods import Resources, config_map, container_security, exec_probe, pod_security, spread
 from components.settings import setting
 from components.web import IMAGE_PATTERN
 
@@ -41,7 +41,6 @@ PORT = 5432
 POOLER_PORT = 6432
 MAJOR = 15
 RUN_AS = 999  # the `postgres` user of the official Debian-based image
-POOLER_RUN_AS = 70
 REPLICATION_USER = "replicator"
 PASSWORD_KEY = "password"
 REPLICATION_PASSWORD_KEY = "replication-password"
@@ -103,6 +102,9 @@ class PoolerSpec:
     default_pool_size: int = setting(20, "server connections per database/user pair, per PgBouncer pod", minimum=1)
     reserve_pool_size: int = setting(5, "extra server connections a pool may open when clients wait", minimum=0)
     max_client_conn: int = setting(1000, "client connections each PgBouncer pod accepts", minimum=1)
+    server_lifetime_seconds: int = setting(
+        60, "server connections are closed after this long, so pools rebalance when postgres-ro changes", minimum=10
+    )
     max_prepared_statements: int = setting(
         100,
         "protocol-level prepared statements tracked per server connection in transaction mode (0: off)",
@@ -451,6 +453,232 @@ def primary_objects(meta: Meta, spec: PostgresSpec) -> list[dict[str, Any]]:
     ]
 
 
+def bootstrap_container(spec: PostgresSpec, secret: str) -> dict[str, Any]:
+    """Init container of a replica: replica-bootstrap.sh clones the primary into an empty volume."""
+    return {
+        "name": "bootstrap",
+        "image": spec.image,
+        "command": [f"{SCRIPTS_DIR}/replica-bootstrap.sh"],
+        "env": [
+            {"name": "PGDATA", "value": PGDATA},
+            {"name": "PRIMARY_HOST", "value": RW_SERVICE},
+            {"name": "PRIMARY_PORT", "value": str(PORT)},
+            {"name": "REPLICA_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            *_replication_env(secret, "PGPASSWORD"),
+        ],
+        "resources": spec.resources.render(),
+        "securityContext": container_security(),
+        "volumeMounts": [
+            {"name": DATA_VOLUME, "mountPath": DATA_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+            _scripts_mount(),
+        ],
+    }
+
+
+def replica_objects(meta: Meta, spec: PostgresSpec) -> list[dict[str, Any]]:
+    """StatefulSet `postgres-replica` (`spec.replicas` hot standbys), its headless Service, `postgres-ro`.
+
+    Each pod's bootstrap init container clones the primary through `postgres-rw`, creating the
+    slot `postgres_replica_<n>`. Ready means in recovery, streaming, and within the lag limits
+    (ready.sh replica), so `postgres-ro` only sends reads to replicas that are close behind.
+    """
+    secret = secret_name(meta)
+    lag_env = [
+        {"name": "MAX_LAG_BYTES", "value": str(spec.replication.max_lag_bytes)},
+        {"name": "MAX_LAG_SECONDS", "value": str(spec.replication.max_lag_seconds)},
+    ]
+    container = _postgres_container(
+        spec,
+        secret,
+        readiness=exec_probe([f"{SCRIPTS_DIR}/ready.sh", "replica"], period=5, failure_threshold=2),
+        env=lag_env,
+        mounts=[_scripts_mount()],
+    )
+    selector = meta.selector(REPLICA_NAME)
+    pod_spec = {
+        "initContainers": [bootstrap_container(spec, secret)],
+        "containers": [container],
+        "topologySpreadConstraints": spread(selector),
+        # away from the primary's node where possible: one node failure takes one copy
+        "affinity": {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {"matchLabels": meta.selector(NAME)},
+                        },
+                    }
+                ]
+            }
+        },
+    }
+    objects = [
+        _stateful_set(meta, spec, REPLICA_NAME, "replica", spec.replicas, pod_spec),
+        _service(meta, REPLICA_NAME, "replica", selector, headless=True),
+        _service(meta, RO_SERVICE, "replica", selector, headless=False),
+    ]
+    if spec.replicas > 1:
+        objects.append(_disruption_budget(meta, REPLICA_NAME, "replica"))
+    return objects
+
+
+def _disruption_budget(meta: Meta, name: str, component: str) -> dict[str, Any]:
+    """At most one pod of `name` evicted at a time (drains, node upgrades)."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": meta.metadata(name, component),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": meta.selector(name)}},
+    }
+
+
+def pgbouncer_ini(
+    spec: PostgresSpec,
+    *,
+    primary: tuple[str, int],
+    replica: tuple[str, int] | None,
+    listen: tuple[str, int],
+    auth_file: str,
+) -> str:
+    """pgbouncer.ini: database `<db>` on `primary`, `<db>_ro` on `replica`, SCRAM auth from `auth_file`."""
+    pooler = spec.pooler
+    databases = [f"{spec.database} = host={primary[0]} port={primary[1]} dbname={spec.database}"]
+    if replica is not None:
+        databases.append(f"{spec.database}_ro = host={replica[0]} port={replica[1]} dbname={spec.database}")
+    settings = [
+        ("listen_addr", listen[0]),
+        ("listen_port", str(listen[1])),
+        ("unix_socket_dir", ""),
+        ("auth_type", "scram-sha-256"),
+        ("auth_file", auth_file),
+        ("pool_mode", pooler.pool_mode),
+        ("max_client_conn", str(pooler.max_client_conn)),
+        ("default_pool_size", str(pooler.default_pool_size)),
+        ("reserve_pool_size", str(pooler.reserve_pool_size)),
+        ("server_lifetime", str(pooler.server_lifetime_seconds)),
+    ]
+    if pooler.max_prepared_statements:
+        settings.append(("max_prepared_statements", str(pooler.max_prepared_statements)))
+    lines = [
+        "; Rendered by scaleladder from the stack's postgres.pooler spec.",
+        "[databases]",
+        *databases,
+        "",
+        "[pgbouncer]",
+        *(f"{key} = {value}" for key, value in settings),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _tcp_probe(port: str, *, period: int, failure_threshold: int) -> dict[str, Any]:
+    return {
+        "tcpSocket": {"port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failure_threshold,
+    }
+
+
+def pooler_objects(meta: Meta, spec: PostgresSpec) -> list[dict[str, Any]]:
+    """ConfigMap `pgbouncer-config`, Deployment and Service `pgbouncer` (+ PDB with 2+ pods).
+
+    An init container (pgbouncer-userlist.sh, in the postgres image) writes the auth file from the
+    Secret into an in-memory volume; PgBouncer then authenticates clients and servers with SCRAM.
+    """
+    auth_file = f"{POOLER_AUTH_DIR}/userlist.txt"
+    ini = pgbouncer_ini(
+        spec,
+        primary=(RW_SERVICE, PORT),
+        replica=(RO_SERVICE, PORT) if spec.replicas else None,
+        listen=("0.0.0.0", POOLER_PORT),
+        auth_file=auth_file,
+    )
+    selector = meta.selector(POOLER_NAME)
+    userlist = {
+        "name": "userlist",
+        "image": spec.image,
+        "command": [f"{SCRIPTS_DIR}/pgbouncer-userlist.sh"],
+        "env": [
+            {"name": "POOLER_USER", "value": spec.user},
+            _secret_env("POOLER_PASSWORD", secret_name(meta), PASSWORD_KEY),
+            {"name": "AUTH_FILE", "value": auth_file},
+        ],
+        "resources": spec.pooler.resources.render(),
+        "securityContext": container_security(),
+        "volumeMounts": [_scripts_mount(), {"name": "auth", "mountPath": POOLER_AUTH_DIR}],
+    }
+    pgbouncer = {
+        "name": POOLER_NAME,
+        "image": spec.pooler.image,
+        "command": ["pgbouncer", f"{POOLER_CONFIG_DIR}/pgbouncer.ini"],
+        "ports": [{"name": "pgbouncer", "containerPort": POOLER_PORT}],
+        "resources": spec.pooler.resources.render(),
+        "startupProbe": _tcp_probe("pgbouncer", period=1, failure_threshold=30),
+        "readinessProbe": _tcp_probe("pgbouncer", period=5, failure_threshold=2),
+        "livenessProbe": _tcp_probe("pgbouncer", period=10, failure_threshold=3),
+        "securityContext": container_security(),
+        "volumeMounts": [
+            {"name": "config", "mountPath": POOLER_CONFIG_DIR, "readOnly": True},
+            {"name": "auth", "mountPath": POOLER_AUTH_DIR, "readOnly": True},
+        ],
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta.metadata(POOLER_NAME, "pooler"),
+        "spec": {
+            "replicas": spec.pooler.replicas,
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {
+                    "labels": meta.labels(POOLER_NAME, "pooler"),
+                    "annotations": {"checksum/config": hashlib.sha256(ini.encode()).hexdigest()},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security(RUN_AS),
+                    "initContainers": [userlist],
+                    "containers": [pgbouncer],
+                    "topologySpreadConstraints": spread(selector),
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": POOLER_CONFIG_MAP}},
+                        {"name": "scripts", "configMap": {"name": SCRIPTS_CONFIG_MAP, "defaultMode": 0o555}},
+                        {"name": "auth", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+                    ],
+                },
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta.metadata(POOLER_NAME, "pooler"),
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": "pgbouncer", "port": POOLER_PORT, "targetPort": "pgbouncer", "protocol": "TCP"}],
+        },
+    }
+    metadata = meta.metadata(POOLER_NAME, "pooler", object_name=POOLER_CONFIG_MAP)
+    objects = [config_map(metadata, {"pgbouncer.ini": ini}), deployment, service]
+    if spec.pooler.replicas > 1:
+        objects.append(_disruption_budget(meta, POOLER_NAME, "pooler"))
+    return objects
+
+
 def postgres_objects(meta: Meta, spec: PostgresSpec, passwords: PostgresPasswords) -> list[dict[str, Any]]:
-    """Phase 2: Secret, scripts ConfigMap and the primary; phase 3 adds replicas and PgBouncer."""
-    return [credentials_secret(meta, spec, passwords), scripts_config_map(meta), *primary_objects(meta, spec)]
+    """Secret, scripts ConfigMap and the primary (phase 2); replicas and PgBouncer when the spec asks.
+
+    The scripts ConfigMap and the replication role are there from phase 2 on, so raising
+    `replicas` later adds standbys to the existing primary without touching it.
+    """
+    objects = [credentials_secret(meta, spec, passwords), scripts_config_map(meta), *primary_objects(meta, spec)]
+    if spec.replicas:
+        objects += replica_objects(meta, spec)
+    if spec.pooler.enabled:
+        objects += pooler_objects(meta, spec)
+    return objects

@@ -175,3 +175,121 @@ def test_replica_urls_go_to_the_read_only_service_or_the_pooler(pooler: bool, pr
     env = {e["name"]: e.get("value") for e in postgres.database_env(postgres.endpoints(META, spec))}
     assert env["DATABASE_URL"] == f"postgresql://app:$(DATABASE_PASSWORD)@{primary}"
     assert env["DATABASE_REPLICA_URLS"] == f"postgresql://app:$(DATABASE_PASSWORD)@{replica}"
+
+
+GROUP = postgres.PostgresSpec(replicas=2, pooler=postgres.PoolerSpec(enabled=True))
+
+
+def test_group_adds_replicas_read_only_service_and_pooler() -> None:
+    objects = postgres.postgres_objects(META, GROUP, PASSWORDS)
+    validate(objects)
+    assert list(by_name(objects))[5:] == [
+        ("StatefulSet", "postgres-replica"),
+        ("Service", "postgres-replica"),
+        ("Service", "postgres-ro"),
+        ("PodDisruptionBudget", "postgres-replica"),
+        ("ConfigMap", "pgbouncer-config"),
+        ("Deployment", "pgbouncer"),
+        ("Service", "pgbouncer"),
+        ("PodDisruptionBudget", "pgbouncer"),
+    ]
+
+
+def test_one_replica_or_one_pooler_pod_gets_no_disruption_budget() -> None:
+    spec = postgres.PostgresSpec(replicas=1, pooler=postgres.PoolerSpec(enabled=True, replicas=1))
+    kinds = [obj["kind"] for obj in postgres.postgres_objects(META, spec, PASSWORDS)]
+    assert "PodDisruptionBudget" not in kinds
+
+
+def test_services_select_only_their_role() -> None:
+    named = by_name(postgres.postgres_objects(META, GROUP, PASSWORDS))
+    primary = named[("StatefulSet", "postgres")]["spec"]["template"]["metadata"]["labels"]
+    replica = named[("StatefulSet", "postgres-replica")]["spec"]["template"]["metadata"]["labels"]
+    rw = named[("Service", "postgres-rw")]["spec"]["selector"]
+    ro = named[("Service", "postgres-ro")]["spec"]["selector"]
+    assert rw.items() <= primary.items() and not rw.items() <= replica.items()
+    assert ro.items() <= replica.items() and not ro.items() <= primary.items()
+    budget = named[("PodDisruptionBudget", "postgres-replica")]["spec"]
+    assert budget == {"maxUnavailable": 1, "selector": {"matchLabels": ro}}
+
+
+def test_replicas_bootstrap_from_the_rw_service_and_probe_their_lag() -> None:
+    spec = postgres.PostgresSpec(
+        replicas=2, replication=postgres.ReplicationSpec(max_lag_bytes=4096, max_lag_seconds=3)
+    )
+    statefulset = by_name(postgres.replica_objects(META, spec))[("StatefulSet", "postgres-replica")]["spec"]
+    assert statefulset["replicas"] == 2 and statefulset["serviceName"] == "postgres-replica"
+    pod = statefulset["template"]["spec"]
+    (bootstrap,) = pod["initContainers"]
+    assert bootstrap["command"] == ["/scripts/replica-bootstrap.sh"] and "restartPolicy" not in bootstrap
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in bootstrap["env"]}
+    assert env["PRIMARY_HOST"] == "postgres-rw" and env["PRIMARY_PORT"] == "5432"
+    assert env["REPLICA_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["PGPASSWORD"] == {"secretKeyRef": {"name": "postgres-credentials", "key": "replication-password"}}
+    container = pod["containers"][0]
+    assert container["readinessProbe"]["exec"]["command"] == ["/scripts/ready.sh", "replica"]
+    lag = {e["name"]: e["value"] for e in container["env"] if e["name"].startswith("MAX_LAG")}
+    assert lag == {"MAX_LAG_BYTES": "4096", "MAX_LAG_SECONDS": "3"}
+    assert [c["topologyKey"] for c in pod["topologySpreadConstraints"]] == [
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    ]
+
+
+def test_server_settings_size_replication_for_the_replicas() -> None:
+    settings = postgres.server_settings(postgres.PostgresSpec(replicas=3))
+    assert settings["max_wal_senders"] == "8" and settings["max_replication_slots"] == "8"
+    assert settings["max_slot_wal_keep_size"] == "256MB" and settings["hot_standby_feedback"] == "on"
+
+
+def test_pgbouncer_ini_routes_db_to_rw_and_db_ro_to_ro() -> None:
+    ini = postgres.pgbouncer_ini(
+        GROUP, primary=("rw", 5432), replica=("ro", 5433), listen=("0.0.0.0", 6432), auth_file="/a/userlist.txt"
+    )
+    assert ini == (
+        "; Rendered by scaleladder from the stack's postgres.pooler spec.\n"
+        "[databases]\n"
+        "app = host=rw port=5432 dbname=app\n"
+        "app_ro = host=ro port=5433 dbname=app\n"
+        "\n"
+        "[pgbouncer]\n"
+        "listen_addr = 0.0.0.0\n"
+        "listen_port = 6432\n"
+        "unix_socket_dir = \n"
+        "auth_type = scram-sha-256\n"
+        "auth_file = /a/userlist.txt\n"
+        "pool_mode = transaction\n"
+        "max_client_conn = 1000\n"
+        "default_pool_size = 20\n"
+        "reserve_pool_size = 5\n"
+        "server_lifetime = 60\n"
+        "max_prepared_statements = 100\n"
+    )
+    plain = postgres.PostgresSpec(pooler=postgres.PoolerSpec(enabled=True, max_prepared_statements=0))
+    ini = postgres.pgbouncer_ini(plain, primary=("rw", 1), replica=None, listen=("l", 2), auth_file="f")
+    assert "app_ro" not in ini and "max_prepared_statements" not in ini
+
+
+def test_pooler_reads_its_password_from_the_secret_at_start() -> None:
+    named = by_name(postgres.pooler_objects(META, GROUP))
+    pod = named[("Deployment", "pgbouncer")]["spec"]["template"]["spec"]
+    (userlist,) = pod["initContainers"]
+    assert userlist["command"] == ["/scripts/pgbouncer-userlist.sh"]
+    password = next(e for e in userlist["env"] if e["name"] == "POOLER_PASSWORD")
+    assert password["valueFrom"]["secretKeyRef"] == {"name": "postgres-credentials", "key": "password"}
+    assert {"name": "auth", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}} in pod["volumes"]
+    container = pod["containers"][0]
+    assert container["image"] == "ghcr.io/cloudnative-pg/pgbouncer:1.22.1-16"
+    assert container["command"] == ["pgbouncer", "/etc/pgbouncer/pgbouncer.ini"]
+    assert named[("Service", "pgbouncer")]["spec"]["ports"][0]["port"] == 6432
+    ini = named[("ConfigMap", "pgbouncer-config")]["data"]["pgbouncer.ini"]
+    assert "auth_file = /run/pgbouncer/userlist.txt" in ini and "host=postgres-ro port=5432" in ini
+
+
+def test_a_changed_pooler_config_rolls_the_pooler() -> None:
+    def checksum(spec: postgres.PostgresSpec) -> str:
+        deployment = by_name(postgres.pooler_objects(META, spec))[("Deployment", "pgbouncer")]
+        return deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+    bigger = postgres.PostgresSpec(replicas=2, pooler=postgres.PoolerSpec(enabled=True, default_pool_size=30))
+    assert checksum(GROUP) == checksum(GROUP) != checksum(bigger)
