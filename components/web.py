@@ -78,7 +78,7 @@ def web_container(spec: WebSpec, env: list[dict[str, Any]]) -> dict[str, Any]:
         "livenessProbe": http_probe("/healthz", "http", period=10, failure_threshold=3),
         # keep serving while endpoints and load balancers stop sending traffic here
         "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
-        "securityContext": container_security(),
+        "securityContext": container_security(user=RUN_AS),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
 
@@ -91,7 +91,7 @@ def migrate_container(spec: WebSpec, env: list[dict[str, Any]]) -> dict[str, Any
         "args": ["migrate"],
         "env": env,
         "resources": spec.resources.render(),
-        "securityContext": container_security(),
+        "securityContext": container_security(user=RUN_AS),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
 
@@ -100,8 +100,8 @@ TMP_VOLUME = {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}
 
 
 def web_objects(meta: Meta, spec: WebSpec, env: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Migrations Job, Deployment and Service; with autoscaling, also the HPA and the PDB."""
-    objects = [migrate_job(meta, spec, env), deployment(meta, spec, env), service(meta)]
+    """Deployment and Service; with autoscaling, also the HPA and the PDB."""
+    objects = [deployment(meta, spec, env), service(meta)]
     if spec.autoscaling.enabled:
         objects += [autoscaler(meta, spec), disruption_budget(meta)]
     return objects

@@ -1,0 +1,122 @@
+"""A stack's configuration: one frozen `StackConfig`, read once, from Pulumi or a stack file.
+
+Phases are cumulative: phase N's defaults switch on the parts of phases 1..N (`PHASE_DEFAULTS`),
+and anything set in the stack's config overrides them. Components never read config; they
+receive the spec they need from here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from components.cluster_layer import ClusterSpec
+from components.postgres import PostgresSpec
+from components.routing import RoutingSpec
+from components.settings import NAMESPACE, ConfigError, Problem, describe, load, merge, setting
+from components.web import WebSpec
+
+DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+LAST_PHASE = 6
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Everything one stack deploys. Keys are `scaleladder:<field>` in the stack's config."""
+
+    layer: Literal["phase", "cluster"] = setting(
+        "phase", "phase: a rung of the ladder in its own namespace; cluster: the add-ons every phase shares"
+    )
+    phase: int = setting(
+        1, "rung of the ladder; its defaults switch on the parts of every rung up to it", minimum=1, maximum=LAST_PHASE
+    )
+    namespace: str = setting(
+        "", "namespace the stack deploys into; empty: scaleladder-<stack>", pattern=f"({DNS_LABEL})?"
+    )
+    single_server: bool = setting(False, "phase 1: web and Postgres as two containers of one pod, one volume")
+    web: WebSpec = setting(WebSpec, "the sample service's pods")
+    postgres: PostgresSpec = setting(PostgresSpec, "the database")
+    routing: RoutingSpec = setting(RoutingSpec, "how traffic reaches the web tier (Gateway API route or Ingress)")
+    cluster: ClusterSpec = setting(ClusterSpec, "the cluster layer's add-ons (layer: cluster only)")
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.single_server and self.web.autoscaling.enabled:
+            yield "web.autoscaling.enabled", "must be false when single_server is true (one pod cannot autoscale)"
+        if self.single_server and self.postgres.replicas:
+            yield "postgres.replicas", f"must be 0 when single_server is true, got {self.postgres.replicas}"
+
+
+PHASE_DEFAULTS: dict[int, dict[str, Any]] = {
+    1: {"single_server": True},
+    2: {"single_server": False},
+    3: {
+        "web": {"autoscaling": {"enabled": True}},
+        "postgres": {"replicas": 2, "pooler": {"enabled": True}},
+        "routing": {"kind": "gateway"},
+    },
+    4: {},
+    5: {},
+    6: {},
+}
+
+
+def defaults_for(phase: int) -> dict[str, Any]:
+    """The defaults of phases 1..`phase`, later phases winning."""
+    merged: dict[str, Any] = {}
+    for rung in range(1, phase + 1):
+        merged = merge(merged, PHASE_DEFAULTS[rung])
+    return merged
+
+
+def from_values(values: Mapping[str, Any]) -> StackConfig:
+    """A StackConfig from `scaleladder:` values (namespace prefix removed); ConfigError lists every problem."""
+    phase = values.get("phase", 1)
+    base = defaults_for(phase) if isinstance(phase, int) and 1 <= phase <= LAST_PHASE else {}
+    config, problems = load(StackConfig, merge(base, values))
+    if problems:
+        raise ConfigError(problems)
+    assert config is not None
+    return config
+
+
+def from_stack_file(path: Path) -> StackConfig:
+    """Read `stacks/Pulumi.<stack>.yaml` as Pulumi would, for rendering without the Pulumi CLI."""
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError([Problem("", f"{path} is not valid YAML: {error}")]) from None
+    entries = document.get("config") if isinstance(document, Mapping) else document
+    if not isinstance(entries, Mapping):
+        raise ConfigError([Problem("", f"{path}: `config` must be a mapping, got {describe(entries)}")])
+    values: dict[str, Any] = {}
+    problems = []
+    for key, value in entries.items():
+        owner, _, name = str(key).partition(":")
+        if owner != NAMESPACE:
+            continue  # other providers' settings (kubernetes:context, ...) are theirs to check
+        if isinstance(value, Mapping) and set(value) == {"secure"}:
+            problems.append(Problem(name, "is encrypted; no scaleladder setting is a secret, set it in plain text"))
+            continue
+        values[name] = value
+    if problems:
+        raise ConfigError(problems)
+    return from_values(values)
+
+
+def from_pulumi_config(config: Mapping[str, str]) -> StackConfig:
+    """From the engine's config map (`pulumi.runtime.config`): objects arrive as JSON strings."""
+    values: dict[str, Any] = {}
+    for key, raw in config.items():
+        owner, _, name = key.partition(":")
+        if owner != NAMESPACE:
+            continue
+        try:
+            values[name] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[name] = raw
+    return from_values(values)

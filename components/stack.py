@@ -1,0 +1,123 @@
+"""A whole stack as data: its namespace and its parts, each a list of plain Kubernetes objects.
+
+`build` is where the phases come together: which parts a stack has follows from its config,
+and the web tier's environment is wired from the other parts' endpoints. `render` writes the
+result to files and `__main__` hands each part to Pulumi; both see exactly the same objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from typing import Any
+
+from components import cluster_layer, postgres, routing, single_server, web
+from components.charts import HelmRelease
+from components.config import StackConfig
+from components.labels import Meta
+
+VERSION = version("scaleladder")
+DEVELOPMENT_VALUE = "dev-only-not-a-secret-{}"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One deployable part: a Pulumi component of type `component`, created after `depends_on`."""
+
+    name: str
+    component: str
+    objects: list[dict[str, Any]]
+    depends_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Values generated at deploy time (Pulumi outputs); rendered stacks get marked stand-ins."""
+
+    postgres: postgres.PostgresPasswords
+
+    @classmethod
+    def development(cls) -> Secrets:
+        """Obvious placeholders, so a rendered manifest can never leak a real credential."""
+        return cls(
+            postgres=postgres.PostgresPasswords(
+                app=DEVELOPMENT_VALUE.format("postgres-app"),
+                replication=DEVELOPMENT_VALUE.format("postgres-replication"),
+            )
+        )
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    config: StackConfig
+    meta: Meta
+    namespace: dict[str, Any]
+    parts: tuple[Part, ...]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    releases: tuple[HelmRelease, ...] = ()
+
+    def objects(self) -> list[dict[str, Any]]:
+        """The namespace, then every part's objects in deployment order."""
+        return [self.namespace, *(obj for part in self.parts for obj in part.objects)]
+
+
+def namespace_object(meta: Meta) -> dict[str, Any]:
+    """The stack's namespace; Pod Security admission enforces `baseline`, warns on `restricted`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": meta.namespace,
+            "labels": {
+                **meta.labels("scaleladder", "namespace"),
+                "pod-security.kubernetes.io/enforce": "baseline",
+                "pod-security.kubernetes.io/warn": "restricted",
+                "pod-security.kubernetes.io/audit": "restricted",
+            },
+        },
+    }
+
+
+def build(name: str, config: StackConfig, secrets: Secrets) -> Stack:
+    """Every object of stack `name`, grouped into parts in the order they must be created."""
+    if config.layer == "cluster":
+        return _cluster_layer(name, config)
+    meta = Meta(namespace=config.namespace or f"scaleladder-{name}", instance=name, version=VERSION)
+    parts = _database_and_web(meta, config, secrets)
+    edge = routing.routing_objects(meta, config.routing, web.NAME, web.SERVICE_PORT)
+    if edge:
+        parts.append(Part("routing", "EdgeRoute", edge, ("web",)))
+    outputs: dict[str, Any] = {
+        "namespace": meta.namespace,
+        "phase": config.phase,
+        "web_url": f"http://{web.NAME}.{meta.namespace}.svc.cluster.local:{web.SERVICE_PORT}",
+    }
+    if edge:
+        outputs["public_host"] = routing.hostname(meta, config.routing)
+    return Stack(name, config, meta, namespace_object(meta), tuple(parts), outputs)
+
+
+def _database_and_web(meta: Meta, config: StackConfig, secrets: Secrets) -> list[Part]:
+    if config.single_server:
+        objects = single_server.objects(meta, config.web, config.postgres, secrets.postgres)
+        return [Part("server", "SingleServer", objects)]
+    env = postgres.database_env(postgres.endpoints(meta, config.postgres))
+    return [
+        Part("postgres", "PostgresGroup", postgres.postgres_objects(meta, config.postgres, secrets.postgres)),
+        Part("migrations", "SchemaMigration", [web.migrate_job(meta, config.web, env)], ("postgres",)),
+        Part("web", "AutoscaledService", web.web_objects(meta, config.web, env), ("migrations",)),
+    ]
+
+
+def _cluster_layer(name: str, config: StackConfig) -> Stack:
+    """Helm releases for the add-ons, then the shared Gateway that phase stacks attach to."""
+    meta = Meta(namespace=config.namespace or cluster_layer.GATEWAY_NAMESPACE, instance=name, version=VERSION)
+    parts = [Part("gateway", "SharedGateway", cluster_layer.gateway_objects(meta, config.cluster))]
+    releases = tuple(cluster_layer.releases(config.cluster))
+    outputs = {
+        "gateway": f"{meta.namespace}/{cluster_layer.GATEWAY_NAME}",
+        "gateway_node_port": config.cluster.node_port,
+        "releases": {release.name: release.version for release in releases},
+    }
+    return Stack(name, config, meta, namespace_object(meta), tuple(parts), outputs, releases)

@@ -1,0 +1,47 @@
+"""The front door: Gateway API route with its traffic policy, or a plain Ingress."""
+
+from __future__ import annotations
+
+from components.labels import Meta
+from components.routing import RoutingSpec, routing_objects
+
+META = Meta(namespace="ns", instance="phase3", version="0.0.0")
+
+
+def test_gateway_route_attaches_to_the_shared_gateway_with_timeouts() -> None:
+    route, policy = routing_objects(META, RoutingSpec(kind="gateway"), "web", 80)
+    assert route["kind"] == "HTTPRoute"
+    assert route["spec"]["parentRefs"] == [{"name": "edge", "namespace": "scaleladder-gateway"}]
+    assert route["spec"]["hostnames"] == ["phase3.localtest.me"]
+    rule = route["spec"]["rules"][0]
+    assert rule["backendRefs"] == [{"name": "web", "port": 80}]
+    assert rule["timeouts"] == {"request": "15s", "backendRequest": "5s"}
+    assert policy["kind"] == "BackendTrafficPolicy"
+    assert policy["spec"]["targetRefs"][0]["name"] == "web"
+    assert policy["spec"]["retry"]["numRetries"] == 2
+    assert policy["spec"]["rateLimit"]["local"]["rules"][0]["limit"] == {"requests": 1000, "unit": "Second"}
+
+
+def test_no_policy_when_retries_and_limits_are_off() -> None:
+    objects = routing_objects(META, RoutingSpec(kind="gateway", retries=0, rate_limit_per_second=0), "web", 80)
+    assert [obj["kind"] for obj in objects] == ["HTTPRoute"]
+
+
+def test_ingress_alternative_uses_the_configured_class() -> None:
+    (ingress,) = routing_objects(
+        META, RoutingSpec(kind="ingress", ingress_class="traefik", hostname="shop.example.com"), "web", 80
+    )
+    assert ingress["apiVersion"] == "networking.k8s.io/v1"
+    assert ingress["spec"]["ingressClassName"] == "traefik"
+    rule = ingress["spec"]["rules"][0]
+    assert rule["host"] == "shop.example.com"
+    assert rule["http"]["paths"][0]["backend"] == {"service": {"name": "web", "port": {"number": 80}}}
+
+
+def test_phases_without_a_front_door_render_nothing() -> None:
+    assert routing_objects(META, RoutingSpec(), "web", 80) == []
+
+
+def test_backend_timeout_longer_than_the_request_is_refused() -> None:
+    spec = RoutingSpec(kind="gateway", request_timeout_seconds=5, backend_timeout_seconds=10)
+    assert list(spec.problems()) == [("backend_timeout_seconds", "must be <= request_timeout_seconds (5), got 10")]
