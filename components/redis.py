@@ -202,10 +202,12 @@ def node_container(spec: RedisSpec, args: Sequence[str] = (), env: Sequence[dict
     }
 
 
-def files_config_maps(meta: Meta, component: str, conf: str, scripts: Sequence[str]) -> list[dict[str, Any]]:
-    """`redis-config` (redis.conf) and `redis-scripts` (the named files of components/scripts/redis)."""
+def files_config_maps(
+    meta: Meta, component: str, config: dict[str, str], scripts: Sequence[str]
+) -> list[dict[str, Any]]:
+    """`redis-config` (redis.conf, ...) and `redis-scripts` (the named files of components/scripts/redis)."""
     return [
-        config_map(meta.metadata(NAME, component, object_name=f"{NAME}-config"), {"redis.conf": conf}),
+        config_map(meta.metadata(NAME, component, object_name=f"{NAME}-config"), config),
         config_map(
             meta.metadata(NAME, component, object_name=f"{NAME}-scripts"), {name: script(name) for name in scripts}
         ),
@@ -300,7 +302,7 @@ def standalone_objects(meta: Meta, spec: RedisSpec, password: Any) -> list[dict[
     pod_spec = {"containers": [node_container(spec)], "volumes": pod_volumes(spec)}
     return [
         auth_secret(meta, component, password),
-        *files_config_maps(meta, component, conf, ["node-start.sh"]),
+        *files_config_maps(meta, component, {"redis.conf": conf}, ["node-start.sh"]),
         headless_service(meta, component),
         client_service(meta, component),
         stateful_set(meta, spec, component, conf, pod_spec),

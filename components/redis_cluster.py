@@ -14,6 +14,7 @@ from typing import Any
 from components.labels import Meta
 from components.pods import Resources, container_security, exec_probe, pod_security, spread
 from components.redis import (
+    CONF_DIR,
     NAME,
     PORT,
     RUN_AS,
@@ -67,7 +68,11 @@ def members(meta: Meta, spec: RedisSpec) -> str:
 
 
 def rejoin_container(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
-    """cluster-rejoin.sh: meets members this node does not see, every 10 s; touches a heartbeat file."""
+    """cluster-rejoin.sh: meets members this node does not see, every 10 s; touches a heartbeat file.
+
+    The members come from the `members` key of `redis-config`, not from the pod template: a
+    scale-out updates the file in place instead of rolling every pod.
+    """
     return {
         "name": "rejoin",
         "image": spec.image,
@@ -75,7 +80,7 @@ def rejoin_container(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
         "env": [
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "REDIS_SELF", "value": f"{pod_host(meta, '$(POD_NAME)')}:{PORT}"},
-            {"name": "REDIS_NODES", "value": members(meta, spec)},
+            {"name": "REDIS_NODES_FILE", "value": f"{CONF_DIR}/members"},
             {"name": "REDIS_RUN_DIR", "value": RUN_DIR},
             {"name": "REDIS_REJOIN_INTERVAL", "value": "10"},
             password_env("REDISCLI_AUTH"),
@@ -93,6 +98,7 @@ def rejoin_container(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
         ),
         "securityContext": container_security(),
         "volumeMounts": [
+            {"name": "config", "mountPath": CONF_DIR, "readOnly": True},
             {"name": "scripts", "mountPath": SCRIPTS_DIR, "readOnly": True},
             {"name": "run", "mountPath": RUN_DIR},
         ],
@@ -183,7 +189,7 @@ def cluster_objects(meta: Meta, spec: RedisSpec, password: Any) -> list[dict[str
     }
     return [
         auth_secret(meta, COMPONENT, password),
-        *files_config_maps(meta, COMPONENT, conf, SCRIPTS),
+        *files_config_maps(meta, COMPONENT, {"redis.conf": conf, "members": members(meta, spec)}, SCRIPTS),
         headless_service(meta, COMPONENT),
         client_service(meta, COMPONENT),
         stateful_set(meta, spec, COMPONENT, conf, pod_spec),

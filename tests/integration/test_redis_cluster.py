@@ -58,6 +58,7 @@ class Node:
         self.run_dir.mkdir(parents=True)
         self.ip = ""
         self.process: ServerProcess | None = None
+        self.sidecar: ServerProcess | None = None
 
     @property
     def address(self) -> str:
@@ -72,6 +73,17 @@ class Node:
         env = {"REDIS_CONFIG": str(self.cluster.conf), "REDIS_RUN_DIR": str(self.run_dir), "REDISCLI_AUTH": PASSWORD}
         self.process = ServerProcess(
             argv, ready=self.answers, log=self.dir / "redis.log", env=env, cwd=self.dir, timeout=30
+        )
+        self.start_sidecar()
+
+    def start_sidecar(self) -> None:
+        """cluster-rejoin.sh, as the pod's `rejoin` container, with 1 s rounds instead of 10 s."""
+        env = {**self.cluster.env(), "REDIS_SELF": self.address, "REDIS_RUN_DIR": str(self.run_dir)}
+        env["REDIS_REJOIN_INTERVAL"] = "1"
+        heartbeat = self.run_dir / "rejoin.alive"
+        heartbeat.unlink(missing_ok=True)
+        self.sidecar = ServerProcess(
+            ["sh", str(SCRIPTS / "cluster-rejoin.sh")], ready=heartbeat.exists, log=self.dir / "rejoin.log", env=env
         )
 
     def answers(self) -> bool:
@@ -108,8 +120,9 @@ class Node:
         return dict(line.split(":", 1) for line in self.raw("CLUSTER INFO").splitlines() if ":" in line)
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.stop()
+        for process in (self.sidecar, self.process):
+            if process is not None:
+                process.stop()
 
 
 class LoopbackCluster:
@@ -126,7 +139,7 @@ class LoopbackCluster:
         self.subnet = f"127.{random.randrange(100, 250)}.{random.randrange(1, 250)}"
         self.port = self._free_port(range(2, 140))
         self.nodes = [Node(self, index) for index in range(spec.pods)]
-        self.sidecars: list[ServerProcess] = []
+        self.members = root / "members"
 
     def _free_port(self, hosts: range) -> int:
         """A port that is free, with its cluster bus port (+10000), on every address this cluster may use."""
@@ -141,8 +154,17 @@ class LoopbackCluster:
         return f"{self.subnet}.{host}"
 
     def start(self, nodes: list[Node] | None = None, first_host: int = 2) -> None:
-        for node in nodes or self.nodes:
-            node.start(self.ip(first_host + node.index))
+        """Start pods: each node on 127.x.y.(first_host + index), then its rejoin sidecar.
+
+        The members file is the sidecars' view of the cluster DNS: in Kubernetes it lists stable
+        names whose addresses change; here it lists the addresses, rewritten when they change.
+        """
+        started = nodes or self.nodes
+        for node in started:
+            node.ip = self.ip(first_host + node.index)
+        self.members.write_text(" ".join(node.address for node in self.nodes))
+        for node in started:
+            node.start(node.ip)
 
     def grow(self, spec: RedisSpec, first_host: int = 2) -> list[Node]:
         """Start the pods a larger spec adds (as a StatefulSet scale-out does)."""
@@ -158,6 +180,7 @@ class LoopbackCluster:
             "REDIS_NODES": " ".join(node.address for node in self.nodes),
             "REDIS_MASTERS": str(self.spec.masters),
             "REDIS_REPLICAS": str(self.spec.replicas_per_master),
+            "REDIS_NODES_FILE": str(self.members),
             "REDIS_TIMEOUT_SECONDS": str(BOOTSTRAP_TIMEOUT),
             "REDISCLI_AUTH": PASSWORD,
             "TMPDIR": str(self.root),
@@ -173,22 +196,6 @@ class LoopbackCluster:
             timeout=BOOTSTRAP_TIMEOUT + 30,
             check=False,
         )
-
-    def start_sidecars(self) -> None:
-        """cluster-rejoin.sh next to every node, as the `rejoin` container of every pod (1 s rounds)."""
-        for node in self.nodes:
-            env = {**self.env(), "REDIS_SELF": node.address, "REDIS_RUN_DIR": str(node.run_dir)}
-            env["REDIS_REJOIN_INTERVAL"] = "1"
-            heartbeat = node.run_dir / "rejoin.alive"
-            heartbeat.unlink(missing_ok=True)
-            self.sidecars.append(
-                ServerProcess(
-                    ["sh", str(SCRIPTS / "cluster-rejoin.sh")],
-                    ready=heartbeat.exists,
-                    log=node.dir / "rejoin.log",
-                    env=env,
-                )
-            )
 
     def client(self) -> redis.RedisCluster:
         """A cluster client that follows announced hostnames, resolved to the nodes' current addresses."""
@@ -249,8 +256,6 @@ class LoopbackCluster:
         raise AssertionError(f"not {condition} after {timeout} s")
 
     def close(self) -> None:
-        for sidecar in self.sidecars:
-            sidecar.stop()
         for node in self.nodes:
             node.stop()
 
@@ -347,6 +352,7 @@ def test_killing_a_master_promotes_its_replica(make_cluster) -> None:
     survivors = [node for node in cluster.nodes if node is not victim]
 
     victim.process.kill()  # type: ignore[union-attr]
+
     def served_again() -> bool:
         for node in survivors:
             info = node.info()
@@ -377,7 +383,6 @@ def test_every_node_restarted_with_new_addresses_rejoins_without_losing_acknowle
         node.stop()
     # every pod comes back at once, each with a new IP, its name and its volume
     cluster.start(first_host=100)
-    cluster.start_sidecars()
 
     cluster.wait(
         "healthy after the restart",

@@ -114,7 +114,11 @@ def test_rejoin_container_knows_itself_and_every_member() -> None:
     assert rejoin["command"] == ["sh", "/scripts/cluster-rejoin.sh"]
     values = env(rejoin)
     assert values["REDIS_SELF"] == "$(POD_NAME).redis-nodes.scaleladder-phase4.svc:6379"
-    assert values["REDIS_NODES"] == members(META, SPEC)
+    # read from the mounted `members` key on every round: a scale-out does not roll the pods
+    assert values["REDIS_NODES_FILE"] == "/etc/redis/members"
+    assert {"name": "config", "mountPath": "/etc/redis", "readOnly": True} in rejoin["volumeMounts"]
+    config = next(obj for obj in cluster_objects(META, SPEC, PASSWORD) if obj["kind"] == "ConfigMap")
+    assert config["data"] == {"redis.conf": cluster_conf(SPEC), "members": members(META, SPEC)}
     # $(POD_NAME) expands only from a variable defined earlier in the list
     names = [item["name"] for item in rejoin["env"]]
     assert names.index("POD_NAME") < names.index("REDIS_SELF")
@@ -157,6 +161,14 @@ def test_one_pod_at_a_time_may_be_disrupted() -> None:
         "maxUnavailable": 1,
         "selector": {"matchLabels": {"app.kubernetes.io/name": "redis", "app.kubernetes.io/instance": "phase4"}},
     }
+
+
+def test_a_scale_out_changes_no_pod_template() -> None:
+    def template(masters: int) -> dict[str, Any]:
+        spec = RedisSpec(mode="cluster", masters=masters)
+        return dict(one(cluster_objects(META, spec, PASSWORD), "StatefulSet")["spec"]["template"])
+
+    assert template(3) == template(4)
 
 
 def test_bootstrap_job_runs_the_script_for_this_shape() -> None:
