@@ -1,0 +1,79 @@
+"""The phase-3 session store, for real: the rendered redis.conf started by node-start.sh on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from components.redis import SCRIPTS, RedisSpec, render_conf
+from testsupport.process import LOOPBACK, ServerProcess, free_port, require_binary
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "session 'store' pass"
+Start = Callable[[RedisSpec], redis.Redis]
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Start]:
+    """Start (or restart, same port and directory) the session store as its pod does."""
+    require_binary("redis-server", "Debian: apt-get install redis-server")
+    port = free_port()
+    processes: list[ServerProcess] = []
+
+    def client() -> redis.Redis:
+        return redis.Redis(LOOPBACK, port, password=PASSWORD, decode_responses=True)
+
+    def answers() -> bool:
+        try:
+            with client() as probe:
+                return bool(probe.ping())
+        except redis.RedisError:
+            return False
+
+    def run(spec: RedisSpec) -> redis.Redis:
+        for process in processes:
+            process.stop()
+        conf = tmp_path / "redis.conf"
+        conf.write_text(render_conf(spec))
+        env = {"REDIS_CONFIG": str(conf), "REDIS_RUN_DIR": str(tmp_path), "REDISCLI_AUTH": PASSWORD}
+        argv = ["sh", str(SCRIPTS / "node-start.sh"), "--bind", LOOPBACK, "--port", str(port)]
+        processes.append(ServerProcess(argv, ready=answers, log=tmp_path / "redis.log", env=env, cwd=tmp_path))
+        return client()
+
+    yield run
+    for process in processes:
+        process.stop()
+
+
+def test_the_password_is_required_and_the_rendered_settings_apply(start: Start) -> None:
+    client = start(RedisSpec(enabled=True))
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(LOOPBACK, client.connection_pool.connection_kwargs["port"]).ping()
+    settings = {key: client.config_get(key)[key] for key in ("maxmemory", "maxmemory-policy", "save", "appendonly")}
+    assert settings == {
+        "maxmemory": str(192 * 2**20),
+        "maxmemory-policy": "volatile-lru",
+        "save": "",
+        "appendonly": "no",
+    }
+
+
+def test_when_full_sessions_with_a_ttl_are_evicted_and_keys_without_one_kept(start: Start) -> None:
+    client = start(RedisSpec(enabled=True, maxmemory_mb=2))
+    client.set("feature-flags", "kept")
+    for index in range(4000):  # 4 MB of sessions into 2 MB
+        client.set(f"session:{index}", "x" * 1000, ex=3600)
+    assert int(client.info("stats")["evicted_keys"]) > 0
+    assert client.get("feature-flags") == "kept"
+    assert client.get("session:3999") is not None
+
+
+@pytest.mark.parametrize(("persistence", "kept"), [("none", False), ("aof", True)])
+def test_sessions_survive_a_restart_only_with_persistence(start: Start, persistence: str, kept: bool) -> None:
+    spec = RedisSpec(enabled=True, persistence=persistence)  # type: ignore[arg-type]
+    start(spec).set("session:abc", "user-1")
+    assert (start(spec).get("session:abc") == "user-1") is kept
