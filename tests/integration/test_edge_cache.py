@@ -209,6 +209,7 @@ def test_ban_by_surrogate_key(cache: Varnish, origin: OriginServer) -> None:
     cache.get("/api/products/2")
     assert "surrogate-key" not in first.headers
     assert cache.invalidate("BAN", X_Ban_Tag="product").status == 200  # a key's prefix is not the key
+    assert cache.invalidate("BAN", X_Ban_Tag="list").status == 200  # nor is its suffix
     assert cache.get("/api/products/1").cache == "HIT"
     assert cache.invalidate("BAN", X_Ban_Tag="product-1").status == 200
     assert cache.get("/api/products/1").cache == "MISS"
@@ -244,6 +245,19 @@ def test_stale_while_revalidate_serves_stale_then_fresh(cache: Varnish, origin: 
     time.sleep(1.5)
     fresh = cache.get("/swr/item")
     assert (fresh.body, fresh.cache) == (b"v2", "HIT")
+
+
+def test_failed_background_refresh_keeps_the_stale_copy(cache: Varnish, origin: OriginServer) -> None:
+    origin.set("/swr/broken", b"v1")
+    cache.get("/swr/broken")
+    time.sleep(1.3)
+    origin.set("/swr/broken", b"boom", status=500)
+    first = cache.get("/swr/broken")  # stale, and starts a refresh that gets a 500
+    time.sleep(0.5)
+    second = cache.get("/swr/broken")
+    assert (first.body, first.cache) == (b"v1", "HIT-STALE")
+    assert (second.status, second.body, second.cache) == (200, b"v1", "HIT-STALE")
+    assert origin.hits("/swr/broken") >= 2
 
 
 def test_stale_served_while_origin_is_sick(varnishd: str, tmp_path: Path) -> None:
