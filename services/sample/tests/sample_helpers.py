@@ -197,3 +197,42 @@ def seed_products(postgres: Postgres, count: int) -> None:
         f" SELECT 'sku-' || g, 'Product ' || g, 'A product', 100 * g, 1000 FROM generate_series(1, {count}) g"
     )
     postgres.replicated()
+
+
+class EventStream:
+    """A GET /events Server-Sent Events stream; `next()` returns the next frame's fields."""
+
+    def __init__(self, port: int, last_event_id: str | None = None, timeout: float = 10.0) -> None:
+        self.conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+        headers = {"accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["last-event-id"] = last_event_id
+        self.conn.request("GET", "/events", headers=headers)
+        self.response = self.conn.getresponse()
+
+    def next(self) -> dict[str, str]:
+        """Fields of the next frame ("comment" for `: ...` lines); {} when the server ended the stream."""
+        frame: dict[str, str] = {}
+        while True:
+            line = self.response.readline()
+            if not line:
+                return frame
+            text = line.decode().rstrip("\n")
+            if not text:
+                if frame:
+                    return frame
+                continue
+            name, _, value = text.partition(":")
+            frame[name or "comment"] = value.strip()
+
+    def next_change(self) -> dict[str, Any]:
+        """The next `change` event (skipping heartbeats and the retry hint) as {"id", "type", "data"}."""
+        while True:
+            frame = self.next()
+            if not frame:
+                raise EOFError("stream ended")
+            if frame.get("event") == "change":
+                return {"id": frame["id"], **json.loads(frame["data"])}
+
+    def close(self) -> None:
+        self.conn.close()

@@ -103,6 +103,8 @@ class EventBus:
                 await asyncio.sleep(1.0)
 
     async def _listen(self) -> None:
+        if isinstance(self.client, RedisCluster):
+            await self.client.initialize()  # SSUBSCRIBE routes by slot: the slot map must be loaded first
         pubsub = self.client.pubsub()
         try:
             if self.sharded:
