@@ -1,0 +1,265 @@
+"""The local flow as data: `up` and `down` are lists of commands, each with what it is for.
+
+Nothing here runs anything: the runner executes a plan, `scaleladder-local plan` prints it, and
+the tests read it. Every step is a command a person could type; a step may be skipped when a
+probe says its work is already done (`skip_if`), or only run when probes say it applies
+(`only_if`, e.g. destroying a stack only if it exists and its cluster is still there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from components.local.cluster_config import KindCluster
+from components.local.workspace import Workspace
+
+Argv = tuple[str, ...]
+CLUSTER_STACK = "kind"
+GATEWAY = ("edge", "scaleladder-gateway")  # the cluster layer's shared Gateway: name, namespace
+METRICS_API = "v1beta1.metrics.k8s.io"
+# CRD groups the cluster layer's Helm charts install; `helm uninstall` leaves CRDs behind
+ADDON_CRD_GROUPS = ("gateway.networking.k8s.io", "gateway.envoyproxy.io", "keda.sh", "eventing.keda.sh")
+# namespaces Helm created for those charts (charts/*.yaml); uninstalling a release leaves them
+ADDON_NAMESPACES = ("envoy-gateway-system", "keda")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command of the flow."""
+
+    description: str
+    argv: Argv
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    skip_if: Argv | None = None
+    only_if: tuple[Argv, ...] = ()
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class Context:
+    """Everything a plan depends on, resolved by the CLI before planning."""
+
+    root: Path
+    cluster: KindCluster
+    workspace: Workspace
+    pulumi_env: dict[str, str]
+    python: str
+
+
+def phase_stack(phase: int) -> str:
+    return f"phase{phase}"
+
+
+def namespace(stack: str) -> str:
+    """Where a phase stack deploys (the lead's convention: scaleladder-<stack>)."""
+    return f"scaleladder-{stack}"
+
+
+def kubectl(ctx: Context, *args: str) -> Argv:
+    """kubectl pinned to the kind cluster's context, never whatever context is current."""
+    return ("kubectl", "--context", ctx.cluster.context, *args)
+
+
+def cluster_exists(ctx: Context) -> Argv:
+    """Exits 0 only when the kind cluster exists."""
+    return ("kind", "get", "kubeconfig", "--name", ctx.cluster.name)
+
+
+def stack_exists(ctx: Context, stack: str) -> Argv:
+    """Exits 0 only when the stack exists in the local backend."""
+    return ("pulumi", "stack", "select", stack, "--cwd", str(ctx.workspace.project), "--non-interactive")
+
+
+def helper(ctx: Context, *args: str) -> Argv:
+    """A step the kit does itself (`python -m components.local ...`), so that plans stay commands."""
+    return (ctx.python, "-m", "components.local", *args)
+
+
+def deploy_stack(ctx: Context, stack: str, image: str | None) -> list[Step]:
+    """Write the stack's generated config, create or select the stack, `pulumi up`."""
+    config = str(ctx.workspace.stack_file(stack))
+    prepare = ["workspace", stack, "--context", ctx.cluster.context, *(["--image", image] if image else [])]
+    return [
+        Step(
+            f"write {config} (stacks/Pulumi.{stack}.yaml + kube context{' + image' if image else ''})",
+            helper(ctx, *prepare),
+            cwd=ctx.root,
+        ),
+        Step(
+            f"create or select Pulumi stack {stack} (local backend, passphrase secrets)",
+            (
+                "pulumi",
+                "stack",
+                "select",
+                "--create",
+                "--secrets-provider",
+                "passphrase",
+                stack,
+                "--cwd",
+                str(ctx.workspace.project),
+                "--non-interactive",
+            ),
+            env=ctx.pulumi_env,
+        ),
+        Step(
+            f"pulumi up {stack}",
+            (
+                "pulumi",
+                "up",
+                "--stack",
+                stack,
+                "--config-file",
+                config,
+                "--yes",
+                "--skip-preview",
+                "--non-interactive",
+            ),
+            env=ctx.pulumi_env,
+            cwd=ctx.root,
+            timeout=1800.0,
+        ),
+    ]
+
+
+def up(ctx: Context, phase: int, image: str) -> list[Step]:
+    """Cluster, cluster layer, image, phase stack, then wait for it: in that order."""
+    stack = phase_stack(phase)
+    ns = namespace(stack)
+    gateway, gateway_ns = GATEWAY
+    steps = [
+        Step(
+            f"create kind cluster {ctx.cluster.name} (1 control plane, 3 workers in 3 zones)",
+            ("kind", "create", "cluster", "--config", str(ctx.cluster.path), "--wait", "5m"),
+            skip_if=cluster_exists(ctx),
+            timeout=900.0,
+        ),
+        Step(
+            "wait for every node to be Ready",
+            kubectl(ctx, "wait", "--for=condition=Ready", "nodes", "--all", "--timeout=5m"),
+        ),
+        *deploy_stack(ctx, CLUSTER_STACK, None),
+        Step(
+            "wait for metrics-server to serve the metrics API (the HPA reads it)",
+            kubectl(ctx, "wait", "--for=condition=Available", f"apiservice/{METRICS_API}", "--timeout=5m"),
+        ),
+        Step(
+            f"wait for the shared Gateway {gateway_ns}/{gateway} to be programmed",
+            kubectl(ctx, "wait", "--for=condition=Programmed", f"gateway/{gateway}", "-n", gateway_ns, "--timeout=5m"),
+        ),
+        Step(
+            f"build the sample image {image}",
+            ("docker", "build", "--tag", image, "services/sample"),
+            cwd=ctx.root,
+            skip_if=("docker", "image", "inspect", image),
+            timeout=1200.0,
+        ),
+        Step(
+            f"load {image} into every node (nodes never pull it)",
+            ("kind", "load", "docker-image", image, "--name", ctx.cluster.name),
+        ),
+        *(
+            Step(
+                f"check that {node} has {image}",
+                ("docker", "exec", node, "crictl", "inspecti", f"docker.io/{image}"),
+            )
+            for node in ctx.cluster.nodes
+        ),
+        *deploy_stack(ctx, stack, image),
+        Step(
+            f"wait for every Deployment in {ns} to be Available",
+            kubectl(ctx, "wait", "--for=condition=Available", "deployment", "--all", "-n", ns, "--timeout=10m"),
+        ),
+        Step(
+            f"wait for every running pod in {ns} to be Ready",
+            kubectl(
+                ctx,
+                "wait",
+                "--for=condition=Ready",
+                "pod",
+                "--all",
+                "--field-selector=status.phase!=Succeeded",
+                "-n",
+                ns,
+                "--timeout=10m",
+            ),
+        ),
+    ]
+    return steps
+
+
+def destroy_stack(ctx: Context, stack: str) -> list[Step]:
+    """`pulumi destroy` while the cluster is there, then forget the stack."""
+    config = str(ctx.workspace.stack_file(stack))
+    return [
+        Step(
+            f"write {config} for the teardown",
+            helper(ctx, "workspace", stack, "--context", ctx.cluster.context),
+            env=ctx.pulumi_env,
+            cwd=ctx.root,
+            only_if=(stack_exists(ctx, stack),),
+        ),
+        Step(
+            f"pulumi destroy {stack}",
+            (
+                "pulumi",
+                "destroy",
+                "--stack",
+                stack,
+                "--config-file",
+                config,
+                "--yes",
+                "--skip-preview",
+                "--non-interactive",
+            ),
+            env=ctx.pulumi_env,
+            cwd=ctx.root,
+            only_if=(stack_exists(ctx, stack), cluster_exists(ctx)),
+            timeout=1800.0,
+        ),
+        Step(
+            f"remove stack {stack} from the local backend",
+            (
+                "pulumi",
+                "stack",
+                "rm",
+                stack,
+                "--yes",
+                "--force",
+                "--cwd",
+                str(ctx.workspace.project),
+                "--non-interactive",
+            ),
+            env=ctx.pulumi_env,
+            only_if=(stack_exists(ctx, stack),),
+        ),
+    ]
+
+
+def down(ctx: Context, phase_stacks: list[str], keep_cluster: bool) -> list[Step]:
+    """Workloads (every phase stack, highest first), add-ons and their CRDs, namespaces, cluster."""
+    steps = [step for stack in sorted(phase_stacks, reverse=True) for step in destroy_stack(ctx, stack)]
+    steps += destroy_stack(ctx, CLUSTER_STACK)
+    crd_groups = [arg for group in ADDON_CRD_GROUPS for arg in ("--group", group)]
+    steps.append(
+        Step(
+            "delete the add-ons' CRDs (Helm leaves them behind)",
+            helper(ctx, "delete-crds", "--context", ctx.cluster.context, *crd_groups),
+            cwd=ctx.root,
+            only_if=(cluster_exists(ctx),),
+        )
+    )
+    leftover = [namespace(stack) for stack in sorted(phase_stacks)] + [GATEWAY[1], *ADDON_NAMESPACES]
+    steps.append(
+        Step(
+            "delete the kit's namespaces that are left",
+            kubectl(ctx, "delete", "namespace", *leftover, "--ignore-not-found", "--wait", "--timeout=5m"),
+            only_if=(cluster_exists(ctx),),
+        )
+    )
+    if not keep_cluster:
+        steps.append(
+            Step(f"delete kind cluster {ctx.cluster.name}", ("kind", "delete", "cluster", "--name", ctx.cluster.name))
+        )
+    return steps

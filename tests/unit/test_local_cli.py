@@ -1,0 +1,116 @@
+"""`scaleladder-local`: argument errors, the printed plan, refusal without tools, helpers, the guide."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.local import cli, cluster_config, crds, guide
+from components.local.cli import GATEWAY_NODE_PORT, ROOT
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "SCALELADDER_HOME": str(tmp_path / "home")}
+
+
+def test_plan_up_prints_commands_and_runs_nothing(env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plan", "up", "--phase", "2"], env=env) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# 1. create kind cluster scaleladder (1 control plane, 3 workers in 3 zones)\n")
+    assert "#    skipped if: kind get kubeconfig --name scaleladder\n" in out
+    assert "pulumi up --stack phase2 --config-file " in out
+    assert "PULUMI_CONFIG_PASSPHRASE=scaleladder-local-development" in out
+    assert not (Path(env["SCALELADDER_HOME"]) / "project").exists()
+
+
+def test_plan_down_lists_every_checked_in_phase_stack(env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plan", "down", "--keep-cluster"], env=env) == 0
+    out = capsys.readouterr().out
+    for stack in cli.phase_stacks(ROOT):
+        assert f"pulumi destroy --stack {stack} " in out
+    assert "kind delete cluster" not in out
+
+
+def test_phase_out_of_range(env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["up", "--phase", "7"], env=env)
+    assert exit_.value.code == 2
+    assert "argument --phase: invalid choice: 7 (choose from 1, 2, 3, 4, 5, 6)" in capsys.readouterr().err
+
+
+def test_phase_without_a_stack_file(tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "repo"
+    (root / "stacks").mkdir(parents=True)
+    (root / "local").mkdir()
+    shutil.copy(cluster_config.CONFIG, root / "local" / "kind-cluster.yaml")
+    (root / "stacks" / "Pulumi.phase1.yaml").write_text("config: {}\n")
+    assert cli.main(["plan", "up", "--phase", "5"], root=root, env=env) == 2
+    assert capsys.readouterr().err == (
+        "scaleladder-local: --phase 5: there is no stacks/Pulumi.phase5.yaml yet; phase stacks: phase1\n"
+    )
+
+
+def test_up_refuses_before_any_step_when_tools_are_missing(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    assert cli.main(["up", "--phase", "1"], env={**env, "PATH": str(empty)}) == 2
+    out = capsys.readouterr().out
+    assert "[FAIL] docker: not found on PATH" in out
+    assert (
+        out.splitlines()[-1]
+        == "missing: docker engine, kind, kubectl, pulumi (see the hints above; docs/local.md lists versions)"
+    )
+    assert "[1/" not in out
+    assert not (Path(env["SCALELADDER_HOME"]) / "project").exists()
+
+
+def test_workspace_helper_writes_the_generated_stack_file(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = cli.phase_stacks(ROOT)[0]
+    assert cli.main(["workspace", stack, "--context", "kind-scaleladder", "--image", "x/y:1"], env=env) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert path == Path(env["SCALELADDER_HOME"]) / "project" / f"Pulumi.{stack}.yaml"
+    assert yaml.safe_load(path.read_text())["config"]["scaleladder:web"]["image"] == "x/y:1"
+
+
+def test_crds_are_chosen_by_group() -> None:
+    listing = {
+        "items": [
+            {
+                "metadata": {"name": "httproutes.gateway.networking.k8s.io"},
+                "spec": {"group": "gateway.networking.k8s.io"},
+            },
+            {"metadata": {"name": "envoyproxies.gateway.envoyproxy.io"}, "spec": {"group": "gateway.envoyproxy.io"}},
+            {
+                "metadata": {"name": "gateways.gateway.networking.k8s.io"},
+                "spec": {"group": "gateway.networking.k8s.io"},
+            },
+            {"metadata": {"name": "widgets.example.com"}, "spec": {"group": "example.com"}},
+        ]
+    }
+    assert crds.names_in_groups(listing, ["gateway.networking.k8s.io", "gateway.envoyproxy.io"]) == [
+        "envoyproxies.gateway.envoyproxy.io",
+        "gateways.gateway.networking.k8s.io",
+        "httproutes.gateway.networking.k8s.io",
+    ]
+
+
+def test_guide_for_a_routed_phase() -> None:
+    text = guide.after_up(cluster_config.load(GATEWAY_NODE_PORT), 3)
+    assert "  browse:   http://phase3.localtest.me:8080/products" in text
+    assert "  curl:     curl -H 'Host: phase3.localtest.me' http://localhost:8080/healthz" in text
+    assert "kubectl --context kind-scaleladder get deploy,sts,svc,hpa,pdb,pods -n scaleladder-phase3 -o wide" in text
+
+
+def test_guide_for_a_phase_without_a_route() -> None:
+    text = guide.after_up(cluster_config.load(GATEWAY_NODE_PORT), 2)
+    assert "kubectl --context kind-scaleladder port-forward -n scaleladder-phase2 svc/web 8081:80" in text
+    assert "localtest.me" not in text
