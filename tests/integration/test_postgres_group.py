@@ -1,6 +1,6 @@
 """The kit's Postgres scripts, for real: primary-init.sh, replica-bootstrap.sh, ready.sh and promote.sh
 run (from the rendered `postgres-scripts` ConfigMap) against PostgreSQL 15 servers on loopback
-started with the builder's server settings. See bench/postgres_group.py for how a pod is mirrored.
+started with the builder's server settings. See bench/postgres_support.py for how a pod is mirrored.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bench.postgres_group import (
+from bench.postgres_support import (
     Member,
     bootstrap,
     owned_dir,
