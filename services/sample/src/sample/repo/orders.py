@@ -9,6 +9,18 @@ from sample.errors import ApiError
 from sample.models import Order, OrderItem, OrderItemIn
 
 COLUMNS = "id, user_id, status, total_cents, created_at"
+LOCK_PRODUCTS = "SELECT id, price_cents, stock FROM products WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
+DECREMENT_STOCK = (
+    "UPDATE products p SET stock = p.stock - q.quantity, version = p.version + 1, updated_at = now()"
+    " FROM unnest($1::bigint[], $2::int[]) AS q(id, quantity) WHERE p.id = q.id"
+)
+GET_ONE = f"SELECT {COLUMNS} FROM orders WHERE id = $1"
+PAGE_FOR_USER = f"SELECT {COLUMNS} FROM orders WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+ITEMS_OF_ORDERS = (
+    "SELECT i.order_id, i.product_id, i.quantity, i.price_cents, p.name AS product_name"
+    " FROM order_items i JOIN products p ON p.id = i.product_id"
+    " WHERE i.order_id = ANY($1::bigint[]) ORDER BY i.order_id, i.product_id"
+)
 
 
 async def place(tx: Transaction, user_id: int, items: list[OrderItemIn]) -> asyncpg.Record:
@@ -17,9 +29,7 @@ async def place(tx: Transaction, user_id: int, items: list[OrderItemIn]) -> asyn
     for item in items:
         quantities[item.product_id] = quantities.get(item.product_id, 0) + item.quantity
     ids = sorted(quantities)  # lock in id order: concurrent orders cannot deadlock
-    rows = await tx.fetch(
-        "SELECT id, price_cents, stock FROM products WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE", ids
-    )
+    rows = await tx.fetch(LOCK_PRODUCTS, ids)
     found = {row["id"]: row for row in rows}
     missing = [i for i in ids if i not in found]
     if missing:
@@ -33,8 +43,7 @@ async def place(tx: Transaction, user_id: int, items: list[OrderItemIn]) -> asyn
                 f"items: product_id {product_id} quantity {quantities[product_id]}, only {stock} in stock",
             )
     await tx.fetch(
-        "UPDATE products p SET stock = p.stock - q.quantity, version = p.version + 1, updated_at = now()"
-        " FROM unnest($1::bigint[], $2::int[]) AS q(id, quantity) WHERE p.id = q.id",
+        DECREMENT_STOCK,
         ids,
         [quantities[i] for i in ids],
     )
@@ -56,30 +65,18 @@ async def place(tx: Transaction, user_id: int, items: list[OrderItemIn]) -> asyn
 
 
 async def get(db: Database, order_id: int, fresh: bool) -> asyncpg.Record | None:
-    return await db.fetchrow(f"SELECT {COLUMNS} FROM orders WHERE id = $1", order_id, fresh=fresh)
+    return await db.fetchrow(GET_ONE, order_id, fresh=fresh)
 
 
 async def page_for_user(db: Database, user_id: int, after_id: int, limit: int, fresh: bool) -> list[asyncpg.Record]:
-    return await db.fetch(
-        f"SELECT {COLUMNS} FROM orders WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-        user_id,
-        after_id,
-        limit,
-        fresh=fresh,
-    )
+    return await db.fetch(PAGE_FOR_USER, user_id, after_id, limit, fresh=fresh)
 
 
 async def with_items(db: Database, orders: list[asyncpg.Record], fresh: bool) -> list[Order]:
     """Attach items to many orders with ONE query (no N+1), product names joined in."""
     if not orders:
         return []
-    rows = await db.fetch(
-        "SELECT i.order_id, i.product_id, i.quantity, i.price_cents, p.name AS product_name"
-        " FROM order_items i JOIN products p ON p.id = i.product_id"
-        " WHERE i.order_id = ANY($1::bigint[]) ORDER BY i.order_id, i.product_id",
-        [o["id"] for o in orders],
-        fresh=fresh,
-    )
+    rows = await db.fetch(ITEMS_OF_ORDERS, [o["id"] for o in orders], fresh=fresh)
     items: dict[int, list[OrderItem]] = {o["id"]: [] for o in orders}
     for row in rows:
         items[row["order_id"]].append(

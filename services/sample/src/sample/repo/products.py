@@ -12,6 +12,9 @@ from sample.responses import encode
 
 COLUMNS = "id, sku, name, description, price_cents, stock, version, updated_at"
 IMAGES = 4  # packaged images under /static/img/
+GET_ONE = f"SELECT {COLUMNS} FROM products WHERE id = $1"
+GET_MANY = f"SELECT {COLUMNS} FROM products WHERE id = ANY($1::bigint[])"
+PAGE = f"SELECT {COLUMNS} FROM products WHERE id > $1 ORDER BY id LIMIT $2"
 
 
 def to_product(row: asyncpg.Record) -> Product:
@@ -23,17 +26,15 @@ def encode_row(row: asyncpg.Record) -> bytes:
 
 
 async def get(db: Database, product_id: int, fresh: bool) -> asyncpg.Record | None:
-    return await db.fetchrow(f"SELECT {COLUMNS} FROM products WHERE id = $1", product_id, fresh=fresh)
+    return await db.fetchrow(GET_ONE, product_id, fresh=fresh)
 
 
 async def get_many(db: Database, ids: list[int], fresh: bool) -> list[asyncpg.Record]:
-    return await db.fetch(f"SELECT {COLUMNS} FROM products WHERE id = ANY($1::bigint[])", ids, fresh=fresh)
+    return await db.fetch(GET_MANY, ids, fresh=fresh)
 
 
 async def page(db: Database, after_id: int, limit: int, fresh: bool) -> list[asyncpg.Record]:
-    return await db.fetch(
-        f"SELECT {COLUMNS} FROM products WHERE id > $1 ORDER BY id LIMIT $2", after_id, limit, fresh=fresh
-    )
+    return await db.fetch(PAGE, after_id, limit, fresh=fresh)
 
 
 async def create(tx: Transaction, new: ProductCreate) -> asyncpg.Record | None:

@@ -13,6 +13,8 @@ from sample.db import Database, Transaction
 from sample.models import User, UserCreate
 
 COLUMNS = "id, email, name, created_at"
+GET_ONE = f"SELECT {COLUMNS} FROM users WHERE id = $1"
+CREDENTIALS = "SELECT id, password_hash FROM users WHERE lower(email) = lower($1)"
 # scrypt cost: ~16 MiB and a few tens of ms per hash, run off the event loop.
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
@@ -49,9 +51,9 @@ async def create(tx: Transaction, new: UserCreate) -> asyncpg.Record | None:
 
 
 async def get(db: Database, user_id: int, fresh: bool) -> asyncpg.Record | None:
-    return await db.fetchrow(f"SELECT {COLUMNS} FROM users WHERE id = $1", user_id, fresh=fresh)
+    return await db.fetchrow(GET_ONE, user_id, fresh=fresh)
 
 
 async def credentials(db: Database, email: str) -> asyncpg.Record | None:
     """id and password hash for a login; read from the primary so a just-created user can log in."""
-    return await db.fetchrow("SELECT id, password_hash FROM users WHERE lower(email) = lower($1)", email, fresh=True)
+    return await db.fetchrow(CREDENTIALS, email, fresh=True)
