@@ -310,10 +310,14 @@ def standalone_objects(meta: Meta, spec: RedisSpec, password: Any) -> list[dict[
 
 
 def client_env(spec: RedisSpec) -> list[dict[str, Any]]:
-    """What the sample service needs: the mode, the `redis` Service as host (a cluster's seed) and the password."""
+    """The sample service's REDIS_MODE and REDIS_URL (the `redis` Service; a cluster client's seed).
+
+    The password enters the URL by Kubernetes' $(VAR) expansion of REDIS_PASSWORD, defined first:
+    it must be URL-safe (generate it alphanumeric).
+    """
+    path = "" if spec.mode == "cluster" else "/0"
     return [
         {"name": "REDIS_MODE", "value": spec.mode},
-        {"name": "REDIS_HOST", "value": NAME},
-        {"name": "REDIS_PORT", "value": str(PORT)},
         password_env("REDIS_PASSWORD"),
+        {"name": "REDIS_URL", "value": f"redis://:$(REDIS_PASSWORD)@{NAME}:{PORT}{path}"},
     ]

@@ -197,9 +197,10 @@ def test_a_changed_conf_rolls_the_pods() -> None:
 
 
 def test_client_env_names_the_service_and_the_secret() -> None:
+    password = {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}}
     assert client_env(RedisSpec(mode="cluster")) == [
         {"name": "REDIS_MODE", "value": "cluster"},
-        {"name": "REDIS_HOST", "value": "redis"},
-        {"name": "REDIS_PORT", "value": "6379"},
-        {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}},
+        password,
+        {"name": "REDIS_URL", "value": "redis://:$(REDIS_PASSWORD)@redis:6379"},
     ]
+    assert client_env(RedisSpec())[2] == {"name": "REDIS_URL", "value": "redis://:$(REDIS_PASSWORD)@redis:6379/0"}
