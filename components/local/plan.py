@@ -123,12 +123,10 @@ def deploy_stack(ctx: Context, stack: str, image: str | None) -> list[Step]:
     ]
 
 
-def up(ctx: Context, phase: int, image: str) -> list[Step]:
-    """Cluster, cluster layer, image, phase stack, then wait for it: in that order."""
-    stack = phase_stack(phase)
-    ns = namespace(stack)
+def cluster_up(ctx: Context) -> list[Step]:
+    """Create or reuse the kind cluster, deploy the cluster layer, wait for metrics and the Gateway."""
     gateway, gateway_ns = GATEWAY
-    steps = [
+    return [
         Step(
             f"create kind cluster {ctx.cluster.name} (1 control plane, 3 workers in 3 zones)",
             ("kind", "create", "cluster", "--config", str(ctx.cluster.path), "--wait", "5m"),
@@ -148,6 +146,12 @@ def up(ctx: Context, phase: int, image: str) -> list[Step]:
             f"wait for the shared Gateway {gateway_ns}/{gateway} to be programmed",
             kubectl(ctx, "wait", "--for=condition=Programmed", f"gateway/{gateway}", "-n", gateway_ns, "--timeout=5m"),
         ),
+    ]
+
+
+def image_loaded(ctx: Context, image: str) -> list[Step]:
+    """Build the sample image unless it exists, load it into the nodes, check every node has it."""
+    return [
         Step(
             f"build the sample image {image}",
             ("docker", "build", "--tag", image, "services/sample"),
@@ -166,6 +170,14 @@ def up(ctx: Context, phase: int, image: str) -> list[Step]:
             )
             for node in ctx.cluster.nodes
         ),
+    ]
+
+
+def phase_up(ctx: Context, phase: int, image: str) -> list[Step]:
+    """Deploy the phase stack with this image and wait until its pods serve."""
+    stack = phase_stack(phase)
+    ns = namespace(stack)
+    return [
         *deploy_stack(ctx, stack, image),
         Step(
             f"wait for every Deployment in {ns} to be Available",
@@ -186,7 +198,11 @@ def up(ctx: Context, phase: int, image: str) -> list[Step]:
             ),
         ),
     ]
-    return steps
+
+
+def up(ctx: Context, phase: int, image: str) -> list[Step]:
+    """Cluster and cluster layer, image, phase stack: in that order."""
+    return [*cluster_up(ctx), *image_loaded(ctx, image), *phase_up(ctx, phase, image)]
 
 
 def destroy_stack(ctx: Context, stack: str) -> list[Step]:

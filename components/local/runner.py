@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TextIO
 
 from components.local.plan import Argv, Step
@@ -40,12 +41,10 @@ def elapsed(seconds: float) -> str:
     return f"{minutes}m{rest:02d}s" if minutes else f"{seconds:.1f}s"
 
 
-def probe(argv: Argv, env: Mapping[str, str], step: Step) -> bool:
+def probe(argv: Argv, env: Mapping[str, str], cwd: Path | None = None) -> bool:
     """True when the probe command exits 0; a missing command or a hang counts as false."""
     try:
-        done = subprocess.run(
-            argv, env=dict(env), cwd=step.cwd, capture_output=True, timeout=PROBE_TIMEOUT, check=False
-        )
+        done = subprocess.run(argv, env=dict(env), cwd=cwd, capture_output=True, timeout=PROBE_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
@@ -70,10 +69,10 @@ class Runner:
         for number, step in enumerate(steps, 1):
             header = f"[{number}/{len(steps)}] {step.description}"
             env = {**self.env, **step.env}
-            if not all(probe(argv, env, step) for argv in step.only_if):
+            if not all(probe(argv, env, step.cwd) for argv in step.only_if):
                 self.say(f"{header}: skipped, does not apply ({shlex.join(step.only_if[0])} ...)")
                 continue
-            if step.skip_if is not None and probe(step.skip_if, env, step):
+            if step.skip_if is not None and probe(step.skip_if, env, step.cwd):
                 self.say(f"{header}: already done ({shlex.join(step.skip_if)} succeeded)")
                 continue
             self.say(f"{header}\n    $ {shlex.join(step.argv)}")
