@@ -13,6 +13,8 @@ import http.client
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -43,11 +45,23 @@ class Seen:
     headers: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
+class QuietServer(ThreadingHTTPServer):
+    """Clients (Varnish) dropping connections when they stop is expected: no traceback for it."""
+
+    request_queue_size = 256  # bursts of misses must queue, not be refused
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class OriginServer:
     """The web tier stand-in: answers per path, a switchable health, counts per path."""
 
-    def __init__(self) -> None:
+    def __init__(self, fallback: Answer | None = None) -> None:
+        """`fallback` answers every path `set()` did not name (default: 404)."""
         self.answers: dict[str, Answer] = {}
+        self.fallback = fallback or Answer(404, {}, b"no such path")
         self.healthy = True
         self.seen = Seen()
         self.lock = threading.Lock()
@@ -64,7 +78,7 @@ class OriginServer:
 
             do_HEAD = do_GET
 
-        self.server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        self.server = QuietServer((LOOPBACK, 0), Handler)
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -89,7 +103,7 @@ class OriginServer:
             self.seen.hits[path] += 1
             self.seen.urls.append(request.path)
             self.seen.headers[path] = dict(request.headers.items())
-            answer = self.answers.get(path, Answer(404, {}, b"no such path"))
+            answer = self.answers.get(path, self.fallback)
             if not self.healthy:
                 answer = Answer(500, {}, b"origin failing")
         if answer.delay:
@@ -155,12 +169,24 @@ def jail_readable_dir(name: str) -> Path:
 
 
 class Varnish:
-    """varnishd in the foreground on free loopback ports, running `render_vcl(policy)`; logs go to `logs`."""
+    """varnishd in the foreground on free loopback ports, running `render_vcl(policy)` (or the text `vcl`).
 
-    def __init__(self, binary: str, logs: Path, policy: CachePolicy, *, name: str = "varnish", storage_mib: int = 64):
+    Logs go to `logs`.
+    """
+
+    def __init__(
+        self,
+        binary: str,
+        logs: Path,
+        policy: CachePolicy,
+        *,
+        name: str = "varnish",
+        storage_mib: int = 64,
+        vcl: str | None = None,
+    ) -> None:
         self.dir = jail_readable_dir(name)
         self.vcl = self.dir / "default.vcl"
-        self.vcl.write_text(render_vcl(policy))
+        self.vcl.write_text(render_vcl(policy) if vcl is None else vcl)
         self.secret = self.dir / "secret"
         self.secret.write_text(secrets.token_hex(16) + "\n")
         self.secret.chmod(0o600)
@@ -192,6 +218,18 @@ class Varnish:
     def invalidate(self, method: str, path: str = "/", *, source: str = LOOPBACK, **headers: str) -> Response:
         named = {key.replace("_", "-"): value for key, value in headers.items()}
         return request(self.purge_port, path, method, source=source, headers=named)
+
+    def counters(self, *names: str) -> dict[str, int]:
+        """Current values of varnishstat counters such as MAIN.cache_hit."""
+        fields = [arg for name in names for arg in ("-f", name)]
+        output = subprocess.run(
+            ["varnishstat", "-n", str(self.work_dir), "-1", *fields],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        return {line.split()[0]: int(line.split()[1]) for line in output.splitlines() if line.strip()}
 
     def stop(self) -> None:
         self.process.stop()
