@@ -17,6 +17,7 @@ import yaml
 
 from components.cluster_layer import ClusterSpec
 from components.postgres import PostgresSpec
+from components.redis import RedisSpec
 from components.routing import RoutingSpec
 from components.settings import NAMESPACE, ConfigError, Problem, describe, load, merge, setting
 from components.web import WebSpec
@@ -41,25 +42,43 @@ class StackConfig:
     single_server: bool = setting(False, "phase 1: web and Postgres as two containers of one pod, one volume")
     web: WebSpec = setting(WebSpec, "the sample service's pods")
     postgres: PostgresSpec = setting(PostgresSpec, "the database")
+    redis: RedisSpec = setting(RedisSpec, "sessions and rate limits (phase 3), the cache (phase 4: a Redis Cluster)")
     routing: RoutingSpec = setting(RoutingSpec, "how traffic reaches the web tier (Gateway API route or Ingress)")
     cluster: ClusterSpec = setting(ClusterSpec, "the cluster layer's add-ons (layer: cluster only)")
 
     def problems(self) -> Iterator[tuple[str, str]]:
+        for switch in REDIS_SWITCHES:
+            if self.web.env.get(switch) == "true" and not self.redis.enabled:
+                yield f"web.env.{switch}", "needs redis.enabled: true (the service keeps that state in Redis)"
         if self.single_server and self.web.autoscaling.enabled:
             yield "web.autoscaling.enabled", "must be false when single_server is true (one pod cannot autoscale)"
         if self.single_server and self.postgres.replicas:
             yield "postgres.replicas", f"must be 0 when single_server is true, got {self.postgres.replicas}"
 
 
+REDIS_SWITCHES = ("SESSIONS_ENABLED", "RATE_LIMIT_ENABLED", "EVENTS_ENABLED", "CACHE_ENABLED")
+"""The sample service's switches for patterns whose state lives in Redis."""
+
+ON = "true"
+
 PHASE_DEFAULTS: dict[int, dict[str, Any]] = {
     1: {"single_server": True},
     2: {"single_server": False},
     3: {
-        "web": {"autoscaling": {"enabled": True}},
+        # stateless web pods: sessions, rate-limit counters and event fan-out move to Redis
+        "web": {
+            "autoscaling": {"enabled": True},
+            "env": {"SESSIONS_ENABLED": ON, "RATE_LIMIT_ENABLED": ON, "EVENTS_ENABLED": ON},
+        },
         "postgres": {"replicas": 2, "pooler": {"enabled": True}},
+        "redis": {"enabled": True, "mode": "standalone"},
         "routing": {"kind": "gateway"},
     },
-    4: {},
+    4: {
+        # a caching layer: cache-aside reads, on a Redis Cluster that also holds the sessions
+        "web": {"env": {"CACHE_ENABLED": ON}},
+        "redis": {"mode": "cluster"},
+    },
     5: {},
     6: {},
 }

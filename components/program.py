@@ -17,7 +17,10 @@ from components.stack import Secrets, build
 
 
 def generated_secrets() -> Secrets:
-    """Passwords created once per stack by the random provider, secret in state and outputs."""
+    """Passwords created once per stack by the random provider, secret in state and outputs.
+
+    Alphanumeric: they are spliced into connection URLs by $(VAR) expansion, unescaped.
+    """
 
     def password(name: str) -> pulumi.Output[str]:
         return random.RandomPassword(name, length=32, special=False).result  # type: ignore[no-any-return]
@@ -25,7 +28,8 @@ def generated_secrets() -> Secrets:
     return Secrets(
         postgres=postgres.PostgresPasswords(
             app=password("postgres-app-password"), replication=password("postgres-replication-password")
-        )
+        ),
+        redis=password("redis-password"),
     )
 
 

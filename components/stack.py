@@ -7,11 +7,12 @@ result to files and `__main__` hands each part to Pulumi; both see exactly the s
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
 
-from components import cluster_layer, postgres, routing, single_server, web
+from components import cluster_layer, postgres, redis, redis_cluster, routing, single_server, web
 from components.charts import HelmRelease
 from components.config import StackConfig
 from components.labels import Meta
@@ -35,6 +36,7 @@ class Secrets:
     """Values generated at deploy time (Pulumi outputs); rendered stacks get marked stand-ins."""
 
     postgres: postgres.PostgresPasswords
+    redis: Any
 
     @classmethod
     def development(cls) -> Secrets:
@@ -43,7 +45,8 @@ class Secrets:
             postgres=postgres.PostgresPasswords(
                 app=DEVELOPMENT_VALUE.format("postgres-app"),
                 replication=DEVELOPMENT_VALUE.format("postgres-replication"),
-            )
+            ),
+            redis=DEVELOPMENT_VALUE.format("redis"),
         )
 
 
@@ -102,12 +105,28 @@ def _database_and_web(meta: Meta, config: StackConfig, secrets: Secrets) -> list
     if config.single_server:
         objects = single_server.objects(meta, config.web, config.postgres, secrets.postgres)
         return [Part("server", "SingleServer", objects)]
-    env = postgres.database_env(postgres.endpoints(meta, config.postgres))
-    return [
+    endpoints = postgres.endpoints(meta, config.postgres)
+    # migrations take session-level locks: they talk to the primary itself, never through the pooler
+    primary = postgres.Address(postgres.RW_SERVICE, postgres.PORT, config.postgres.database)
+    migration_env = postgres.database_env(dataclasses.replace(endpoints, primary=primary, replicas=()))
+    parts = [
         Part("postgres", "PostgresGroup", postgres.postgres_objects(meta, config.postgres, secrets.postgres)),
-        Part("migrations", "SchemaMigration", [web.migrate_job(meta, config.web, env)], ("postgres",)),
-        Part("web", "AutoscaledService", web.web_objects(meta, config.web, env), ("migrations",)),
+        Part("migrations", "SchemaMigration", [web.migrate_job(meta, config.web, migration_env)], ("postgres",)),
     ]
+    web_after = ["migrations"]
+    service_env = postgres.database_env(endpoints)
+    if config.redis.enabled:
+        parts.append(_redis_part(meta, config.redis, secrets.redis))
+        web_after.append("redis")
+        service_env += redis.client_env(config.redis)
+    parts.append(Part("web", "AutoscaledService", web.web_objects(meta, config.web, service_env), tuple(web_after)))
+    return parts
+
+
+def _redis_part(meta: Meta, spec: redis.RedisSpec, password: Any) -> Part:
+    if spec.mode == "cluster":
+        return Part("redis", "RedisCluster", redis_cluster.cluster_objects(meta, spec, password))
+    return Part("redis", "SessionStore", redis.standalone_objects(meta, spec, password))
 
 
 def _cluster_layer(name: str, config: StackConfig) -> Stack:

@@ -105,9 +105,10 @@ def test_every_object_becomes_one_typed_resource_under_its_part(deployed: tuple[
     expected = {(obj["kind"], obj["metadata"]["name"]) for obj in stack.objects()}
     assert registered == expected
     components = {r.name: r for r in monitor.registrations if r.type.startswith("scaleladder:index:")}
-    assert [(r.name, r.type) for r in components.values()] == [
+    # registrations are asynchronous: their order is not the program's
+    assert sorted((r.name, r.type) for r in components.values()) == sorted(
         (part.name, f"scaleladder:index:{part.component}") for part in stack.parts
-    ]
+    )
     for registration in monitor.registrations:
         if registration.type.startswith("kubernetes:") and registration.type not in (NAMESPACE, HELM_RELEASE):
             assert registration.parent.split("::")[-1] in components, registration.urn

@@ -28,6 +28,9 @@ def test_phase_defaults_are_cumulative() -> None:
     phase3 = from_values({"phase": 3})
     assert phase3.web.autoscaling.enabled and phase3.postgres.replicas == 2 and phase3.postgres.pooler.enabled
     assert defaults_for(6)["web"]["autoscaling"]["enabled"] is True  # later phases keep what phase 3 switched on
+    phase4 = from_values({"phase": 4})
+    assert (phase4.redis.enabled, phase4.redis.mode) == (True, "cluster")
+    assert phase4.web.env["CACHE_ENABLED"] == "true" and phase4.web.env["SESSIONS_ENABLED"] == "true"
 
 
 def test_stack_config_overrides_phase_defaults() -> None:
@@ -110,6 +113,21 @@ BAD_CONFIGS = [
         {"phase": 1, "postgres": {"replicas": 2}},
         "scaleladder:postgres.replicas: must be 0 when single_server is true, got 2",
         id="single-server-has-no-replicas",
+    ),
+    pytest.param(
+        {"phase": 2, "web": {"env": {"SESSIONS_ENABLED": "true"}}},
+        "scaleladder:web.env.SESSIONS_ENABLED: needs redis.enabled: true (the service keeps that state in Redis)",
+        id="switch-without-its-store",
+    ),
+    pytest.param(
+        {"phase": 4, "redis": {"masters": 2}},
+        "scaleladder:redis.masters: must be >= 3 for cluster mode, got 2",
+        id="cluster-needs-three-masters",
+    ),
+    pytest.param(
+        {"redis": {"mode": "sentinel"}},
+        "scaleladder:redis.mode: must be one of 'standalone', 'cluster', got 'sentinel'",
+        id="unknown-choice",
     ),
     pytest.param(
         {"web": {"termination_grace_seconds": 1.5}},
