@@ -47,6 +47,12 @@ def require_stack(root: Path, phase: int) -> None:
         raise ValueError(f"--phase {phase}: there is no stacks/Pulumi.{stack}.yaml yet; phase stacks: {known}")
 
 
+def require_dockerfile(root: Path) -> None:
+    dockerfile = root / image.CONTEXT / "Dockerfile"
+    if not dockerfile.exists():
+        raise ValueError(f"no {dockerfile}: the sample image cannot be built")
+
+
 def steps_for(args: argparse.Namespace, root: Path, env: Mapping[str, str]) -> tuple[plan.Context, list[plan.Step]]:
     ctx = context(root, env)
     if args.action == "up":
@@ -129,6 +135,8 @@ def main(argv: list[str] | None = None, root: Path = ROOT, env: Mapping[str, str
         if args.command == "delete-crds":
             return crds.delete(args.context, args.group, env)
         ctx, steps = steps_for(args, root, env)
+        if args.command == "up":
+            require_dockerfile(root)
     except ValueError as error:
         print(f"scaleladder-local: {error}", file=sys.stderr)
         return 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,21 @@ from components.local.cli import GATEWAY_NODE_PORT, ROOT
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "SCALELADDER_HOME": str(tmp_path / "home")}
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository-like folder with the kind file, a phase1 stack and a git-tracked sample context."""
+    root = tmp_path / "repo"
+    (root / "stacks").mkdir(parents=True)
+    (root / "local").mkdir()
+    shutil.copy(cluster_config.CONFIG, root / "local" / "kind-cluster.yaml")
+    (root / "stacks" / "Pulumi.phase1.yaml").write_text("config: {}\n")
+    (root / "services" / "sample").mkdir(parents=True)
+    (root / "services" / "sample" / "app.py").write_text("print('hi')\n")
+    subprocess.run(["git", "-C", str(root), "init", "-q"], check=True)
+    subprocess.run(["git", "-C", str(root), "add", "."], check=True)
+    return root
 
 
 def test_plan_up_prints_commands_and_runs_nothing(env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -43,24 +59,20 @@ def test_phase_out_of_range(env: dict[str, str], capsys: pytest.CaptureFixture[s
     assert "argument --phase: invalid choice: 7 (choose from 1, 2, 3, 4, 5, 6)" in capsys.readouterr().err
 
 
-def test_phase_without_a_stack_file(tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
-    root = tmp_path / "repo"
-    (root / "stacks").mkdir(parents=True)
-    (root / "local").mkdir()
-    shutil.copy(cluster_config.CONFIG, root / "local" / "kind-cluster.yaml")
-    (root / "stacks" / "Pulumi.phase1.yaml").write_text("config: {}\n")
-    assert cli.main(["plan", "up", "--phase", "5"], root=root, env=env) == 2
+def test_phase_without_a_stack_file(repo: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plan", "up", "--phase", "5"], root=repo, env=env) == 2
     assert capsys.readouterr().err == (
         "scaleladder-local: --phase 5: there is no stacks/Pulumi.phase5.yaml yet; phase stacks: phase1\n"
     )
 
 
 def test_up_refuses_before_any_step_when_tools_are_missing(
-    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, repo: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    (repo / "services" / "sample" / "Dockerfile").write_text("FROM python:3.11.14-slim\n")
     empty = tmp_path / "empty-bin"
     empty.mkdir()
-    assert cli.main(["up", "--phase", "1"], env={**env, "PATH": str(empty)}) == 2
+    assert cli.main(["up", "--phase", "1"], root=repo, env={**env, "PATH": str(empty)}) == 2
     out = capsys.readouterr().out
     assert "[FAIL] docker: not found on PATH" in out
     assert (
@@ -114,3 +126,45 @@ def test_guide_for_a_phase_without_a_route() -> None:
     text = guide.after_up(cluster_config.load(GATEWAY_NODE_PORT), 2)
     assert "kubectl --context kind-scaleladder port-forward -n scaleladder-phase2 svc/web 8081:80" in text
     assert "localtest.me" not in text
+
+
+def test_up_needs_the_sample_dockerfile(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "repo"
+    (root / "stacks").mkdir(parents=True)
+    (root / "local").mkdir()
+    shutil.copy(cluster_config.CONFIG, root / "local" / "kind-cluster.yaml")
+    (root / "stacks" / "Pulumi.phase1.yaml").write_text("config: {}\n")
+    (root / "services" / "sample").mkdir(parents=True)
+    (root / "services" / "sample" / "app.py").write_text("print('hi')\n")
+    subprocess.run(["git", "-C", str(root), "init", "-q"], check=True)
+    subprocess.run(["git", "-C", str(root), "add", "."], check=True)
+    assert cli.main(["up", "--phase", "1"], root=root, env=env) == 2
+    assert capsys.readouterr().err == (
+        f"scaleladder-local: no {root}/services/sample/Dockerfile: the sample image cannot be built\n"
+    )
+
+
+def test_delete_crds_lists_then_deletes_only_the_given_groups(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stub kubectl answers `get crd -o json` and records the delete it is asked for."""
+    calls = tmp_path / "calls"
+    listing = tmp_path / "crds.json"
+    listing.write_text(
+        '{"items": ['
+        '{"metadata": {"name": "gateways.gateway.networking.k8s.io"}, "spec": {"group": "gateway.networking.k8s.io"}},'
+        '{"metadata": {"name": "widgets.example.com"}, "spec": {"group": "example.com"}}]}'
+    )
+    stub = tmp_path / "bin" / "kubectl"
+    stub.parent.mkdir()
+    stub.write_text(f'#!/bin/sh\necho "$*" >> {calls}\ncase "$*" in *"get crd"*) cat {listing};; esac\n')
+    stub.chmod(0o755)
+    env = {"PATH": f"{stub.parent}:/usr/bin:/bin"}
+    assert cli.main(["delete-crds", "--context", "kind-x", "--group", "gateway.networking.k8s.io"], env=env) == 0
+    assert calls.read_text().splitlines() == [
+        "--context kind-x get crd -o json",
+        "--context kind-x delete crd gateways.gateway.networking.k8s.io --wait --timeout=5m",
+    ]
+    assert "deleting 1 CRDs: gateways.gateway.networking.k8s.io" in capsys.readouterr().out
