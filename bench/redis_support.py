@@ -268,7 +268,7 @@ class LoopbackCluster:
             entry = survivors[0].nodes()[replica_id]
             return "master" in entry["flags"] and entry["slots"] == victim_entry["slots"]
 
-        timeout = self.spec.node_timeout_ms / 1000 * 1.5 + 10
+        timeout = self.spec.node_timeout_ms / 1000 * 3 + 10
         return self.wait("served again", served_again, timeout=timeout), victim, replica_id
 
     def close(self) -> None:
