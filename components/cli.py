@@ -1,4 +1,5 @@
-"""`scaleladder render|diagram STACK`: a stack's manifests and topology without Pulumi or a cluster."""
+"""`scaleladder render|diagram|check STACK`: a stack's manifests, topology and policy check, without
+Pulumi or a cluster."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     render_cmd.add_argument("--out", type=Path, help="folder to write (default build/<stack>)")
     diagram_cmd = commands.add_parser("diagram", help="print a stack's topology as a Mermaid flowchart")
     diagram_cmd.add_argument("stack")
+    check_cmd = commands.add_parser("check", help="run every policy rule and strict schema validation on a stack")
+    check_cmd.add_argument("stack")
     commands.add_parser("config-reference", help="print every setting, its type, default and meaning")
     args = parser.parse_args(argv)
     if args.command == "config-reference":
@@ -46,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"scaleladder: stack {args.stack}: {error}", file=sys.stderr)
         return 2
+    if args.command == "check":
+        from policies import check
+
+        return check.report(stack)
     if args.command == "render":
         out = args.out or ROOT / "build" / args.stack
         written = render.write(stack, out)

@@ -1,0 +1,163 @@
+"""Object rules on every container of a workload: images, resources, probes, security, secrets."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from policies.model import Container, Object, containers, long_running, pod_spec, ref
+
+_SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_KEY|CREDENTIALS?|(^|_)AUTH$)")
+_NOT_A_VALUE = re.compile(r"_(FILE|PATH|DIR|USER|USERNAME|NAME|REF)$")
+_URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^:/@\s]+:([^@\s]+)@")
+
+
+def image_tag(image: str) -> tuple[str | None, bool]:
+    """(tag, pinned by digest) of an image reference such as `registry:5000/app:1.2@sha256:...`."""
+    name, _, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.rsplit(":", 1)[1] if ":" in last else None
+    return tag, digest.startswith("sha256:")
+
+
+def pinned_image(obj: Object) -> Iterator[str]:
+    for c in containers(obj):
+        image = str(c.spec.get("image", ""))
+        tag, digest = image_tag(image)
+        if digest:
+            continue
+        if tag is None or tag == "latest":
+            problem = "has no tag" if tag is None else "uses the moving tag `latest`"
+            repository = image.rsplit(":", 1)[0] if tag else image
+            yield (
+                f"{ref(obj)}: container {c.name} image {image!r} ({c.field('image')}) {problem}; "
+                f"fix: pin an explicit version, e.g. {repository or 'image'}:1.2.3 or @sha256:<digest>"
+            )
+
+
+def resources(obj: Object) -> Iterator[str]:
+    for c in containers(obj):
+        declared: dict[str, Any] = c.spec.get("resources") or {}
+        missing = [
+            f"{kind}.{resource}"
+            for kind in ("requests", "limits")
+            for resource in ("cpu", "memory")
+            if not (declared.get(kind) or {}).get(resource)
+        ]
+        if missing:
+            yield (
+                f"{ref(obj)}: container {c.name} has no {', '.join(missing)} ({c.field('resources')}); "
+                "fix: set cpu and memory requests and limits (components.pods.Resources)"
+            )
+
+
+def probes(obj: Object) -> Iterator[str]:
+    for c in long_running(obj):
+        missing = [probe for probe in ("readinessProbe", "livenessProbe") if not c.spec.get(probe)]
+        if missing:
+            yield (
+                f"{ref(obj)}: container {c.name} has no {' and no '.join(missing)} ({c.path}); "
+                "fix: add a readiness probe (can it serve?) and a liveness probe (is the process stuck?)"
+            )
+        elif c.spec["readinessProbe"] == c.spec["livenessProbe"]:
+            yield (
+                f"{ref(obj)}: container {c.name} readinessProbe is the same as its livenessProbe "
+                f"({c.field('readinessProbe')}); fix: make readiness check what serving needs and liveness "
+                "only the process, so a failing dependency takes pods out of the Service instead of restarting them"
+            )
+
+
+def _slow_start(obj: Object, c: Container) -> str | None:
+    if obj.get("kind") == "StatefulSet":
+        return "it belongs to a StatefulSet (recovers data and rejoins its peers on start)"
+    delay = (c.spec.get("livenessProbe") or {}).get("initialDelaySeconds", 0)
+    if delay:
+        return f"its livenessProbe waits initialDelaySeconds={delay} for start-up"
+    return None
+
+
+def startup_probe(obj: Object) -> Iterator[str]:
+    for c in long_running(obj):
+        reason = _slow_start(obj, c)
+        if reason and not c.spec.get("startupProbe"):
+            yield (
+                f"{ref(obj)}: container {c.name} has no startupProbe ({c.field('startupProbe')}) although start-up "
+                f"is slow: {reason}; fix: add a startupProbe allowing the whole start-up, so liveness cannot "
+                "restart it mid-start"
+            )
+
+
+def _security(c: Container) -> dict[str, Any]:
+    security: dict[str, Any] = c.spec.get("securityContext") or {}
+    return security
+
+
+def non_root(obj: Object) -> Iterator[str]:
+    found = pod_spec(obj)
+    if found is None:
+        return
+    path, pod = found
+    pod_security = pod.get("securityContext") or {}
+    if pod_security.get("runAsUser") == 0:
+        yield f"{ref(obj)}: {path}.securityContext.runAsUser is 0 (root); fix: run as a non-zero uid"
+    for c in containers(obj):
+        security = _security(c)
+        if security.get("runAsUser") == 0:
+            yield (
+                f"{ref(obj)}: container {c.name} {c.field('securityContext.runAsUser')} is 0 (root); "
+                "fix: run as a non-zero uid"
+            )
+        if not security.get("runAsNonRoot", pod_security.get("runAsNonRoot")):
+            yield (
+                f"{ref(obj)}: container {c.name} may run as root: neither {path}.securityContext.runAsNonRoot nor "
+                f"{c.field('securityContext.runAsNonRoot')} is true; fix: set runAsNonRoot: true "
+                "(components.pods.pod_security)"
+            )
+
+
+def no_privilege_escalation(obj: Object) -> Iterator[str]:
+    for c in containers(obj):
+        security = _security(c)
+        problems = []
+        if security.get("allowPrivilegeEscalation") is not False:
+            problems.append("allowPrivilegeEscalation is not false")
+        if security.get("privileged"):
+            problems.append("privileged is true")
+        if "ALL" not in ((security.get("capabilities") or {}).get("drop") or []):
+            problems.append("capabilities.drop does not list ALL")
+        if problems:
+            yield (
+                f"{ref(obj)}: container {c.name} {c.field('securityContext')}: {'; '.join(problems)}; fix: set "
+                "allowPrivilegeEscalation: false and capabilities.drop: [ALL] (components.pods.container_security)"
+            )
+
+
+def read_only_root(obj: Object) -> Iterator[str]:
+    for c in containers(obj):
+        if _security(c).get("readOnlyRootFilesystem") is not True:
+            yield (
+                f"{ref(obj)}: container {c.name} {c.field('securityContext.readOnlyRootFilesystem')} is not true; "
+                "fix: set it and mount an emptyDir where the image writes, or annotate the object "
+                "scaleladder.io/policy-exception.read-only-root with the reason the image needs a writable root"
+            )
+
+
+def secret_env_literal(obj: Object) -> Iterator[str]:
+    for c in containers(obj):
+        for index, env in enumerate(c.spec.get("env") or []):
+            name, value = str(env.get("name", "")), env.get("value")
+            if not isinstance(value, str) or not value:
+                continue
+            where = c.field(f"env[{index}]")
+            if _SECRET_NAME.search(name) and not _NOT_A_VALUE.search(name):
+                yield (
+                    f"{ref(obj)}: container {c.name} env {name} ({where}.value) holds a secret as a literal; "
+                    "fix: use valueFrom.secretKeyRef"
+                )
+            match = _URL_PASSWORD.search(value)
+            if match and not match.group(1).startswith("$("):
+                yield (
+                    f"{ref(obj)}: container {c.name} env {name} ({where}.value) embeds a password in a URL; fix: "
+                    "put the password in a secretKeyRef env var and reference it as $(VAR) in the URL"
+                )
