@@ -127,8 +127,7 @@ class Member:
         so the postmaster's pid cannot linger as a zombie that a restart would take for a live server.
         """
         postmaster = int((self.server.data / "postmaster.pid").read_text().split()[0])
-        children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True, check=False)
-        for pid in [postmaster, *map(int, children.stdout.split())]:
+        for pid in [postmaster, *children(postmaster)]:
             os.kill(pid, signal.SIGKILL)
         assert self.server.process is not None
         self.server.process.proc.wait(timeout=30)
@@ -136,6 +135,19 @@ class Member:
 
     def close(self) -> None:
         self.server.close()
+
+
+def children(parent: int) -> list[int]:
+    """Process ids whose parent is `parent`, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def run_as_postgres(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -41,20 +41,53 @@ def scripts() -> Iterator[Path]:
     shutil.rmtree(folder)
 
 
-@pytest.fixture
-def primary(scripts: Path) -> Iterator[Member]:
-    member = start_primary(SPEC, PASSWORDS, scripts)
-    yield member
-    member.close()
-
-
-@pytest.fixture
-def replica(primary: Member) -> Iterator[Member]:
-    member = start_replica(primary, REPLICA)
+def start_pair(scripts: Path) -> tuple[Member, Member]:
+    primary = start_primary(SPEC, PASSWORDS, scripts)
+    try:
+        replica = start_replica(primary, REPLICA)
+    except BaseException:
+        primary.close()
+        raise
     primary.execute("CREATE TABLE items (id int PRIMARY KEY, body text)")
-    wait_replayed(primary, member)
-    yield member
-    member.close()
+    return primary, replica
+
+
+@pytest.fixture(scope="module")
+def shared(scripts: Path) -> Iterator[tuple[Member, Member]]:
+    """A primary and its replica for the tests that leave both running and streaming."""
+    pair = start_pair(scripts)
+    yield pair
+    for member in reversed(pair):
+        member.close()
+
+
+@pytest.fixture
+def pair(shared: tuple[Member, Member]) -> tuple[Member, Member]:
+    """The shared pair, `items` emptied on both."""
+    primary, replica = shared
+    primary.execute("TRUNCATE items")
+    wait_replayed(primary, replica)
+    return shared
+
+
+@pytest.fixture
+def own_pair(scripts: Path) -> Iterator[tuple[Member, Member]]:
+    """A primary and replica of the test's own, for tests that stop the primary or promote the replica."""
+    members = start_pair(scripts)
+    wait_replayed(*members)
+    yield members
+    for member in reversed(members):
+        member.close()
+
+
+@pytest.fixture
+def primary(pair: tuple[Member, Member]) -> Member:
+    return pair[0]
+
+
+@pytest.fixture
+def replica(pair: tuple[Member, Member]) -> Member:
+    return pair[1]
 
 
 def insert(primary: Member, first: int, count: int, size: int = 10) -> None:
@@ -122,7 +155,8 @@ def test_readiness_follows_replay_lag_in_bytes_and_seconds(primary: Member, repl
     assert replica.probe("replica", max_lag_bytes=65536, max_lag_seconds=1).returncode == 0
 
 
-def test_replica_cut_off_from_the_primary_is_not_ready(primary: Member, replica: Member) -> None:
+def test_replica_cut_off_from_the_primary_is_not_ready(own_pair: tuple[Member, Member]) -> None:
+    primary, replica = own_pair
     primary.server.stop()
     assert poll(lambda: replica.probe("replica").returncode == 1)
     assert "not streaming" in replica.probe("replica").stderr
@@ -156,7 +190,8 @@ def test_a_rebuilt_replica_replaces_its_stale_slot(primary: Member, replica: Mem
     assert primary.value(f"SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{SLOT}' AND active") == 1
 
 
-def test_promotion_turns_a_replica_into_a_writable_primary(primary: Member, replica: Member) -> None:
+def test_promotion_turns_a_replica_into_a_writable_primary(own_pair: tuple[Member, Member]) -> None:
+    primary, replica = own_pair
     insert(primary, 1, 10)
     wait_replayed(primary, replica)
     primary.server.stop()  # step 1 of docs/postgres.md: the old primary is down and stays down
