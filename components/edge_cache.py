@@ -308,6 +308,11 @@ def purge_job(meta: Meta, spec: EdgeCacheSpec, revision: str) -> dict[str, Any]:
     }
 
 
+def cacheable_prefixes(spec: EdgeCacheSpec) -> list[str]:
+    """Path prefixes the route should send (GET and HEAD) to the `edge-cache` Service, longest first."""
+    return [rule.prefix for rule in ordered_rules(spec.policy) if rule.kind != "pass"]
+
+
 def cdn_document(spec: EdgeCacheSpec) -> dict[str, Any]:
     """The cache policy as a vendor-neutral document a hosted CDN can be configured from."""
     policy = spec.policy

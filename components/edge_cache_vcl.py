@@ -91,8 +91,8 @@ class PathRule:
 DEFAULT_RULES = (
     PathRule(prefix="/static/", kind="static", ttl_seconds=86400, grace_seconds=60, stale_if_error_seconds=86400),
     PathRule(prefix="/products", kind="api", ttl_seconds=30, grace_seconds=10, stale_if_error_seconds=3600),
-    PathRule(prefix="/", kind="api", ttl_seconds=0, grace_seconds=10, stale_if_error_seconds=3600),
 )
+"""The sample service's static files and catalog reads; everything else stays off the cache path."""
 
 
 @dataclass(frozen=True)

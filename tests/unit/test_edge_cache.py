@@ -16,6 +16,7 @@ from components.edge_cache import (
     SCRIPT,
     DeployPurge,
     EdgeCacheSpec,
+    cacheable_prefixes,
     cdn_document,
     edge_cache_objects,
     fanout_env,
@@ -216,6 +217,12 @@ def test_vcl_orders_rules_longest_prefix_first_and_lists_the_acl() -> None:
     assert '    "10.244.0.0"/16;' not in vcl
 
 
+def test_cacheable_prefixes_leave_out_pass_rules() -> None:
+    assert cacheable_prefixes(EdgeCacheSpec()) == ["/products", "/static/"]
+    policy = CachePolicy(rules=(PathRule(prefix="/a/"), PathRule(prefix="/a/private/", kind="pass")))
+    assert cacheable_prefixes(EdgeCacheSpec(policy=policy)) == ["/a/"]
+
+
 def test_debug_headers_can_be_switched_off() -> None:
     assert "X-Cache" in render_vcl(CachePolicy())
     assert "resp.http.X-Cache" not in render_vcl(CachePolicy(debug_headers=False))
@@ -223,7 +230,7 @@ def test_debug_headers_can_be_switched_off() -> None:
 
 def test_cdn_document_mirrors_the_policy() -> None:
     document = cdn_document(EdgeCacheSpec())
-    assert [rule["path_prefix"] for rule in document["rules"]] == ["/products", "/static/", "/"]
+    assert [rule["path_prefix"] for rule in document["rules"]] == ["/products", "/static/"]
     static = document["rules"][1]
     assert static == {
         "path_prefix": "/static/",
