@@ -107,6 +107,8 @@ def poll(condition: object, timeout: float = 15.0) -> bool:
 
 def test_initialised_primary_has_the_replication_role_and_is_ready(primary: Member) -> None:
     assert primary.probe("primary").returncode == 0
+    misuse = primary.run("ready.sh")
+    assert misuse.returncode == 1 and "usage: ready.sh primary|replica" in misuse.stderr
     assert primary.value("SELECT rolreplication AND rolcanlogin FROM pg_roles WHERE rolname = 'replicator'") is True
     assert (primary.server.data / "pg_hba.conf").read_text().endswith("host replication replicator all scram-sha-256\n")
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
@@ -199,6 +201,7 @@ def test_promotion_turns_a_replica_into_a_writable_primary(own_pair: tuple[Membe
     assert promoted.returncode == 0, promoted.stderr
     assert "primary: accepting writes" in promoted.stderr
     assert replica.probe("primary").returncode == 0
+    assert replica.probe("replica").returncode == 0  # its pod stays in postgres-ro: it has the newest data
     insert(replica, 11, 10)
     assert replica.value("SELECT count(*) FROM items") == 20
     assert "already a primary" in replica.run("promote.sh").stderr
