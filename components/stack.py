@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
 
-from components import cluster_layer, postgres, redis, redis_cluster, routing, single_server, web
+from components import cluster_layer, network_policy, postgres, redis, redis_cluster, routing, single_server, web
 from components.charts import HelmRelease
 from components.config import StackConfig
 from components.labels import Meta
@@ -91,6 +91,9 @@ def build(name: str, config: StackConfig, secrets: Secrets) -> Stack:
     edge = routing.routing_objects(meta, config.routing, web.NAME, web.SERVICE_PORT)
     if edge:
         parts.append(Part("routing", "EdgeRoute", edge, ("web",)))
+    # deny by default, then allow exactly the connections the objects above make
+    objects = [obj for part in parts for obj in part.objects]
+    parts.append(Part("network", "NetworkPolicies", network_policy.network_policies(meta, objects)))
     outputs: dict[str, Any] = {
         "namespace": meta.namespace,
         "phase": config.phase,
