@@ -228,23 +228,28 @@ INVALIDATE = f"""sub edge_invalidate {{
 
 
 def normalise(policy: CachePolicy) -> str:
+    """Host and URL rewritten to the cache key's form; each step runs only when it can change something."""
     lines = [
         "sub edge_normalise {",
-        "    if (req.http.Host) {",
+        '    if (req.http.Host ~ "[A-Z:]") {',
         '        set req.http.Host = std.tolower(regsub(req.http.Host, ":[0-9]+$", ""));',
         "    }",
-        '    set req.url = regsub(req.url, "#.*$", "");',
+        '    if (req.url ~ "#") {',
+        '        set req.url = regsub(req.url, "#.*$", "");',
+        "    }",
+        '    if (req.url ~ "[?]") {',
     ]
     if policy.ignored_query_params:
         pattern = f"([?&])({alternation(policy.ignored_query_params)})(=[^&]*)?(?=&|$)"
         lines += [
-            f'    set req.url = regsuball(req.url, "{pattern}", "\\1");',
-            '    set req.url = regsuball(req.url, "&&+", "&");',
-            '    set req.url = regsub(req.url, "[?]&", "?");',
+            f'        set req.url = regsuball(req.url, "{pattern}", "\\1");',
+            '        set req.url = regsuball(req.url, "&&+", "&");',
+            '        set req.url = regsub(req.url, "[?]&", "?");',
         ]
     lines += [
-        '    set req.url = regsub(req.url, "[?&]+$", "");',
-        "    set req.url = std.querysort(req.url);",
+        '        set req.url = regsub(req.url, "[?&]+$", "");',
+        "        set req.url = std.querysort(req.url);",
+        "    }",
         "}",
     ]
     return "\n".join(lines) + "\n"
