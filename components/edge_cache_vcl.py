@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from components.settings import setting
+from components.web import NAME as WEB_SERVICE
+from components.web import SERVICE_PORT as WEB_PORT
 
 PREFIX = r"/[A-Za-z0-9._~/-]*"
 PARAMETER = r"[A-Za-z0-9_.-]+\*?"
@@ -45,8 +47,8 @@ TAG = "[A-Za-z0-9_.:-]+"
 class Origin:
     """The web tier behind the cache, and the health probe that decides how stale may be served."""
 
-    host: str = setting("web", "origin DNS name (the web tier's ClusterIP Service) or IPv4 address", pattern=HOST)
-    port: int = setting(80, "origin port", minimum=1, maximum=65535)
+    host: str = setting(WEB_SERVICE, "origin DNS name (the web tier's ClusterIP Service) or IPv4 address", pattern=HOST)
+    port: int = setting(WEB_PORT, "origin port (the web Service's port)", minimum=1, maximum=65535)
     health_path: str = setting("/healthz", "origin path the probe GETs; 200 means healthy", pattern=PREFIX)
     probe_interval_seconds: int = setting(5, "seconds between health probes", minimum=1, maximum=300)
     probe_window: int = setting(5, "probes remembered; `probe_threshold` of them must pass", minimum=1, maximum=64)
