@@ -29,8 +29,9 @@ def check(stack: Stack) -> list[Violation]:
     return found
 
 
-def report(stack: Stack, out: TextIO = sys.stdout) -> int:
-    """Print the violations and a summary line; the exit code for the command."""
+def report(stack: Stack, out: TextIO | None = None) -> int:
+    """Print the violations and a summary line (to stdout by default); the exit code for the command."""
+    out = out or sys.stdout
     found = check(stack)
     for violation in found:
         print(violation, file=out)

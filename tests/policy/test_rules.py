@@ -1,0 +1,396 @@
+"""Every rule fails on a minimally broken object, with the message a reader needs to fix it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from components.network_policy import network_policies
+from policies.model import EXCEPTION_PREFIX
+from policies.rules import RULES, evaluate
+from tests.policy.objects import META, autoscaler, budget, changed, deployment, namespace, route, service
+
+C = "spec.template.spec.containers.0"
+POD = "spec.template.spec"
+
+
+def stack(*objects: dict[str, Any]) -> list[dict[str, Any]]:
+    """The objects with a namespace and the NetworkPolicies derived from them."""
+    listed = [namespace(), *objects]
+    return [*listed, *network_policies(META, listed)]
+
+
+def good() -> list[dict[str, Any]]:
+    return [deployment(replicas=2), budget(), service(), route()]
+
+
+def messages(rule_id: str, objects: list[dict[str, Any]], phase: int | None = None) -> list[str]:
+    return [v.message for v in evaluate(objects, phase) if v.rule == rule_id]
+
+
+def test_a_well_built_stack_passes_every_rule() -> None:
+    assert evaluate(stack(*good()), None) == []
+
+
+def test_every_rule_has_a_failing_case() -> None:
+    assert {rule.id for rule in RULES} == set(CASES)
+
+
+def _with_container(path: str, value: Any) -> list[dict[str, Any]]:
+    return stack(changed(deployment(), f"{C}.{path}", value), service(), route())
+
+
+def _stateful_without_startup() -> dict[str, Any]:
+    workload = changed(deployment(), f"{C}.startupProbe", None)
+    return {**workload, "kind": "StatefulSet"}
+
+
+def _job(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    pod = deployment(name)["spec"]["template"]
+    pod["metadata"]["labels"] = labels
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": META.metadata(name, "bootstrap"),
+        "spec": {"template": pod},
+    }
+
+
+def _without_label(obj: dict[str, Any], label: str) -> dict[str, Any]:
+    del obj["metadata"]["labels"][label]
+    return obj
+
+
+def _without(objects: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["metadata"]["name"] != name]
+
+
+def _extra_port(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    policy = next(o for o in objects if o["metadata"]["name"] == "app-ingress")
+    return [
+        *_without(objects, "app-ingress"),
+        changed(policy, "spec.ingress.0.ports", [{"protocol": "TCP", "port": 9090}]),
+    ]
+
+
+def _ip_block(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    policy = next(o for o in objects if o["metadata"]["name"] == "app-ingress")
+    peer = [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
+    return [*_without(objects, "app-ingress"), changed(policy, "spec.ingress.0.from", peer)]
+
+
+def _client_and_server() -> list[dict[str, Any]]:
+    client = deployment("client")
+    client["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "API", "value": "http://app:80"}]
+    return stack(client, deployment(), service(), route())
+
+
+def _redis_cluster(conf: str) -> list[dict[str, Any]]:
+    redis = {**deployment("redis", component="cache"), "kind": "StatefulSet"}
+    pod = redis["spec"]["template"]["spec"]
+    pod["containers"][0]["image"] = "redis:7.0.15"
+    pod["volumes"] = [{"name": "config", "configMap": {"name": "redis-config"}}]
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": META.metadata("redis", "cache", object_name="redis-config"),
+        "data": {"redis.conf": conf},
+    }
+    return [redis, config]
+
+
+D = "Deployment/app"
+CASES: dict[str, list[tuple[list[dict[str, Any]], int | None, str]]] = {
+    "pinned-image": [
+        (
+            _with_container("image", "example/app:latest"),
+            None,
+            f"{D}: container app image 'example/app:latest' (spec.template.spec.containers[0].image) uses the moving "
+            "tag `latest`; fix: pin an explicit version, e.g. example/app:1.2.3 or @sha256:<digest>",
+        ),
+        (
+            _with_container("image", "registry:5000/app"),
+            None,
+            f"{D}: container app image 'registry:5000/app' (spec.template.spec.containers[0].image) has no tag; "
+            "fix: pin an explicit version, e.g. registry:5000/app:1.2.3 or @sha256:<digest>",
+        ),
+    ],
+    "resources": [
+        (
+            _with_container("resources.limits", None),
+            None,
+            f"{D}: container app has no limits.cpu, limits.memory (spec.template.spec.containers[0].resources); "
+            "fix: set cpu and memory requests and limits (components.pods.Resources)",
+        )
+    ],
+    "probes": [
+        (
+            _with_container("readinessProbe", None),
+            None,
+            f"{D}: container app has no readinessProbe (spec.template.spec.containers[0]); fix: add a readiness "
+            "probe (can it serve?) and a liveness probe (is the process stuck?)",
+        ),
+        (
+            _with_container(
+                "readinessProbe", deployment()["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
+            ),
+            None,
+            f"{D}: container app readinessProbe is the same as its livenessProbe "
+            "(spec.template.spec.containers[0].readinessProbe); fix: make readiness check what serving needs and "
+            "liveness only the process, so a failing dependency takes pods out of the Service instead of restarting "
+            "them",
+        ),
+    ],
+    "startup-probe": [
+        (
+            [_stateful_without_startup()],
+            None,
+            "StatefulSet/app: container app has no startupProbe (spec.template.spec.containers[0].startupProbe) "
+            "although start-up is slow: it belongs to a StatefulSet (recovers data and rejoins its peers on start); "
+            "fix: add a startupProbe allowing the whole start-up, so liveness cannot restart it mid-start",
+        ),
+        (
+            [changed(changed(deployment(), f"{C}.startupProbe", None), f"{C}.livenessProbe.initialDelaySeconds", 60)],
+            None,
+            f"{D}: container app has no startupProbe (spec.template.spec.containers[0].startupProbe) although "
+            "start-up is slow: its livenessProbe waits initialDelaySeconds=60 for start-up; fix: add a startupProbe "
+            "allowing the whole start-up, so liveness cannot restart it mid-start",
+        ),
+    ],
+    "non-root": [
+        (
+            [changed(deployment(), f"{POD}.securityContext.runAsNonRoot", None)],
+            None,
+            f"{D}: container app may run as root: neither spec.template.spec.securityContext.runAsNonRoot nor "
+            "spec.template.spec.containers[0].securityContext.runAsNonRoot is true; fix: set runAsNonRoot: true "
+            "(components.pods.pod_security)",
+        ),
+        (
+            [changed(deployment(), f"{C}.securityContext.runAsUser", 0)],
+            None,
+            f"{D}: container app spec.template.spec.containers[0].securityContext.runAsUser is 0 (root); "
+            "fix: run as a non-zero uid",
+        ),
+    ],
+    "no-privilege-escalation": [
+        (
+            [changed(deployment(), f"{C}.securityContext.allowPrivilegeEscalation", True)],
+            None,
+            f"{D}: container app spec.template.spec.containers[0].securityContext: allowPrivilegeEscalation is not "
+            "false; fix: set allowPrivilegeEscalation: false and capabilities.drop: [ALL] "
+            "(components.pods.container_security)",
+        )
+    ],
+    "read-only-root": [
+        (
+            [changed(deployment(), f"{C}.securityContext.readOnlyRootFilesystem", False)],
+            None,
+            f"{D}: container app spec.template.spec.containers[0].securityContext.readOnlyRootFilesystem is not "
+            "true; fix: set it and mount an emptyDir where the image writes, or annotate the object "
+            "scaleladder.io/policy-exception.read-only-root with the reason the image needs a writable root",
+        )
+    ],
+    "secret-env-literal": [
+        (
+            [changed(deployment(), f"{C}.env", [{"name": "POSTGRES_PASSWORD", "value": "hunter2"}])],
+            None,
+            f"{D}: container app env POSTGRES_PASSWORD (spec.template.spec.containers[0].env[0].value) holds a "
+            "secret as a literal; fix: use valueFrom.secretKeyRef",
+        ),
+        (
+            [
+                changed(
+                    deployment(),
+                    f"{C}.env",
+                    [{"name": "DATABASE_URL", "value": "postgresql://app:hunter2@db:5432/app"}],
+                )
+            ],
+            None,
+            f"{D}: container app env DATABASE_URL (spec.template.spec.containers[0].env[0].value) embeds a password "
+            "in a URL; fix: put the password in a secretKeyRef env var and reference it as $(VAR) in the URL",
+        ),
+    ],
+    "recommended-labels": [
+        (
+            [_without_label(deployment(), "app.kubernetes.io/part-of")],
+            None,
+            f"{D}: metadata.labels lacks app.kubernetes.io/part-of; fix: label it with Meta.metadata(...)",
+        )
+    ],
+    "policy-exception": [
+        (
+            [changed(deployment(), "metadata.annotations", {f"{EXCEPTION_PREFIX}read-only-root": " "})],
+            None,
+            f"{D}: metadata.annotations[scaleladder.io/policy-exception.read-only-root] gives no reason, so the "
+            "exception is not honoured; fix: say why the object needs it",
+        ),
+    ],
+    "pdb-required": [
+        (
+            stack(deployment(replicas=3), service()),
+            None,
+            f"{D} runs up to 3 replicas but no PodDisruptionBudget selects its pods "
+            "(spec.template.metadata.labels); fix: add a PDB with maxUnavailable: 1 selecting them",
+        )
+    ],
+    "pdb-consistent": [
+        (
+            [deployment(replicas=None), autoscaler(minimum=2), budget(minAvailable=2)],
+            None,
+            f"PodDisruptionBudget/app allows 0 disruptions of {D} at 2 replicas (the HPA's minReplicas), so it "
+            "blocks every drain; fix: use maxUnavailable: 1, or a minAvailable below 2",
+        ),
+        (
+            [deployment(replicas=2), budget(maxUnavailable="0%")],
+            None,
+            f"PodDisruptionBudget/app allows 0 disruptions of {D} at 2 replicas (spec.replicas), so it blocks every "
+            "drain; fix: use maxUnavailable: 1, or a minAvailable below 2",
+        ),
+        (
+            [budget("nothing")],
+            None,
+            "PodDisruptionBudget/nothing: spec.selector matches the pods of no Deployment or StatefulSet in the "
+            "stack; fix: select the labels of the workload it protects, or remove it",
+        ),
+        (
+            [
+                deployment(replicas=2),
+                budget(),
+                _job("app-setup", deployment()["spec"]["template"]["metadata"]["labels"]),
+            ],
+            None,
+            "PodDisruptionBudget/app: spec.selector also matches the pods of Job/app-setup, which have no scale to "
+            "count maxUnavailable or a percentage against, so the budget cannot be computed and allows no "
+            "evictions; fix: narrow the selector (add app.kubernetes.io/component) to the workload it protects",
+        ),
+    ],
+    "hpa-target": [
+        (
+            [deployment(replicas=2), autoscaler()],
+            None,
+            f"{D}: spec.replicas is set (2) although HorizontalPodAutoscaler/app owns the replica count, so every "
+            "deploy resets the autoscaler's choice; fix: leave spec.replicas unset",
+        ),
+        (
+            [autoscaler("gone")],
+            None,
+            "HorizontalPodAutoscaler/gone: spec.scaleTargetRef Deployment/gone is not in the stack; fix: point it at "
+            "the workload it scales",
+        ),
+    ],
+    "topology-spread": [
+        (
+            [changed(deployment(replicas=2), f"{POD}.topologySpreadConstraints", None), budget()],
+            None,
+            f"{D} runs up to 2 replicas with no topologySpreadConstraints or podAntiAffinity selecting its own pods "
+            "(spec.template.spec); fix: spread them across nodes and zones (components.pods.spread)",
+        )
+    ],
+    "service-selects-workload": [
+        (
+            [deployment(), service("db", selector_of="db")],
+            None,
+            "Service/db: spec.selector {'app.kubernetes.io/name': 'db', 'app.kubernetes.io/instance': 'test', "
+            "'app.kubernetes.io/component': 'server'} matches the pods of no workload in the stack; fix: use the "
+            "workload's selector labels (Meta.selector)",
+        ),
+        (
+            [deployment(), changed(service(), "spec.selector", None)],
+            None,
+            "Service/app: spec.selector is empty, so the Service has no endpoints the stack manages; fix: select "
+            "the pods of the workload it fronts",
+        ),
+    ],
+    "route-backend-exists": [
+        (
+            [deployment(), service(), route("missing")],
+            None,
+            "HTTPRoute/missing: spec.rules[0].backendRefs[0] names Service 'missing', which is not in the stack; "
+            "fix: point it at one of ['app']",
+        ),
+        (
+            [deployment(), service(), route(port=8080)],
+            None,
+            "HTTPRoute/app: spec.rules[0].backendRefs[0] uses port 8080, which Service app does not expose; "
+            "fix: use one of its ports [80]",
+        ),
+    ],
+    "network-default-deny": [
+        (
+            _without(stack(*good()), "default-deny"),
+            None,
+            "Namespace/scaleladder-test has no default-deny NetworkPolicy (spec.podSelector: {}, policyTypes: "
+            "[Ingress, Egress], no rules); fix: add one (components.network_policy.network_policies)",
+        )
+    ],
+    "network-allows": [
+        (
+            _without(_client_and_server(), "client-egress"),
+            None,
+            "Deployment/client: no NetworkPolicy admits egress for client -> app on TCP/8080, which client uses; "
+            "fix: allow it in client-egress",
+        ),
+        (
+            _without(stack(*good()), "allow-dns"),
+            None,
+            f"{D}: no NetworkPolicy admits egress to kube-dns on UDP/53, so its pods cannot resolve Service names; "
+            "fix: add the allow-dns policy",
+        ),
+        (
+            _extra_port(_client_and_server()),
+            None,
+            "NetworkPolicy/app-ingress: spec.ingress[0] admits client -> app on port 9090, which client never uses; "
+            "fix: allow only the connections the stack makes",
+        ),
+        (
+            _ip_block(_client_and_server()),
+            None,
+            "NetworkPolicy/app-ingress: spec.ingress[0] admits ipBlock 0.0.0.0/0, which nothing in the stack uses; "
+            "fix: allow only the connections the stack makes",
+        ),
+    ],
+    "phase-autoscaled-web": [
+        (
+            [namespace(), deployment("web")],
+            3,
+            "phase 3 stack: Deployment/web is not the scaleTargetRef of any HorizontalPodAutoscaler; fix: enable "
+            "web.autoscaling (phase 3 and up scale the web tier horizontally)",
+        )
+    ],
+    "phase-redis-cluster": [
+        (
+            [namespace(), *_redis_cluster("cluster-enabled no\n")],
+            4,
+            "phase 4 stack: no StatefulSet runs redis with `cluster-enabled yes` in its mounted redis.conf; fix: set "
+            "redis.mode: cluster (phase 4 and up cache in a Redis Cluster)",
+        )
+    ],
+    "phase-edge-cache": [
+        (
+            [namespace(), deployment(), service(), route()],
+            5,
+            "phase 5 stack: no HTTPRoute sends traffic to a Varnish edge cache; fix: enable the edge cache and route "
+            "to its Service (phase 5 and up serve cacheable responses from the edge)",
+        )
+    ],
+    "phase-queue": [
+        (
+            [namespace(), deployment()],
+            6,
+            "phase 6 stack: no workload runs nats-server with JetStream configured in a mounted ConfigMap; fix: "
+            "enable the queue (phase 6 hands slow work to JetStream workers)",
+        )
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("rule_id", "objects", "phase", "expected"),
+    [(rule_id, *case) for rule_id, cases in CASES.items() for case in cases],
+    ids=[f"{rule_id}-{n}" for rule_id, cases in CASES.items() for n in range(len(cases))],
+)
+def test_rule_fails_with_its_message(
+    rule_id: str, objects: list[dict[str, Any]], phase: int | None, expected: str
+) -> None:
+    assert expected in messages(rule_id, objects, phase)
