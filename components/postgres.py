@@ -112,6 +112,10 @@ class PoolerSpec:
     )
     resources: Resources = setting(Resources, "requests and limits of the PgBouncer container")
 
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if image_tag(self.image) == "latest":
+            yield "image", f"must be pinned to an explicit version, got {self.image!r}"
+
 
 @dataclass(frozen=True)
 class PostgresSpec:
@@ -123,7 +127,9 @@ class PostgresSpec:
     database: str = setting("app", "database the service uses", pattern=IDENTIFIER)
     user: str = setting("app", "role the service logs in as; owns the database", pattern=IDENTIFIER)
     storage: str = setting("1Gi", "PersistentVolumeClaim size per member", pattern=STORAGE)
-    storage_class: str = setting("", "StorageClass of the claims; empty: the cluster's default")
+    storage_class: str = setting(
+        "", "StorageClass of the claims; empty: the cluster's default", pattern=r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?"
+    )
     resources: Resources = setting(Resources, "requests and limits of each Postgres container")
     max_connections: int = setting(100, "server connections each member accepts", minimum=20, maximum=5000)
     shared_buffers: str = setting("32MB", "shared buffer cache; keep well under the memory limit", pattern=SIZE)
@@ -132,11 +138,10 @@ class PostgresSpec:
     pooler: PoolerSpec = setting(PoolerSpec, "PgBouncer")
 
     def problems(self) -> Iterator[tuple[str, str]]:
-        tag = self.image.rsplit(":", 1)[-1]
-        if not re.match(rf"{MAJOR}(\.|-|$)", tag):
+        if not re.match(rf"{MAJOR}(\.|-|$)", image_tag(self.image)):
             yield "image", f"must be PostgreSQL {MAJOR} (the scripts are tested on it), got {self.image!r}"
         if self.user in (REPLICATION_USER, "postgres"):
-            yield "user", f"must not be {self.user!r} (reserved), got {self.user!r}"
+            yield "user", f"must not be 'postgres' or {REPLICATION_USER!r} (reserved), got {self.user!r}"
         storage_mb = mebibytes(self.storage)
         if self.replication.max_slot_wal_keep_mb * 2 > storage_mb:
             yield (
@@ -151,6 +156,11 @@ class PostgresSpec:
                 f"pooler.replicas x (default_pool_size + reserve_pool_size) = {pooled} server connections "
                 f"must fit in max_connections - {RESERVED_CONNECTIONS} = {self.max_connections - RESERVED_CONNECTIONS}",
             )
+
+
+def image_tag(image: str) -> str:
+    """The tag of `registry/name:tag[@digest]`."""
+    return image.split("@", 1)[0].rsplit(":", 1)[-1]
 
 
 def mebibytes(quantity: str) -> int:

@@ -45,7 +45,13 @@ def test_bad_values_name_the_key_the_value_and_the_rule() -> None:
     ]
     assert errors({"image": "postgres:16.4", "user": "replicator"}) == [
         "scaleladder:postgres.image: must be PostgreSQL 15 (the scripts are tested on it), got 'postgres:16.4'",
-        "scaleladder:postgres.user: must not be 'replicator' (reserved), got 'replicator'",
+        "scaleladder:postgres.user: must not be 'postgres' or 'replicator' (reserved), got 'replicator'",
+    ]
+    assert errors({"image": "postgres:15.18@sha256:" + "a" * 64, "pooler": {"image": "x/pgbouncer:latest"}}) == [
+        "scaleladder:postgres.pooler.image: must be pinned to an explicit version, got 'x/pgbouncer:latest'",
+    ]
+    assert errors({"storage_class": "Fast SSD"}) == [
+        "scaleladder:postgres.storage_class: must match ([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?, got 'Fast SSD'",
     ]
     assert errors({"image": "postgres:latest"}) == [
         "scaleladder:postgres.image: must be PostgreSQL 15 (the scripts are tested on it), got 'postgres:latest'",
@@ -293,3 +299,12 @@ def test_a_changed_pooler_config_rolls_the_pooler() -> None:
 
     bigger = postgres.PostgresSpec(replicas=2, pooler=postgres.PoolerSpec(enabled=True, default_pool_size=30))
     assert checksum(GROUP) == checksum(GROUP) != checksum(bigger)
+
+
+def test_storage_class_is_set_on_every_claim_only_when_given() -> None:
+    def classes(spec: postgres.PostgresSpec) -> list[str | None]:
+        statefulsets = [o for o in postgres.postgres_objects(META, spec, PASSWORDS) if o["kind"] == "StatefulSet"]
+        return [s["spec"]["volumeClaimTemplates"][0]["spec"].get("storageClassName") for s in statefulsets]
+
+    assert classes(postgres.PostgresSpec(replicas=1)) == [None, None]
+    assert classes(postgres.PostgresSpec(replicas=1, storage_class="fast")) == ["fast", "fast"]
