@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 from components.labels import Meta
+from components.network_policy import network_policies
 from components.pods import Resources, container_security, http_probe, pod_security, spread
 
 META = Meta(namespace="scaleladder-test", instance="test", version="0.1.0")
@@ -111,3 +112,9 @@ def changed(obj: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     else:
         target[int(last) if last.isdigit() else last] = value
     return copied
+
+
+def stack(*objects: dict[str, Any]) -> list[dict[str, Any]]:
+    """The objects with a namespace and the NetworkPolicies derived from them."""
+    listed = [namespace(), *objects]
+    return [*listed, *network_policies(META, listed)]

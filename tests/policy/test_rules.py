@@ -6,19 +6,12 @@ from typing import Any
 
 import pytest
 
-from components.network_policy import network_policies
 from policies.model import EXCEPTION_PREFIX
 from policies.rules import RULES, evaluate
-from tests.policy.objects import META, autoscaler, budget, changed, deployment, namespace, route, service
+from tests.policy.objects import META, autoscaler, budget, changed, deployment, namespace, route, service, stack
 
 C = "spec.template.spec.containers.0"
 POD = "spec.template.spec"
-
-
-def stack(*objects: dict[str, Any]) -> list[dict[str, Any]]:
-    """The objects with a namespace and the NetworkPolicies derived from them."""
-    listed = [namespace(), *objects]
-    return [*listed, *network_policies(META, listed)]
 
 
 def good() -> list[dict[str, Any]]:
