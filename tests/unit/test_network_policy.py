@@ -1,0 +1,120 @@
+"""NetworkPolicies derived from a stack's objects: what is read, what is allowed, schema-valid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from components import cli, network_policy, validation
+from components.network_policy import Flow, flows, network_policies
+
+GATEWAY = (
+    ("gateway.envoyproxy.io/owning-gateway-name", "edge"),
+    ("gateway.envoyproxy.io/owning-gateway-namespace", "scaleladder-gateway"),
+)
+
+
+def _phase(name: str) -> tuple[Any, list[dict[str, Any]]]:
+    stack = cli.load_stack(name)
+    objects = [o for o in stack.objects() if o["kind"] != "NetworkPolicy"]
+    return stack.meta, objects
+
+
+def test_phase3_flows_come_from_env_config_files_and_the_route() -> None:
+    _, objects = _phase("phase3")
+    migrate = next(o["metadata"]["name"] for o in objects if o["kind"] == "Job")
+    assert sorted(flows(objects), key=repr) == sorted(
+        [
+            Flow(migrate, "postgres", 5432, "TCP"),  # DATABASE_URL=...@postgres-rw:5432 (migrations bypass the pooler)
+            Flow("web", "pgbouncer", 6432, "TCP"),  # DATABASE_URL=...@pgbouncer:6432
+            Flow("web", "redis", 6379, "TCP"),  # REDIS_URL=redis://redis:6379
+            Flow("postgres-replica", "postgres", 5432, "TCP"),  # PRIMARY_HOST=postgres-rw
+            Flow("pgbouncer", "postgres", 5432, "TCP"),  # pgbouncer.ini: host=postgres-rw
+            Flow("pgbouncer", "postgres-replica", 5432, "TCP"),  # pgbouncer.ini: host=postgres-ro
+            Flow(None, "web", 8080, "TCP", GATEWAY),  # HTTPRoute web -> Service web, from the Gateway's proxies
+        ],
+        key=repr,
+    )
+
+
+def test_policies_deny_by_default_then_allow_each_flow_on_both_ends() -> None:
+    meta, objects = _phase("phase2")
+    policies = {p["metadata"]["name"]: p["spec"] for p in network_policies(meta, objects)}
+    assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    assert policies["allow-dns"]["egress"][0]["ports"] == [
+        {"protocol": "UDP", "port": 53},
+        {"protocol": "TCP", "port": 53},
+    ]
+    web = {
+        "app.kubernetes.io/name": "web",
+        "app.kubernetes.io/instance": "phase2",
+        "app.kubernetes.io/component": "server",
+    }
+    primary = {
+        "app.kubernetes.io/name": "postgres",
+        "app.kubernetes.io/instance": "phase2",
+        "app.kubernetes.io/component": "primary",
+    }
+    assert policies["web-egress"] == {
+        "podSelector": {"matchLabels": web},
+        "policyTypes": ["Egress"],
+        "egress": [{"to": [{"podSelector": {"matchLabels": primary}}], "ports": [{"protocol": "TCP", "port": 5432}]}],
+    }
+    ingress = policies["postgres-ingress"]["ingress"]
+    assert {"from": [{"podSelector": {"matchLabels": web}}], "ports": [{"protocol": "TCP", "port": 5432}]} in ingress
+    assert "web-ingress" not in policies  # phase 2 has no route: nothing reaches web from outside
+
+
+def test_the_gateway_peer_is_its_proxies_in_any_namespace() -> None:
+    meta, objects = _phase("phase3")
+    web = next(p for p in network_policies(meta, objects) if p["metadata"]["name"] == "web-ingress")
+    assert web["spec"]["ingress"] == [
+        {
+            "from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": dict(GATEWAY)}}],
+            "ports": [{"protocol": "TCP", "port": 8080}],
+        }
+    ]
+
+
+def test_a_job_sharing_an_apps_name_is_not_selected_with_it() -> None:
+    meta, objects = _phase("phase4")
+    redis = next(p for p in network_policies(meta, objects) if p["metadata"]["name"] == "redis-ingress")
+    assert redis["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "cache"
+
+
+def test_no_workloads_no_policies() -> None:
+    meta, objects = _phase("kind")
+    assert network_policies(meta, objects) == []
+
+
+def test_every_stack_policies_are_schema_valid_and_labelled() -> None:
+    for name in cli.stack_names(cli.STACKS):
+        meta, objects = _phase(name)
+        policies = network_policies(meta, objects)
+        assert validation.problems(policies) == []
+        assert all(p["metadata"]["labels"]["app.kubernetes.io/component"] == "network-policy" for p in policies)
+
+
+def test_hosts_named_only_in_env_host_vars_and_config_files_count() -> None:
+    service = {
+        "kind": "Service",
+        "metadata": {"name": "db"},
+        "spec": {"selector": {"app": "db"}, "ports": [{"port": 5432}]},
+    }
+    server = {
+        "kind": "Deployment",
+        "metadata": {"name": "db"},
+        "spec": {"template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db"}]}}},
+    }
+
+    def client(name: str, pod: dict[str, Any]) -> dict[str, Any]:
+        return {"kind": "Deployment", "metadata": {"name": name}, "spec": {"template": {"metadata": {}, "spec": pod}}}
+
+    by_env = client("a", {"containers": [{"name": "a", "env": [{"name": "DB_HOST", "value": "db"}]}]})
+    by_file = client("b", {"containers": [{"name": "b"}], "volumes": [{"name": "c", "configMap": {"name": "conf"}}]})
+    conf = {"kind": "ConfigMap", "metadata": {"name": "conf"}, "data": {"x.ini": "main = host=db.ns.svc port=5432"}}
+    unrelated = client("c", {"containers": [{"name": "c", "env": [{"name": "DB_NAME", "value": "db"}]}]})
+    objects = [service, server, by_env, by_file, conf, unrelated]
+    assert [(w["metadata"]["name"], s["metadata"]["name"]) for w, s in network_policy.calls(objects)] == [
+        ("a", "db"),
+        ("b", "db"),
+    ]
