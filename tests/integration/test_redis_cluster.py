@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.crc import key_slot
 
 from bench.redis_support import SLOTS, LoopbackCluster, slot_count
-from components.redis import RedisSpec
+from components.redis import SCRIPTS, RedisSpec
 
 pytestmark = pytest.mark.integration
 
@@ -189,3 +190,41 @@ def test_scale_out_from_three_to_four_masters_rebalances(make_cluster) -> None:
         assert sum(1 for entry in view.values() if entry["master"] == master_id) == 1
     with cluster.client() as client:
         assert {key: client.get(key) for key in keys} == keys
+
+
+def test_a_migration_left_open_is_closed_by_the_next_run(make_cluster) -> None:
+    cluster = make_cluster()
+    assert_bootstrapped(cluster)
+    cluster.write_acknowledged({"{open}:key": "kept"})
+    source = cluster.owner("{open}:key")
+    view = source.nodes()
+    target_id = next(
+        key for key, entry in view.items() if "master" in entry["flags"] and entry["address"] != source.address
+    )
+    with source.client() as client:
+        slot = key_slot(b"{open}:key")
+        # as a Job killed half-way through a rebalance leaves it
+        client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+
+    result = assert_bootstrapped(cluster)
+
+    assert "closing open slots" in result.stderr
+    assert "[migrating]" not in source.raw("CLUSTER NODES") and "->-" not in source.raw("CLUSTER NODES")
+    with cluster.client() as client:
+        assert client.get("{open}:key") == "kept"
+
+
+def test_the_bootstrap_refuses_a_member_list_that_does_not_fit_the_shape(tmp_path: Path) -> None:
+    env = {"REDIS_NODES": "a:6379 b:6379 c:6379 d:6379 e:6379", "REDIS_MASTERS": "3", "REDIS_REPLICAS": "1"}
+    result = subprocess.run(
+        ["sh", str(SCRIPTS / "cluster-bootstrap.sh")],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.endswith(
+        "FAILED: REDIS_NODES lists 5 members; REDIS_MASTERS=3 x (1 + REDIS_REPLICAS=1) needs 6\n"
+    )

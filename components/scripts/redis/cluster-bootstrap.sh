@@ -6,7 +6,8 @@
 #     replicas each (the first REDIS_MASTERS members in list order become the masters);
 #   - a cluster exists: every member meets those it does not see (new pods, pods back with new
 #     IPs), empty members become masters until there are REDIS_MASTERS, the rest replicate the
-#     master with the fewest replicas, and slots are rebalanced onto new masters.
+#     master with the fewest replicas, and slots are rebalanced onto new masters; slots left open
+#     by an interrupted migration are closed first.
 # Exits 0 only when every member is connected, all 16384 slots are covered, every member reports
 # cluster_state:ok and every replica has synchronized with its master; 1 after REDIS_TIMEOUT_SECONDS (default 300) otherwise.
 set -eu
@@ -83,6 +84,15 @@ all_ok() {
 }
 
 checked() { redis-cli --cluster check "$seed" >/dev/null 2>&1; }
+
+# close slots left migrating or importing by an interrupted rebalance (keys go where they belong);
+# slots of unreachable masters are never reassigned
+close_open_slots() {
+    if redis-cli --cluster check "$seed" 2>&1 | grep -q "slots are open"; then
+        log "closing open slots left by an interrupted migration"
+        redis-cli --cluster fix "$seed" --cluster-yes >&2 || true
+    fi
+}
 
 # roles: one line per empty member (a master without slots), "master ADDRESS" while fewer than
 # REDIS_MASTERS masters hold (or are chosen to take) slots, then "replica ADDRESS MASTER-ID" for the
@@ -171,6 +181,7 @@ if [ -z "$seed" ]; then
 else
     log "a cluster exists (seed $seed)"
     retry "every member sees every other connected" all_connected
+    close_open_slots
     grow
 fi
 retry "the cluster is healthy" healthy
