@@ -69,8 +69,9 @@ class Runner:
         for number, step in enumerate(steps, 1):
             header = f"[{number}/{len(steps)}] {step.description}"
             env = {**self.env, **step.env}
-            if not all(probe(argv, env, step.cwd) for argv in step.only_if):
-                self.say(f"{header}: skipped, does not apply ({shlex.join(step.only_if[0])} ...)")
+            unmet = next((argv for argv in step.only_if if not probe(argv, env, step.cwd)), None)
+            if unmet is not None:
+                self.say(f"{header}: skipped, does not apply ({shlex.join(unmet)} failed)")
                 continue
             if step.skip_if is not None and probe(step.skip_if, env, step.cwd):
                 self.say(f"{header}: already done ({shlex.join(step.skip_if)} succeeded)")

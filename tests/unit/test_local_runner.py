@@ -59,7 +59,7 @@ def test_a_step_that_does_not_apply_is_skipped(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     output = run([Step("destroy", ("touch", str(marker)), only_if=(("true",), ("false",)))])
     assert not marker.exists()
-    assert output.splitlines()[0] == "[1/1] destroy: skipped, does not apply (true ...)"
+    assert output.splitlines()[0] == "[1/1] destroy: skipped, does not apply (false failed)"
 
 
 def test_a_probe_whose_command_is_missing_counts_as_false(tmp_path: Path) -> None:
