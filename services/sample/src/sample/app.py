@@ -61,9 +61,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         middleware.append(Middleware(RateLimitMiddleware, services.limiter, services.sessions, settings))
     static = resources.files("sample") / "static"
     app = Starlette(
-        routes=[
-            *health.ROUTES,
+        routes=[  # routes are matched in order: the hottest first
             *products.ROUTES,
+            *health.ROUTES,
             *users.ROUTES,
             *orders.ROUTES,
             *events.ROUTES,

@@ -3,6 +3,9 @@
 A miss is loaded once: concurrent misses for a key in this process share one load (single-flight),
 and across processes the first to take a short Redis lock loads while the others poll for its result.
 Values are the encoded JSON bytes; b"" marks a row that does not exist (cached for a short time).
+
+Lookups are coalesced: the GETs that concurrent requests issue in one event-loop turn go to Redis
+as one MGET, so under load one round trip serves many requests (the DataLoader pattern).
 """
 
 from __future__ import annotations
@@ -24,6 +27,43 @@ RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL'
 
 Loader = Callable[[], Awaitable[bytes | None]]
 BatchLoader = Callable[[list[int]], Awaitable[dict[int, bytes]]]
+MGET_TIMEOUT_SECONDS = 2.0
+
+
+class Coalescer:
+    """Collects the keys requested during one event-loop turn and fetches them with a single MGET."""
+
+    def __init__(self, client: RedisClient) -> None:
+        self.client = client
+        self._pending: dict[str, asyncio.Future[bytes | None]] = {}
+        self._fetches: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
+
+    def get(self, key: str) -> asyncio.Future[bytes | None]:
+        future = self._pending.get(key)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            if not self._pending:
+                loop.call_soon(self._flush)
+            future = self._pending[key] = loop.create_future()
+        return future
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, {}
+        task = asyncio.ensure_future(self._fetch(batch))
+        self._fetches.add(task)
+        task.add_done_callback(self._fetches.discard)
+
+    async def _fetch(self, batch: dict[str, asyncio.Future[bytes | None]]) -> None:
+        try:
+            values = await asyncio.wait_for(mget(self.client, list(batch)), MGET_TIMEOUT_SECONDS)
+        except BaseException as exc:
+            for future in batch.values():
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for future, value in zip(batch.values(), values, strict=True):
+            if not future.done():
+                future.set_result(value)
 
 
 class Cache:
@@ -34,13 +74,14 @@ class Cache:
         self.ttl = ttl_seconds
         self._inflight: dict[str, asyncio.Future[bytes | None]] = {}
         self._release = client.register_script(RELEASE)
+        self._lookups = Coalescer(client)
 
     def _ttl(self) -> int:
         return max(1, round(self.ttl * random.uniform(0.9, 1.1)))
 
     async def get_or_load(self, key: str, load: Loader) -> bytes | None:
         """The cached bytes for key, else `load()` once and cache its result; None when the row is missing."""
-        value = await self.client.get(key)
+        value = await asyncio.shield(self._lookups.get(key))
         if value is not None:
             CACHE_HIT.inc()
             return None if value == MISSING else value

@@ -1,4 +1,4 @@
-"""Process drain state: set when SIGTERM arrives, before uvicorn stops accepting connections.
+"""Process drain state: set when SIGTERM (or SIGINT) arrives, before uvicorn stops accepting connections.
 
 /readyz answers 503 from then on (the endpoint leaves the Service), and long-lived streams
 registered with `on_drain` end so in-flight requests can finish within SHUTDOWN_TIMEOUT_SECONDS.
@@ -7,7 +7,9 @@ registered with `on_drain` end so in-flight requests can finish within SHUTDOWN_
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable
+from types import FrameType
 
 _state = {"draining": False}
 _callbacks: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = []
@@ -30,3 +32,22 @@ def begin_drain() -> None:
     for loop, callback in _callbacks:
         if not loop.is_closed():
             loop.call_soon_threadsafe(callback)
+
+
+def chain_signal_handlers() -> None:
+    """Begin the drain on SIGTERM/SIGINT, then call the handler in place (uvicorn's, which stops the server).
+
+    Called from the app's startup, when uvicorn has installed its handlers in this (worker) process.
+    """
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if callable(previous):
+            signal.signal(sig, _chained(previous))
+
+
+def _chained(previous: Callable[[int, FrameType | None], object]) -> Callable[[int, FrameType | None], None]:
+    def handler(sig: int, frame: FrameType | None) -> None:
+        begin_drain()
+        previous(sig, frame)
+
+    return handler

@@ -47,6 +47,7 @@ class Services:
         )
 
     async def start(self) -> None:
+        lifecycle.chain_signal_handlers()
         await self.db.open()
         if self.events is not None:
             self.events.start()

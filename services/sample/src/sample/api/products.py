@@ -136,9 +136,9 @@ async def _written(svc: Services, request: Request, row: object, event: str, sta
 
 
 ROUTES = [
+    Route("/products/{id}", get_product, methods=["GET"]),
     Route("/products", list_products, methods=["GET"]),
     Route("/products", create_product, methods=["POST"]),
     Route("/products/batch-get", batch_get, methods=["POST"]),
-    Route("/products/{id}", get_product, methods=["GET"]),
     Route("/products/{id}", update_product, methods=["PATCH"]),
 ]
