@@ -22,6 +22,7 @@ import yaml
 from components.labels import Meta
 from components.pods import Resources, config_map, container_security, http_probe
 from components.settings import setting
+from components.web import PORT as APP_PORT
 
 IMAGE = "envoyproxy/envoy:v1.40.0"
 RUN_AS = 101  # the `envoy` user of the official image
@@ -163,7 +164,9 @@ class Inbound:
     """The listener in front of the application container: sheds load before the app queues it."""
 
     port: int = setting(15006, "port the pod's Service targets; Envoy forwards to the app", minimum=1024, maximum=65535)
-    app_port: int = setting(8080, "the application container's port (on the pod's loopback)", minimum=1, maximum=65535)
+    app_port: int = setting(
+        APP_PORT, "the application container's port (on the pod's loopback)", minimum=1, maximum=65535
+    )
     max_connections: int = setting(
         1024, "downstream connections the listener keeps open; further ones are closed", minimum=1
     )
@@ -194,22 +197,24 @@ class SidecarSpec:
 
     def problems(self) -> Iterator[tuple[str, str]]:
         names: set[str] = set()
-        ports = {self.admin_port: "admin_port", self.health_port: "health_port", self.inbound.port: "inbound.port"}
-        if len(ports) < 3:
-            yield "admin_port", "admin_port, health_port and inbound.port must be distinct"
+        ports: dict[int, str] = {}
+        keys = [("admin_port", self.admin_port), ("health_port", self.health_port), ("inbound.port", self.inbound.port)]
+        keys += [("inbound.app_port", self.inbound.app_port)]
+        keys += [(f"upstreams[{i}].local_port", u.local_port) for i, u in enumerate(self.upstreams)]
+        for key, port in keys:
+            if port in ports:
+                yield key, f"must be unique, got {port} (also {ports[port]})"
+            ports.setdefault(port, key)
         for index, upstream in enumerate(self.upstreams):
             if upstream.name in names:
                 yield f"upstreams[{index}].name", f"must be unique, got {upstream.name!r} twice"
             names.add(upstream.name)
-            if upstream.local_port in ports:
-                taken = ports[upstream.local_port]
-                yield f"upstreams[{index}].local_port", f"must be unique, got {upstream.local_port} (also {taken})"
-            ports[upstream.local_port] = f"upstreams[{index}].local_port"
 
 
 def duration(milliseconds: int) -> str:
-    """A protobuf Duration as Envoy's YAML takes it: 250 -> '0.25s'."""
-    return f"{milliseconds / 1000:g}s"
+    """A protobuf Duration as Envoy's YAML takes it: 250 -> '0.25s', 3000 -> '3s'."""
+    seconds, millis = divmod(milliseconds, 1000)
+    return f"{seconds}.{millis:03d}".rstrip("0").rstrip(".") + "s"
 
 
 def envoy_config(spec: SidecarSpec) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from components.circuit_breaker import (
     SidecarSpec,
     Upstream,
     circuit_breaker_sidecar,
+    duration,
     envoy_config,
     sidecar_volume,
 )
@@ -79,6 +80,10 @@ def test_defaults_and_a_typed_upstream_load() -> None:
             "scaleladder:mesh.sidecar.upstreams[0].retry.retry_on: must match",
         ),
         ({"image": "envoyproxy/envoy:latest"}, "scaleladder:mesh.sidecar.image: must match"),
+        (
+            {"inbound": {"app_port": 15006}},
+            "scaleladder:mesh.sidecar.inbound.app_port: must be unique, got 15006 (also inbound.port)",
+        ),
         ({"upstreams": [{**CATALOG, "timeout": 3}]}, "scaleladder:mesh.sidecar.upstreams[0].timeout: unknown key"),
     ],
 )
@@ -159,3 +164,8 @@ def test_sidecar_is_a_native_sidecar_in_a_valid_pod() -> None:
 
 def test_upstream_defaults_are_rejected_until_named() -> None:
     assert [key for key, _ in Upstream().problems()] == ["name", "host", "local_port"]
+
+
+@pytest.mark.parametrize(("ms", "text"), [(1, "0.001s"), (250, "0.25s"), (3000, "3s"), (1234567, "1234.567s")])
+def test_durations_are_exact(ms: int, text: str) -> None:
+    assert duration(ms) == text
