@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from bench.edge_support import OriginServer, Varnish, loopback_policy
-from components.edge_cache import SCRIPT
+from components.edge_cache import SCRIPT, SCRIPT_DIR, SCRIPT_FILE, EdgeCacheSpec, purge_job
 from components.edge_cache_vcl import CachePolicy, PathRule
+from components.labels import Meta
 from testsupport.process import LOOPBACK, free_port, require_binary
 
 pytestmark = pytest.mark.integration
@@ -86,6 +87,21 @@ def test_replicas_found_through_dns(replicas: list[Varnish]) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{LOOPBACK}:{first.purge_port} BAN / X-Ban-Prefix=/b/ -> ok" in result.stdout
     assert first.get("/b/1").cache == "MISS"
+
+
+def test_the_release_job_command_runs_as_built(replicas: list[Varnish]) -> None:
+    """The Job's own command and environment, with the script's in-pod path and DNS name mapped to this host."""
+    job = purge_job(Meta("phase5", "phase5", "0.1.0"), EdgeCacheSpec(), "scaleladder/sample:0.1.0")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    command = [sys.executable if arg == "python" else arg for arg in container["command"]]
+    command = [str(SCRIPT) if arg == f"{SCRIPT_DIR}/{SCRIPT_FILE}" else arg for arg in command]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    env |= {"EDGE_CACHE_PEERS": "localhost", "EDGE_CACHE_PURGE_PORT": str(replicas[1].purge_port)}
+    warm(replicas[1:], "/a/1", "/b/1")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert replicas[1].get("/a/1").cache == "MISS"
+    assert replicas[1].get("/b/1").cache == "MISS"
 
 
 def test_an_unreachable_replica_fails_the_run(replicas: list[Varnish]) -> None:
