@@ -18,6 +18,7 @@ allowed (https://kubernetes.io/docs/concepts/services-networking/network-policie
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -187,11 +188,38 @@ def _peer(flow: Flow, selectors: dict[str, dict[str, str]]) -> dict[str, Any]:
     return {"namespaceSelector": {}}
 
 
-def _grouped(found: list[Flow], key: str) -> dict[Any, list[Flow]]:
-    groups: dict[Any, list[Flow]] = {}
+def _grouped(found: list[Flow], key: Callable[[Flow], Hashable]) -> list[list[Flow]]:
+    groups: dict[Hashable, list[Flow]] = {}
     for flow in found:
-        groups.setdefault(getattr(flow, key) if key != "source" else (flow.client, flow.peer), []).append(flow)
-    return groups
+        groups.setdefault(key(flow), []).append(flow)
+    return list(groups.values())
+
+
+def _dns_policy(meta: Meta) -> dict[str, Any]:
+    dns = {"namespaceSelector": {"matchLabels": DNS_NAMESPACE}, "podSelector": {"matchLabels": DNS_PODS}}
+    return _policy(
+        meta, "allow-dns", {}, {"policyTypes": ["Egress"], "egress": [{"to": [dns], "ports": list(DNS_PORTS)}]}
+    )
+
+
+def _ingress(meta: Meta, name: str, incoming: list[Flow], selectors: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """`<name>-ingress`: one rule per caller (a workload, or the pods a route comes from)."""
+    rules = [
+        {"from": [_peer(group[0], selectors)], "ports": _ports(group)}
+        for group in _grouped(incoming, lambda flow: (flow.client, flow.peer))
+    ]
+    spec = {"policyTypes": ["Ingress"], "ingress": rules}
+    return _policy(meta, f"{name}-ingress", selectors[name], spec, owner=name)
+
+
+def _egress(meta: Meta, name: str, outgoing: list[Flow], selectors: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """`<name>-egress`: one rule per workload it calls."""
+    rules = [
+        {"to": [{"podSelector": {"matchLabels": selectors[group[0].server]}}], "ports": _ports(group)}
+        for group in _grouped(outgoing, lambda flow: flow.server)
+    ]
+    spec = {"policyTypes": ["Egress"], "egress": rules}
+    return _policy(meta, f"{name}-egress", selectors[name], spec, owner=name)
 
 
 def network_policies(meta: Meta, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -202,50 +230,13 @@ def network_policies(meta: Meta, objects: list[dict[str, Any]]) -> list[dict[str
         return []
     selectors = {w["metadata"]["name"]: pod_selector(w) for w in pods}
     needed = flows(objects)
-    policies = [
-        _policy(meta, "default-deny", {}, {"policyTypes": ["Ingress", "Egress"]}),
-        _policy(
-            meta,
-            "allow-dns",
-            {},
-            {
-                "policyTypes": ["Egress"],
-                "egress": [
-                    {
-                        "to": [
-                            {
-                                "namespaceSelector": {"matchLabels": DNS_NAMESPACE},
-                                "podSelector": {"matchLabels": DNS_PODS},
-                            }
-                        ],
-                        "ports": list(DNS_PORTS),
-                    }
-                ],
-            },
-        ),
-    ]
+    policies = [_policy(meta, "default-deny", {}, {"policyTypes": ["Ingress", "Egress"]}), _dns_policy(meta)]
     for workload in pods:
         name = workload["metadata"]["name"]
         incoming = [flow for flow in needed if flow.server == name]
         if incoming:
-            rules = [
-                {"from": [_peer(group[0], selectors)], "ports": _ports(group)}
-                for group in _grouped(incoming, "source").values()
-            ]
-            policies.append(
-                _policy(
-                    meta, f"{name}-ingress", selectors[name], {"policyTypes": ["Ingress"], "ingress": rules}, owner=name
-                )
-            )
+            policies.append(_ingress(meta, name, incoming, selectors))
         outgoing = [flow for flow in needed if flow.client == name]
         if outgoing:
-            rules = [
-                {"to": [{"podSelector": {"matchLabels": selectors[server]}}], "ports": _ports(group)}
-                for server, group in _grouped(outgoing, "server").items()
-            ]
-            policies.append(
-                _policy(
-                    meta, f"{name}-egress", selectors[name], {"policyTypes": ["Egress"], "egress": rules}, owner=name
-                )
-            )
+            policies.append(_egress(meta, name, outgoing, selectors))
     return policies
