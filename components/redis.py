@@ -73,7 +73,11 @@ class RedisSpec:
         1, "cluster mode: replicas of each master; a killed master's replica takes over", minimum=0, maximum=5
     )
     node_timeout_ms: int = setting(
-        5000, "cluster mode: a master unreachable this long is failed over to its replica", minimum=500, maximum=60000
+        5000,
+        "cluster mode: peers flag a node failing after this long without an answer; its replica takes over "
+        "its slots a few seconds later (bench/redis_failover.py measures how many)",
+        minimum=500,
+        maximum=60000,
     )
     anti_affinity: Literal["required", "preferred"] = setting(
         "required",
@@ -83,8 +87,8 @@ class RedisSpec:
     persistence: Persistence | None = setting(
         None,
         "none, rdb (snapshots) or aof (append-only file, fsync every second); unset: none in standalone "
-        "mode (sessions are cheap to lose, restarts are instant), aof in cluster mode (a restarted master "
-        "must come back with its data)",
+        "mode (sessions are cheap to lose, restarts are instant), aof in cluster mode (a master restarted "
+        "before its failover must come back with its data, or its replica copies the empty set)",
     )
     maxmemory_mb: int = setting(
         192, "MiB of data before the eviction policy acts; keep headroom below the memory limit", minimum=1

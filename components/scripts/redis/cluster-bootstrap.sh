@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck shell=dash
 # Form or grow the Redis Cluster of REDIS_NODES (the bootstrap Job; the tests run this same file).
 #
 # Idempotent, safe to run again at any time:
@@ -9,7 +10,8 @@
 #     master with the fewest replicas, and slots are rebalanced onto new masters; slots left open
 #     by an interrupted migration are closed first.
 # Exits 0 only when every member is connected, all 16384 slots are covered, every member reports
-# cluster_state:ok and every replica has synchronized with its master; 1 after REDIS_TIMEOUT_SECONDS (default 300) otherwise.
+# cluster_state:ok and every replica has synchronized with its master; exits 1 when that is not
+# so after REDIS_TIMEOUT_SECONDS (default 300), or when REDIS_NODES does not fit the shape.
 set -eu
 . "$(dirname "$0")/lib.sh"
 : "${REDIS_NODES:?every member as host:port}"
@@ -32,6 +34,7 @@ retry() {
     done
 }
 
+# shellcheck disable=SC2086 # one line per member
 count=$(printf '%s\n' $REDIS_NODES | grep -c .)
 [ "$count" -eq $((REDIS_MASTERS * (1 + REDIS_REPLICAS))) ] ||
     fail "REDIS_NODES lists $count members; REDIS_MASTERS=$REDIS_MASTERS x (1 + REDIS_REPLICAS=$REDIS_REPLICAS) needs $((REDIS_MASTERS * (1 + REDIS_REPLICAS)))"

@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck shell=dash
 # Sidecar of every cluster pod: keeps this node connected to every member of the cluster.
 #
 # A pod that comes back keeps its node ID (nodes.conf on its volume) and its name, but gets a new

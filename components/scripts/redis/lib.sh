@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # Shared by cluster-bootstrap.sh and cluster-rejoin.sh (sourced, not run).
 #
 # REDIS_NODES    every member as host:port, space separated, in pod order: pod DNS names in

@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck shell=dash
 # Start redis-server from the kit's rendered redis.conf (REDIS_CONFIG), in the foreground.
 #
 # The password (REDISCLI_AUTH, from the Secret; redis-cli in the probes reads the same variable)
