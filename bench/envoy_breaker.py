@@ -6,7 +6,8 @@ answers. Measures, in one run:
 
 - the dead upstream called directly, bounded only by the client timeout (the sidecar's request timeout);
 - the dead upstream through the sidecar once its breaker is open (the host ejected): target p99 < 5 ms;
-- the healthy upstream directly and through the sidecar: target < 1 ms added at p50.
+- the healthy upstream directly and through the sidecar: target < 1 ms added at p50;
+- how long after tripping the breaker lets calls through again, once the upstream is back.
 
 Usage: `uv run python bench/envoy_breaker.py [--calls 3000]`. Prints a table; asserts nothing.
 """
@@ -62,11 +63,15 @@ def backend(tmp: Path, name: str, mode: str) -> tuple[ServerProcess, int]:
     process = ServerProcess(
         [sys.executable, str(UPSTREAM_SCRIPT), str(port)], ready=lambda: port_open(port), log=tmp / f"{name}.log"
     )
+    set_mode(port, mode)
+    return process, port
+
+
+def set_mode(port: int, mode: str) -> None:
     conn = http.client.HTTPConnection(LOOPBACK, port, timeout=5)
     conn.request("PUT", f"/_mode/{mode}")
     assert conn.getresponse().status == 200
     conn.close()
-    return process, port
 
 
 def percentiles(samples: list[float]) -> tuple[float, float, float]:
@@ -123,7 +128,8 @@ def main() -> None:
         trip_calls = 0
         while (reply := via.timed())[2] != "no healthy upstream":
             trip_calls += 1
-        trip_seconds = time.perf_counter() - started
+        tripped = time.perf_counter()
+        trip_seconds = tripped - started
         open_samples = [via.timed() for _ in range(args.calls)]
         assert {body for _, _, body in open_samples} == {"no healthy upstream"}, "breaker closed during the run"
         rows.append(("dead upstream, via sidecar, breaker open", [ms for ms, _, _ in open_samples]))
@@ -137,6 +143,11 @@ def main() -> None:
             sidecar_samples += sample(sidecar, args.calls // 10)
         rows += [("healthy upstream, direct", direct_samples), ("healthy upstream, via sidecar", sidecar_samples)]
 
+        set_mode(dead_port, "ok")  # the dead upstream comes back: how long until the sidecar sends to it again?
+        while via.timed()[1] != 200:
+            time.sleep(0.01)
+        recovery_seconds = time.perf_counter() - tripped
+
         print(f"\nbreaker tripped after {trip_calls} timed-out call(s), {trip_seconds:.2f} s; reply: {reply[2]!r}\n")
         print(f"| {'call':<48} | {'n':>5} | {'p50 ms':>8} | {'p99 ms':>8} | {'max ms':>8} |")
         print(f"|{'-' * 50}|{'-' * 7}|{'-' * 10}|{'-' * 10}|{'-' * 10}|")
@@ -147,6 +158,11 @@ def main() -> None:
         added = percentiles(sidecar_samples)[0] - percentiles(direct_samples)[0]
         print(f"\nbreaker open: p99 {open_p99:.3f} ms (target < 5 ms); dead call without it: {DEAD_TIMEOUT_MS} ms")
         print(f"sidecar adds {added:.3f} ms at p50 to a healthy call (target < 1 ms)")
+        outlier = dead_upstream.outlier
+        print(
+            f"breaker closed again {recovery_seconds:.2f} s after it tripped "
+            f"(base ejection {outlier.base_ejection_time_ms} ms, reviewed every {outlier.interval_ms} ms)"
+        )
     finally:
         for process in reversed(processes):
             process.stop()
