@@ -3,7 +3,7 @@
 `python bench/envoy_upstream.py PORT` serves HTTP/1.1 on 127.0.0.1:PORT. Every path answers
 according to the current mode, except the control paths, which are not counted:
 
-- `PUT /_mode/ok` 200, `/_mode/fail` 500, `/_mode/slow` 200 after `SLOW_SECONDS`,
+- `PUT /_mode/ok` 200, `/_mode/fail` 500, `/_mode/busy` 503, `/_mode/slow` 200 after `SLOW_SECONDS`,
   `/_mode/hang` never answers (the connection stays open until the client gives up);
 - `GET /_stats` -> JSON `{"hits": requests served, "max_in_flight": highest concurrency seen}`;
 - `DELETE /_stats` resets both.
@@ -18,7 +18,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 SLOW_SECONDS = 0.5
-MODES = {"ok", "fail", "slow", "hang"}
+MODES = {"ok", "fail", "busy", "slow", "hang"}
 
 
 class State:
@@ -87,6 +87,8 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(SLOW_SECONDS)
         if mode == "fail":
             self.reply(500, b"failing on purpose")
+        elif mode == "busy":
+            self.reply(503, b"busy on purpose")
         else:
             self.reply(200, b"ok")
 

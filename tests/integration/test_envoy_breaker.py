@@ -216,6 +216,21 @@ def test_failing_upstream_is_ejected_fails_fast_and_recovers(
     print(f"\n{mode}: tripped {tripped - started:.3f}s after the first failure, recovered {recovered:.3f}s later")
 
 
+def test_gateway_errors_are_retried_and_client_errors_are_not(servers: StartBackend, envoy: StartEnvoy) -> None:
+    upstream = servers("catalog")
+    target = catalog(upstream.port, retry=Retry(num_retries=2))
+    spec = loopback_spec(free_port(), target)
+    envoy(spec)
+    upstream.mode("fail")  # a 500 is the upstream's answer, not a gateway error: passed on as it is
+    assert (call(target.local_port).status, upstream.stats()["hits"]) == (500, 1)
+    upstream.mode("busy")
+    call(upstream.port, "/_stats", "DELETE")
+    reply = call(target.local_port)
+    assert (reply.status, reply.body) == (503, "busy on purpose")
+    assert upstream.stats()["hits"] == 1 + target.retry.num_retries
+    assert envoy_stat(spec, "cluster.catalog.upstream_rq_retry") == target.retry.num_retries
+
+
 def concurrently(count: int, port: int) -> list[Reply]:
     replies: list[Reply] = []
     lock = threading.Lock()
