@@ -3,9 +3,13 @@
 Who talks to whom is read from the objects, never listed by hand:
 
 - a workload calls a Service when its containers name it as a host: `postgres-rw:5432` or
-  `redis://redis:6379` in env, args or command (the edges `components.diagram.edges` draws), an
-  env var `*_HOST` whose value is the Service (`PRIMARY_HOST=postgres-rw`), or `host=<service>`
-  in a ConfigMap the pod mounts (libpq connection strings such as PgBouncer's `[databases]`);
+  `redis://redis:6379` in env, args or command (the edges `components.diagram.edges` draws); an
+  env var `*_HOST` whose value is the Service (`PRIMARY_HOST=postgres-rw`); `host=<service>` or
+  `<service>:<port>` in a ConfigMap the pod mounts (PgBouncer's `[databases]`, a members file);
+  or a pod of a headless Service by its DNS name (`redis-0.redis-nodes.ns.svc:6379`);
+- a workload that calls its own pods is a cluster (Redis Cluster, NATS routes): its members may
+  reach each other on every port, since cluster protocols use ports no Service lists (the Redis
+  cluster bus is the client port + 10000);
 - a route (HTTPRoute) reaches the workloads behind its backend Services from the pods of the
   Gateway it attaches to (an Ingress: from its controller, wherever that runs);
 - every pod resolves names through kube-dns.
@@ -33,6 +37,7 @@ GATEWAY_LABEL = "gateway.envoyproxy.io/owning-gateway-{}"
 """Envoy Gateway labels its proxy pods with the Gateway they serve, in whichever namespace they run."""
 
 _CONFIG_HOST = re.compile(r"(?<![\w.-])host\s*=\s*\"?([\w][\w.-]*)")
+_HOST_PORT = re.compile(r"(?<![\w.$-])([A-Za-z0-9][\w-]*(?:\.[\w-]+)*):\d+")
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,8 @@ class Flow:
 
     client: str | None
     server: str
-    port: int
+    port: int | None
+    """None: every port (members of one cluster)."""
     protocol: str
     peer: tuple[tuple[str, str], ...] = ()
     """For an outside client: labels of its pods (any namespace); empty: any pod of any namespace."""
@@ -78,6 +84,15 @@ def _mounted_config_text(workload: dict[str, Any], objects: list[dict[str, Any]]
     return "\n".join(str(value) for cm in maps for value in cm.get("data", {}).values())
 
 
+def _container_texts(workload: dict[str, Any]) -> list[str]:
+    pod = workload["spec"]["template"]["spec"]
+    texts = []
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        texts += [str(env["value"]) for env in container.get("env", []) if "value" in env]
+        texts += [str(arg) for arg in container.get("args", []) + container.get("command", [])]
+    return texts
+
+
 def _host_env(workload: dict[str, Any]) -> list[str]:
     pod = workload["spec"]["template"]["spec"]
     return [
@@ -88,8 +103,21 @@ def _host_env(workload: dict[str, Any]) -> list[str]:
     ]
 
 
-def _named_host(host: str, service: str) -> bool:
-    return host == service or host.startswith(f"{service}.")
+def _hosts(workload: dict[str, Any], objects: list[dict[str, Any]]) -> list[str]:
+    """Host names the workload's pods connect to, beyond the `name:port` edges of the diagram."""
+    config = _mounted_config_text(workload, objects)
+    texts = "\n".join([*_container_texts(workload), config])
+    return [*_host_env(workload), *_CONFIG_HOST.findall(config), *_HOST_PORT.findall(texts)]
+
+
+def _names(host: str, service: dict[str, Any]) -> bool:
+    """`host` is the Service (`redis`, `redis.ns.svc`) or, for a headless one, one of its pods
+    (`redis-0.redis-nodes.ns.svc`)."""
+    name = service["metadata"]["name"]
+    if host == name or host.startswith(f"{name}."):
+        return True
+    labels = host.split(".")
+    return service["spec"].get("clusterIP") == "None" and len(labels) > 1 and labels[1] == name
 
 
 def calls(objects: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -102,10 +130,8 @@ def calls(objects: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str,
     ]
     services = [o for o in objects if o["kind"] == "Service"]
     for workload in workloads(objects):
-        hosts = [*_host_env(workload), *_CONFIG_HOST.findall(_mounted_config_text(workload, objects))]
-        for service in services:
-            if any(_named_host(host, service["metadata"]["name"]) for host in hosts):
-                found.append((workload, service))
+        hosts = _hosts(workload, objects)
+        found += [(workload, service) for service in services if any(_names(host, service) for host in hosts)]
     return list({(diagram.node_id(w), diagram.node_id(s)): (w, s) for w, s in found}.values())
 
 
@@ -124,15 +150,20 @@ def _container_port(workload: dict[str, Any], target: int | str) -> int | None:
 def _service_flows(
     service: dict[str, Any], objects: list[dict[str, Any]], client: str | None, peer: tuple[tuple[str, str], ...]
 ) -> list[Flow]:
+    """Connections to the pods behind `service`: those its selector matches that serve its ports."""
     selector = service["spec"].get("selector") or {}
     found = []
-    for server in workloads(objects):
-        if not selects(selector, pod_labels(server)):
-            continue
-        for port in service["spec"].get("ports", []):
-            number = _container_port(server, port.get("targetPort", port["port"]))
-            if number is not None:
-                found.append(Flow(client, server["metadata"]["name"], number, port.get("protocol", "TCP"), peer))
+    for server in (w for w in workloads(objects) if selects(selector, pod_labels(w))):
+        name = server["metadata"]["name"]
+        ports = [
+            (number, port.get("protocol", "TCP"))
+            for port in service["spec"].get("ports", [])
+            if (number := _container_port(server, port.get("targetPort", port["port"]))) is not None
+        ]
+        if ports and name == client:
+            found.append(Flow(client, name, None, "any"))
+        else:
+            found += [Flow(client, name, number, protocol, peer) for number, protocol in ports]
     return found
 
 
@@ -175,9 +206,12 @@ def _policy(
     }
 
 
-def _ports(found: list[Flow]) -> list[dict[str, Any]]:
+def _ports(found: list[Flow]) -> dict[str, Any]:
+    """`ports` of a rule: the flows' ports; none (every port) when one flow needs every port."""
+    if any(flow.port is None for flow in found):
+        return {}
     unique = dict.fromkeys((flow.protocol, flow.port) for flow in found)
-    return [{"protocol": protocol, "port": port} for protocol, port in unique]
+    return {"ports": [{"protocol": protocol, "port": port} for protocol, port in unique]}
 
 
 def _peer(flow: Flow, selectors: dict[str, dict[str, str]]) -> dict[str, Any]:
@@ -205,7 +239,7 @@ def _dns_policy(meta: Meta) -> dict[str, Any]:
 def _ingress(meta: Meta, name: str, incoming: list[Flow], selectors: dict[str, dict[str, str]]) -> dict[str, Any]:
     """`<name>-ingress`: one rule per caller (a workload, or the pods a route comes from)."""
     rules = [
-        {"from": [_peer(group[0], selectors)], "ports": _ports(group)}
+        {"from": [_peer(group[0], selectors)], **_ports(group)}
         for group in _grouped(incoming, lambda flow: (flow.client, flow.peer))
     ]
     spec = {"policyTypes": ["Ingress"], "ingress": rules}
@@ -215,7 +249,7 @@ def _ingress(meta: Meta, name: str, incoming: list[Flow], selectors: dict[str, d
 def _egress(meta: Meta, name: str, outgoing: list[Flow], selectors: dict[str, dict[str, str]]) -> dict[str, Any]:
     """`<name>-egress`: one rule per workload it calls."""
     rules = [
-        {"to": [{"podSelector": {"matchLabels": selectors[group[0].server]}}], "ports": _ports(group)}
+        {"to": [{"podSelector": {"matchLabels": selectors[group[0].server]}}], **_ports(group)}
         for group in _grouped(outgoing, lambda flow: flow.server)
     ]
     spec = {"policyTypes": ["Egress"], "egress": rules}

@@ -47,8 +47,11 @@ def _peers(rule: dict[str, Any], direction: str) -> list[dict[str, Any]]:
     return peers
 
 
-def _port_ok(rule: dict[str, Any], port: int, protocol: str, server: Object | None) -> bool:
+def _port_ok(rule: dict[str, Any], port: int | None, protocol: str, server: Object | None) -> bool:
+    """The rule admits `protocol/port` (port None: it must admit every port)."""
     ports = rule.get("ports") or []
+    if port is None:
+        return not ports
     names = _port_names(server) if server is not None else {}
     return not ports or any(
         p.get("protocol", "TCP") == protocol and (p.get("port") == port or names.get(str(p.get("port"))) == port)
@@ -85,7 +88,13 @@ def _outside_peer(peer: dict[str, Any], flow: derive.Flow) -> bool:
 
 
 def _admits(
-    policies: list[Object], pods: dict[str, str], direction: str, peer_ok: Any, port: int, protocol: str, server: Object
+    policies: list[Object],
+    pods: dict[str, str],
+    direction: str,
+    peer_ok: Any,
+    port: int | None,
+    protocol: str,
+    server: Object,
 ) -> bool:
     return any(
         any(peer_ok(peer) for peer in _peers(rule, direction)) and _port_ok(rule, port, protocol, server)
@@ -138,7 +147,7 @@ def _needed_admitted(objects: list[Object], policies: list[Object]) -> Iterator[
                 yield (
                     server,
                     f"{ref(server)}: no NetworkPolicy admits ingress from {origin} {dict(flow.peer) or ''} on "
-                    f"{flow.protocol}/{flow.port}, which its route needs; fix: allow it in {flow.server}-ingress",
+                    f"{_where(flow)}, which its route needs; fix: allow it in {flow.server}-ingress",
                 )
             continue
         client = named[flow.client]
@@ -159,7 +168,7 @@ def _needed_admitted(objects: list[Object], policies: list[Object]) -> Iterator[
                 yield (
                     guarded,
                     f"{ref(guarded)}: no NetworkPolicy admits {direction.lower()} for {flow.client} -> {flow.server} "
-                    f"on {flow.protocol}/{flow.port}, which {flow.client} uses; fix: allow it in {fix}",
+                    f"{_where(flow)}, which {flow.client} uses; fix: allow it in {fix}",
                 )
 
 
@@ -193,11 +202,9 @@ def _rule_excess(
     peers = _peers(rule, direction)
     if not peers:
         yield "admits every peer (no from/to)"
-    if not rule.get("ports"):
-        yield "admits every port (no ports)"
     for peer in peers:
         if direction == "Egress" and _is_dns(peer):
-            if any(p.get("port") != derive.DNS_PORT for p in rule.get("ports") or []):
+            if not rule.get("ports") or any(p.get("port") != derive.DNS_PORT for p in rule["ports"]):
                 yield "admits kube-dns on a port other than 53"
             continue
         if "ipBlock" in peer:
@@ -206,10 +213,10 @@ def _rule_excess(
         if "namespaceSelector" in peer and direction == "Ingress":
             labels = tuple(sorted(((peer.get("podSelector") or {}).get("matchLabels") or {}).items()))
             for workload in guarded:
-                for port in rule.get("ports") or []:
-                    number = _port_names(workload).get(str(port.get("port")), port.get("port"))
+                for port in rule.get("ports") or [None]:
+                    number = _number(port, workload)
                     if ("outside", labels, workload["metadata"]["name"], number) not in needed:
-                        yield f"admits {peer} to {ref(workload)} on port {port.get('port')}, which no route needs"
+                        yield f"admits {peer} to {ref(workload)} {_on(port)}, which no route needs"
             continue
         matched = [w for w in derive.workloads(objects) if _in_stack_peer(peer, derive.pod_labels(w), namespace)]
         if not matched:
@@ -217,14 +224,30 @@ def _rule_excess(
         for workload in guarded:
             for other in matched:
                 client, server = (other, workload) if direction == "Ingress" else (workload, other)
-                for port in rule.get("ports") or []:
-                    number = _port_names(server).get(str(port.get("port")), port.get("port"))
-                    key = (client["metadata"]["name"], server["metadata"]["name"], number)
+                for port in rule.get("ports") or [None]:
+                    key = (client["metadata"]["name"], server["metadata"]["name"], _number(port, server))
                     if key not in needed:
                         yield (
-                            f"admits {client['metadata']['name']} -> {server['metadata']['name']} on port "
-                            f"{port.get('port')}, which {client['metadata']['name']} never uses"
+                            f"admits {client['metadata']['name']} -> {server['metadata']['name']} {_on(port)}, "
+                            f"which {client['metadata']['name']} never uses"
                         )
+
+
+def _where(flow: derive.Flow) -> str:
+    return "on every port" if flow.port is None else f"on {flow.protocol}/{flow.port}"
+
+
+def _number(port: dict[str, Any] | None, server: Object) -> int | None:
+    """A rule's port as a number (named ports looked up on the server's containers); None: every port."""
+    if port is None:
+        return None
+    value = port.get("port")
+    number: int | None = _port_names(server).get(str(value), value) if value is not None else None
+    return number
+
+
+def _on(port: dict[str, Any] | None) -> str:
+    return "on every port (no ports)" if port is None else f"on port {port.get('port')}"
 
 
 def _excess(objects: list[Object], policies: list[Object]) -> Iterator[Finding]:

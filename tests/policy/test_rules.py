@@ -79,6 +79,25 @@ def _client_and_server() -> list[dict[str, Any]]:
     return stack(client, deployment(), service(), route())
 
 
+def _cluster() -> list[dict[str, Any]]:
+    """Members that find each other through a headless Service (`db-0.db-peers:80`)."""
+    members = deployment("db")
+    members["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "PEERS", "value": "db-0.db-peers:80"}]
+    peers = changed(service("db-peers", selector_of="db"), "spec.clusterIP", "None")
+    return stack(members, peers)
+
+
+def _ports_on_peers(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    policy = next(o for o in objects if o["metadata"]["name"] == "db-ingress")
+    ports = [{"protocol": "TCP", "port": 8080}]
+    return [*_without(objects, "db-ingress"), changed(policy, "spec.ingress.0.ports", ports)]
+
+
+def _every_port(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    policy = next(o for o in objects if o["metadata"]["name"] == "app-ingress")
+    return [*_without(objects, "app-ingress"), changed(policy, "spec.ingress.0.ports", None)]
+
+
 def _redis_cluster(conf: str) -> list[dict[str, Any]]:
     redis = {**deployment("redis", component="cache"), "kind": "StatefulSet"}
     pod = redis["spec"]["template"]["spec"]
@@ -341,6 +360,18 @@ CASES: dict[str, list[tuple[list[dict[str, Any]], int | None, str]]] = {
             None,
             "NetworkPolicy/app-ingress: spec.ingress[0] admits ipBlock 0.0.0.0/0, which nothing in the stack uses; "
             "fix: allow only the connections the stack makes",
+        ),
+        (
+            _every_port(_client_and_server()),
+            None,
+            "NetworkPolicy/app-ingress: spec.ingress[0] admits client -> app on every port (no ports), which client "
+            "never uses; fix: allow only the connections the stack makes",
+        ),
+        (
+            _ports_on_peers(_cluster()),
+            None,
+            "Deployment/db: no NetworkPolicy admits ingress for db -> db on every port, which db uses; fix: allow it "
+            "in db-ingress",
         ),
     ],
     "phase-autoscaled-web": [

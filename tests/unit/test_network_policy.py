@@ -81,6 +81,27 @@ def test_a_job_sharing_an_apps_name_is_not_selected_with_it() -> None:
     assert redis["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "cache"
 
 
+def test_cluster_members_reach_each_other_on_every_port() -> None:
+    meta, objects = _phase("phase4")
+    bootstrap = next(o["metadata"]["name"] for o in objects if o["kind"] == "Job" and "redis" in o["metadata"]["name"])
+    found = flows(objects)
+    # the members file (mounted redis-config) names the pods of the headless Service redis-nodes:
+    # the cluster bus (6379 + 10000) is on no Service, so members get every port among themselves
+    assert Flow("redis", "redis", None, "any") in found
+    # REDIS_NODES=redis-0.redis-nodes...:6379: the bootstrap Job meets every member on the client port
+    assert Flow(bootstrap, "redis", 6379, "TCP") in found
+    # the Job's pods match the Services' selector too, but serve none of their ports
+    assert not [f for f in found if f.server == bootstrap]
+    policies = {p["metadata"]["name"]: p["spec"] for p in network_policies(meta, objects)}
+    cache = {
+        "app.kubernetes.io/name": "redis",
+        "app.kubernetes.io/instance": "phase4",
+        "app.kubernetes.io/component": "cache",
+    }
+    assert {"to": [{"podSelector": {"matchLabels": cache}}]} in policies["redis-egress"]["egress"]
+    assert {"from": [{"podSelector": {"matchLabels": cache}}]} in policies["redis-ingress"]["ingress"]
+
+
 def test_no_workloads_no_policies() -> None:
     meta, objects = _phase("kind")
     assert network_policies(meta, objects) == []
