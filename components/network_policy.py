@@ -5,7 +5,8 @@ Who talks to whom is read from the objects, never listed by hand:
 - a workload calls a Service when its containers name it as a host: `postgres-rw:5432` or
   `redis://redis:6379` in env, args or command (the edges `components.diagram.edges` draws); an
   env var `*_HOST` whose value is the Service (`PRIMARY_HOST=postgres-rw`); `host=<service>` or
-  `<service>:<port>` in a ConfigMap the pod mounts (PgBouncer's `[databases]`, a members file);
+  `<service>:<port>` in a ConfigMap the pod mounts (PgBouncer's `[databases]`, a Varnish backend's
+  `.host`, a members file);
   or a pod of a headless Service by its DNS name (`redis-0.redis-nodes.ns.svc:6379`);
 - a workload that calls its own pods is a cluster (Redis Cluster, NATS routes): its members may
   reach each other on every port, since cluster protocols use ports no Service lists (the Redis
@@ -36,7 +37,8 @@ DNS_PORTS: tuple[dict[str, Any], ...] = ({"protocol": "UDP", "port": DNS_PORT}, 
 GATEWAY_LABEL = "gateway.envoyproxy.io/owning-gateway-{}"
 """Envoy Gateway labels its proxy pods with the Gateway they serve, in whichever namespace they run."""
 
-_CONFIG_HOST = re.compile(r"(?<![\w.-])host\s*=\s*\"?([\w][\w.-]*)")
+_CONFIG_HOST = re.compile(r"(?<![\w-])host\s*=\s*\"?([\w][\w.-]*)")
+"""`host=postgres-rw` (libpq, PgBouncer) and `.host = "web";` (a Varnish backend)."""
 _HOST_PORT = re.compile(r"(?<![\w.$-])([A-Za-z0-9][\w-]*(?:\.[\w-]+)*):\d+")
 
 

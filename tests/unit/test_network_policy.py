@@ -133,9 +133,12 @@ def test_hosts_named_only_in_env_host_vars_and_config_files_count() -> None:
     by_env = client("a", {"containers": [{"name": "a", "env": [{"name": "DB_HOST", "value": "db"}]}]})
     by_file = client("b", {"containers": [{"name": "b"}], "volumes": [{"name": "c", "configMap": {"name": "conf"}}]})
     conf = {"kind": "ConfigMap", "metadata": {"name": "conf"}, "data": {"x.ini": "main = host=db.ns.svc port=5432"}}
+    vcl = {"kind": "ConfigMap", "metadata": {"name": "vcl"}, "data": {"default.vcl": 'backend o { .host = "db"; }'}}
+    by_vcl = client("d", {"containers": [{"name": "d"}], "volumes": [{"name": "v", "configMap": {"name": "vcl"}}]})
     unrelated = client("c", {"containers": [{"name": "c", "env": [{"name": "DB_NAME", "value": "db"}]}]})
-    objects = [service, server, by_env, by_file, conf, unrelated]
+    objects = [service, server, by_env, by_file, conf, unrelated, vcl, by_vcl]
     assert [(w["metadata"]["name"], s["metadata"]["name"]) for w, s in network_policy.calls(objects)] == [
         ("a", "db"),
         ("b", "db"),
+        ("d", "db"),
     ]
