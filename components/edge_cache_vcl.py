@@ -16,8 +16,9 @@ integration tests run under a real varnishd. What it does, in request order:
 - TTL: Surrogate-Control `max-age` wins, then Cache-Control `s-maxage`/`max-age`/Expires
   (Varnish's own parsing), then the rule's default. A stale object is served for the rule's
   `grace_seconds` while it is refreshed in the background (stale-while-revalidate); while the
-  origin's health probe fails, for up to `stale_if_error_seconds` (or the origin's own
-  `stale-if-error`). A failed background refresh keeps the stale copy.
+  origin's health probe fails, or when a fetch fails (5xx, no connection), for up to
+  `stale_if_error_seconds` (or the origin's own `stale-if-error`). An error is never stored
+  over a stale copy.
 - Responses carry `X-Cache` (HIT, HIT-STALE, MISS, PASS) and `X-Cache-Hits` next to `Age`;
   Surrogate-Key, Surrogate-Control and the internal headers never leave the cache.
 """
@@ -262,7 +263,7 @@ def recv_rule(policy: CachePolicy, rule: PathRule) -> list[str]:
     if rule.kind == "pass":
         return ["        return (pass);"]
     body = [
-        "        if (std.healthy(req.backend_hint)) {",
+        "        if (std.healthy(req.backend_hint) && !req.http.X-Edge-Stale-If-Error) {",
         f"            set req.grace = {seconds(rule.grace_seconds)};",
         "        }",
         "        if (req.http.Authorization) {",
@@ -283,6 +284,12 @@ def recv(policy: CachePolicy) -> str:
     lines = [
         "sub vcl_recv {",
         "    unset req.http.X-Edge-Cache;",
+        "    if (req.restarts == 0) {",
+        "        unset req.http.X-Edge-Stale-If-Error;",
+        "    } elsif (req.http.X-Edge-Stale-If-Error) {",
+        "        # lift the first pass's cap: the object's own stale-if-error window decides",
+        "        set req.grace = 3650d;",
+        "    }",
         f'    if (req.url == "{HEALTH_PATH}") {{',
         '        return (synth(200, "OK"));',
         "    }",
@@ -338,12 +345,13 @@ def backend_response(policy: CachePolicy) -> str:
         "sub vcl_backend_response {",
         "    # stored on the object so that bans test obj.* only (lurker-friendly)",
         "    set beresp.http.X-Edge-Url = bereq.url;",
-        "    if (bereq.is_bgfetch && beresp.status >= 500) {",
-        "        # a failed background refresh keeps serving the stale copy",
-        "        return (abandon);",
-        "    }",
         "    if (bereq.uncacheable) {",
         "        return (deliver);",
+        "    }",
+        "    if (beresp.status >= 500) {",
+        "        # never stored over a stale copy: a background refresh keeps serving it,",
+        "        # a client's request is retried on it (vcl_synth)",
+        "        return (abandon);",
         "    }",
     ]
     cached = [rule for rule in ordered_rules(policy) if rule.kind != "pass"]
@@ -361,9 +369,24 @@ def backend_response(policy: CachePolicy) -> str:
 
 
 BACKEND_ERROR = """sub vcl_backend_error {
-    if (bereq.is_bgfetch) {
+    if (!bereq.uncacheable) {
         return (abandon);
     }
+}
+"""
+
+STALE_IF_ERROR = """sub vcl_synth {
+    # a cache miss whose fetch failed: once more, accepting any stale copy still in grace
+    if (resp.status == 503 && req.restarts == 0 && req.http.X-Edge-Cache == "MISS") {
+        set req.http.X-Edge-Stale-If-Error = "1";
+        return (restart);
+    }
+}
+"""
+
+BACKEND_FETCH = """sub vcl_backend_fetch {
+    unset bereq.http.X-Edge-Cache;
+    unset bereq.http.X-Edge-Stale-If-Error;
 }
 """
 
@@ -387,6 +410,9 @@ MARKERS = """sub vcl_hit {
 }
 
 sub vcl_miss {
+    if (req.http.X-Edge-Stale-If-Error) {
+        return (synth(503, "Origin failing and no stale copy"));
+    }
     set req.http.X-Edge-Cache = "MISS";
 }
 
@@ -425,8 +451,10 @@ def render_vcl(policy: CachePolicy) -> str:
         recv(policy),
         HASH,
         MARKERS,
+        BACKEND_FETCH,
         backend_response(policy),
         BACKEND_ERROR,
+        STALE_IF_ERROR,
         deliver(policy),
     ]
     return "\n".join(parts)

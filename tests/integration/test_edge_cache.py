@@ -260,6 +260,24 @@ def test_failed_background_refresh_keeps_the_stale_copy(cache: Varnish, origin: 
     assert origin.hits("/swr/broken") >= 2
 
 
+def test_a_failing_fetch_is_answered_from_the_stale_copy(cache: Varnish, origin: OriginServer) -> None:
+    """The probe still says healthy, the copy is past its 5 s grace, the origin answers 500: stale-if-error."""
+    origin.set("/swr/erroring", b"v1")
+    cache.get("/swr/erroring")
+    time.sleep(6.5)
+    origin.set("/swr/erroring", b"boom", status=500)
+    answer = cache.get("/swr/erroring")
+    assert (answer.status, answer.body, answer.cache) == (200, b"v1", "HIT-STALE")
+    assert cache.get("/swr/erroring").body == b"v1"  # the error was not stored over it
+
+
+def test_a_failing_fetch_without_stale_copy_is_tried_once(cache: Varnish, origin: OriginServer) -> None:
+    origin.set("/api/never-cached", b"boom", status=500)
+    answer = cache.get("/api/never-cached")
+    assert answer.status == 503
+    assert origin.hits("/api/never-cached") == 1
+
+
 def test_stale_served_while_origin_is_sick(varnishd: str, tmp_path: Path) -> None:
     origin = OriginServer()
     varnish = Varnish(varnishd, tmp_path, loopback_policy(POLICY, origin.port))
