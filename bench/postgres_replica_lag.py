@@ -3,8 +3,8 @@
 Builds the phase-3 group on loopback with the kit's own scripts and settings (bench/postgres_support.py:
 primary-init.sh, replica-bootstrap.sh through per-replica slots), with durable settings (fsync and
 full_page_writes on, synchronous_commit on: each commit waits for its WAL flush on the primary,
-replication itself is asynchronous). Then two loads of `--seconds` each, against the same group: paced
-(`--rate` commits/s in total, default 1,000) and unthrottled. During each:
+replication itself is asynchronous). Then, `--runs` times, two loads of `--seconds` each against the same group:
+paced (`--rate` commits/s in total, default 1,000) and unthrottled. During each:
 
 - `--writers` connections commit single-row INSERTs (200-byte rows); after each commit a writer
   records the time the commit was acknowledged and the primary's WAL flush position
@@ -18,8 +18,10 @@ Visibility lag of a commit = first poll answer showing a replay position at or p
 flush position, minus the commit's acknowledgement time (0 if the replica was already there). Its
 error is at most one poll interval (printed). The first second is warm-up and is left out.
 
-Usage: `uv run python bench/postgres_replica_lag.py [--seconds 20] [--writers 4] [--replicas 2] [--rate 1000]`.
-Prints a table; asserts nothing. Target (issue 4): visibility lag p99 under 10 ms.
+Usage: `uv run python bench/postgres_replica_lag.py [--seconds 10] [--runs 3] [--writers 4] [--replicas 2]
+[--rate 1000]`.
+Prints a table per load and a summary (median and range over the runs); asserts nothing.
+Target (issue 4): visibility lag p99 under 10 ms.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import bisect
 import multiprocessing
 import os
 import shutil
+import statistics
 import threading
 import time
 from dataclasses import dataclass, field
@@ -121,8 +124,11 @@ def row(name: str, values: list[float]) -> str:
     return f"| {name} | {len(values):,} | {p50:.2f} | {p90:.2f} | {p99:.2f} | {top:.2f} |"
 
 
-def measure(primary: Member, members: list[Member], seconds: float, writers: int, rate: float) -> None:
-    """One load: `writers` connections at `rate` commits/s in total (0: unthrottled); prints its table."""
+def measure(primary: Member, members: list[Member], seconds: float, writers: int, rate: float) -> tuple[float, float]:
+    """One load: `writers` connections at `rate` commits/s in total (0: unthrottled); prints its table.
+
+    Returns the worst replica's visibility lag p99 and the commit latency p99, in ms.
+    """
     stop, process_stop = threading.Event(), multiprocessing.Event()
     results: Queue[Samples] = multiprocessing.Queue()
     pollers = [multiprocessing.Process(target=poll, args=(m, process_stop, results)) for m in members]
@@ -184,10 +190,15 @@ def measure(primary: Member, members: list[Member], seconds: float, writers: int
         f" ({commit_p99:.2f} ms); target < {TARGET_P99_MS:g} ms: {verdict}"
         f" (machine load average {load_1m:.1f} on {os.cpu_count()} CPUs)"
     )
+    return worst, commit_p99
 
 
-def run(seconds: float, writers: int, replicas: int, rate: float) -> None:
-    """The group once; the paced load, then the unthrottled one, against it."""
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def run(seconds: float, writers: int, replicas: int, rate: float, runs: int) -> None:
+    """The group once; `runs` times the paced load, then the unthrottled one, against it."""
     spec = PostgresSpec(replicas=replicas)
     passwords = PostgresPasswords(app="bench-app-password", replication="bench-replication-password")
     scripts = write_scripts()
@@ -199,8 +210,17 @@ def run(seconds: float, writers: int, replicas: int, rate: float) -> None:
         for member in members:
             wait_replayed(primary, member)
         print(f"durable settings on every member: {DURABLE}")
-        measure(primary, members, seconds, writers, rate)
-        measure(primary, members, seconds, writers, 0.0)
+        results: dict[str, list[tuple[float, float]]] = {"paced": [], "unthrottled": []}
+        for _ in range(runs):
+            results["paced"].append(measure(primary, members, seconds, writers, rate))
+            results["unthrottled"].append(measure(primary, members, seconds, writers, 0.0))
+        print(f"\nsummary over {runs} run(s): median (min-max), ms\n")
+        print("| load | worst replica visibility lag p99 | commit latency p99 | ratio |")
+        print("|---|---|---|---|")
+        for load, pairs in results.items():
+            lags, commits = [lag for lag, _ in pairs], [commit for _, commit in pairs]
+            ratios = [lag / commit for lag, commit in pairs]
+            print(f"| {load} | {spread(lags)} | {spread(commits)} | {spread(ratios)} |")
     finally:
         for member in members:
             member.close()
@@ -210,12 +230,13 @@ def run(seconds: float, writers: int, replicas: int, rate: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of each load (default 20)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each load (default 10)")
+    parser.add_argument("--runs", type=int, default=3, help="times each load is repeated (default 3)")
     parser.add_argument("--writers", type=int, default=4, help="concurrent writing connections (default 4)")
     parser.add_argument("--replicas", type=int, default=2, help="streaming replicas (default 2, as phase 3)")
     parser.add_argument("--rate", type=float, default=1000.0, help="commits/s of the paced load (default 1000)")
     args = parser.parse_args()
-    run(args.seconds, args.writers, args.replicas, args.rate)
+    run(args.seconds, args.writers, args.replicas, args.rate, args.runs)
 
 
 if __name__ == "__main__":
