@@ -6,8 +6,8 @@ Who talks to whom is read from the objects, never listed by hand:
   `redis://redis:6379` in env, args or command (the edges `components.diagram.edges` draws); an
   env var `*_HOST` whose value is the Service (`PRIMARY_HOST=postgres-rw`); `host=<service>` or
   `<service>:<port>` in a ConfigMap the pod mounts (PgBouncer's `[databases]`, a Varnish backend's
-  `.host`, a members file);
-  or a pod of a headless Service by its DNS name (`redis-0.redis-nodes.ns.svc:6379`);
+  `.host`, a members file); the Service's DNS name anywhere (`edge-cache-peers.<ns>.svc`); or a pod
+  of a headless Service by its DNS name (`redis-0.redis-nodes.<ns>.svc:6379`);
 - a workload that calls its own pods is a cluster (Redis Cluster, NATS routes): its members may
   reach each other on every port, since cluster protocols use ports no Service lists (the Redis
   cluster bus is the client port + 10000);
@@ -40,6 +40,8 @@ GATEWAY_LABEL = "gateway.envoyproxy.io/owning-gateway-{}"
 _CONFIG_HOST = re.compile(r"(?<![\w-])host\s*=\s*\"?([\w][\w.-]*)")
 """`host=postgres-rw` (libpq, PgBouncer) and `.host = "web";` (a Varnish backend)."""
 _HOST_PORT = re.compile(r"(?<![\w.$-])([A-Za-z0-9][\w-]*(?:\.[\w-]+)*):\d+")
+_SERVICE_DNS = re.compile(r"(?<![\w.-])([A-Za-z0-9][\w-]*(?:\.[\w-]+)*\.svc)(?![\w-])")
+"""A Service's DNS name, port or not: `edge-cache-peers.scaleladder-phase5.svc.cluster.local`."""
 
 
 @dataclass(frozen=True)
@@ -109,17 +111,22 @@ def _hosts(workload: dict[str, Any], objects: list[dict[str, Any]]) -> list[str]
     """Host names the workload's pods connect to, beyond the `name:port` edges of the diagram."""
     config = _mounted_config_text(workload, objects)
     texts = "\n".join([*_container_texts(workload), config])
-    return [*_host_env(workload), *_CONFIG_HOST.findall(config), *_HOST_PORT.findall(texts)]
+    found = [*_CONFIG_HOST.findall(config), *_HOST_PORT.findall(texts), *_SERVICE_DNS.findall(texts)]
+    return [*_host_env(workload), *found]
 
 
 def _names(host: str, service: dict[str, Any]) -> bool:
-    """`host` is the Service (`redis`, `redis.ns.svc`) or, for a headless one, one of its pods
-    (`redis-0.redis-nodes.ns.svc`)."""
-    name = service["metadata"]["name"]
-    if host == name or host.startswith(f"{name}."):
-        return True
+    """`host` is the Service (`redis`, `redis.<ns>`, `redis.<ns>.svc...`) or, for a headless one, one
+    of its pods (`redis-0.redis-nodes...`); a name in another namespace is not."""
     labels = host.split(".")
-    return service["spec"].get("clusterIP") == "None" and len(labels) > 1 and labels[1] == name
+    if "svc" in labels[2:]:
+        end = labels.index("svc", 2)
+        if labels[end - 1] != service["metadata"].get("namespace", labels[end - 1]):
+            return False
+        labels = labels[: end - 1]
+    name = service["metadata"]["name"]
+    headless = service["spec"].get("clusterIP") == "None"
+    return labels[0] == name or (headless and len(labels) > 1 and labels[1] == name)
 
 
 def calls(objects: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:

@@ -136,9 +136,15 @@ def test_hosts_named_only_in_env_host_vars_and_config_files_count() -> None:
     vcl = {"kind": "ConfigMap", "metadata": {"name": "vcl"}, "data": {"default.vcl": 'backend o { .host = "db"; }'}}
     by_vcl = client("d", {"containers": [{"name": "d"}], "volumes": [{"name": "v", "configMap": {"name": "vcl"}}]})
     unrelated = client("c", {"containers": [{"name": "c", "env": [{"name": "DB_NAME", "value": "db"}]}]})
-    objects = [service, server, by_env, by_file, conf, unrelated, vcl, by_vcl]
+    by_dns = client(
+        "e", {"containers": [{"name": "e", "env": [{"name": "PEERS", "value": "db.ns.svc.cluster.local"}]}]}
+    )
+    elsewhere = client("f", {"containers": [{"name": "f", "args": ["--db=db.other.svc.cluster.local"]}]})
+    service["metadata"]["namespace"] = "ns"
+    objects = [service, server, by_env, by_file, conf, unrelated, vcl, by_vcl, by_dns, elsewhere]
     assert [(w["metadata"]["name"], s["metadata"]["name"]) for w, s in network_policy.calls(objects)] == [
         ("a", "db"),
         ("b", "db"),
         ("d", "db"),
+        ("e", "db"),
     ]
