@@ -175,7 +175,6 @@ class Cluster:
         return ",".join(f"nats://{LOOPBACK}:{m.client_port}" for m in self.members if m.process)
 
     def start(self) -> None:
-        binary = nats_server()
         cluster_ports = [free_port() for _ in range(self.spec.replicas)]
         routes = [f"nats://{LOOPBACK}:{port}" for port in cluster_ports]
         self.members = [Member(f"nats-{i}", free_port(), free_port()) for i in range(self.spec.replicas)]
@@ -189,16 +188,19 @@ class Cluster:
                 monitor_port=member.monitor_port,
                 store_dir=str(self.tmp / member.name / "jetstream"),
             )
-            path = self.tmp / f"{member.name}.conf"
-            path.write_text(conf)
-            monitor = f"http://{LOOPBACK}:{member.monitor_port}"
-            member.process = ServerProcess(
-                [binary, "--config", str(path)],
-                ready=lambda monitor=monitor: http_ok(f"{monitor}/healthz?js-enabled-only=true"),
-                log=self.tmp / f"{member.name}.log",
-                env={"SERVER_NAME": member.name},
-            )
+            (self.tmp / f"{member.name}.conf").write_text(conf)
+            self.run(member)
         self.wait_healthy()
+
+    def run(self, member: Member) -> None:
+        """Start a member from its configuration and JetStream directory, as its pod would after a restart."""
+        monitor = f"http://{LOOPBACK}:{member.monitor_port}"
+        member.process = ServerProcess(
+            [nats_server(), "--config", str(self.tmp / f"{member.name}.conf")],
+            ready=lambda: http_ok(f"{monitor}/healthz?js-enabled-only=true"),
+            log=self.tmp / f"{member.name}.log",
+            env={"SERVER_NAME": member.name},
+        )
 
     def wait_healthy(self, timeout: float = 30) -> None:
         """Every running member's full /healthz: JetStream has a meta leader and is current."""
@@ -208,11 +210,14 @@ class Cluster:
                 assert time.monotonic() < deadline, f"{member.name} not healthy"
                 time.sleep(0.1)
 
+    def member(self, name: str) -> Member:
+        return next(m for m in self.members if m.name == name)
+
     def kill(self, name: str) -> None:
-        member = next(m for m in self.members if m.name == name)
-        assert member.process is not None
-        member.process.kill()
-        member.process = None
+        process = self.member(name).process
+        assert process is not None
+        process.kill()
+        self.member(name).process = None
 
     def stop(self) -> None:
         for member in self.members:
@@ -359,6 +364,15 @@ async def retrying(call: Callable[[], Awaitable[Any]], seconds: float) -> Any:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
+
+
+async def all_replicas_current(client: Client, *streams: str) -> bool:
+    for stream in streams:
+        cluster = (await retrying(lambda stream=stream: client.js.stream_info(stream), 10)).cluster
+        peers = cluster.replicas or []
+        if len(peers) != 2 or not all(peer.current and not peer.offline for peer in peers):
+            return False
+    return True
 
 
 def wait_for_line(log: Path, text: str, timeout: float = 20) -> None:
@@ -528,6 +542,14 @@ def test_jobs_keep_flowing_with_the_stream_leader_killed(fresh_cluster: Cluster)
             assert [len(await client.effects(job_id)) for job_id in before + after] == [1] * 40
             new_leader = (await client.js.stream_info("JOBS")).cluster.leader
             assert new_leader not in (None, leader)
+
+            # the member comes back under its name with its files, and catches up with the jobs it missed
+            fresh_cluster.run(fresh_cluster.member(leader))
+            restarted = time.monotonic()
+            while not await all_replicas_current(client, "JOBS", "KV_JOB_RESULTS"):
+                assert time.monotonic() - restarted < 30, f"{leader} did not rejoin"
+                await asyncio.sleep(0.2)
+            print(f"{leader} restarted and current again {time.monotonic() - restarted:.2f}s later")
 
     try:
         asyncio.run(scenario())
