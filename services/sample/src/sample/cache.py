@@ -27,7 +27,6 @@ RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL'
 
 Loader = Callable[[], Awaitable[bytes | None]]
 BatchLoader = Callable[[list[int]], Awaitable[dict[int, bytes]]]
-MGET_TIMEOUT_SECONDS = 2.0
 
 
 class Coalescer:
@@ -35,16 +34,16 @@ class Coalescer:
 
     def __init__(self, client: RedisClient) -> None:
         self.client = client
-        self._pending: dict[str, asyncio.Future[bytes | None]] = {}
+        self._pending: dict[str, list[asyncio.Future[bytes | None]]] = {}
         self._fetches: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
 
     def get(self, key: str) -> asyncio.Future[bytes | None]:
-        future = self._pending.get(key)
-        if future is None:
-            loop = asyncio.get_running_loop()
-            if not self._pending:
-                loop.call_soon(self._flush)
-            future = self._pending[key] = loop.create_future()
+        """A future for the value of `key`, one per caller, so a cancelled caller cancels only its own."""
+        loop = asyncio.get_running_loop()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        future = loop.create_future()
+        self._pending.setdefault(key, []).append(future)
         return future
 
     def _flush(self) -> None:
@@ -53,17 +52,19 @@ class Coalescer:
         self._fetches.add(task)
         task.add_done_callback(self._fetches.discard)
 
-    async def _fetch(self, batch: dict[str, asyncio.Future[bytes | None]]) -> None:
+    async def _fetch(self, batch: dict[str, list[asyncio.Future[bytes | None]]]) -> None:
         try:
-            values = await asyncio.wait_for(mget(self.client, list(batch)), MGET_TIMEOUT_SECONDS)
+            values = await mget(self.client, list(batch))
         except BaseException as exc:
-            for future in batch.values():
-                if not future.done():
-                    future.set_exception(exc)
+            for futures in batch.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(exc)
             return
-        for future, value in zip(batch.values(), values, strict=True):
-            if not future.done():
-                future.set_result(value)
+        for futures, value in zip(batch.values(), values, strict=True):
+            for future in futures:
+                if not future.done():
+                    future.set_result(value)
 
 
 class Cache:
@@ -81,7 +82,7 @@ class Cache:
 
     async def get_or_load(self, key: str, load: Loader) -> bytes | None:
         """The cached bytes for key, else `load()` once and cache its result; None when the row is missing."""
-        value = await asyncio.shield(self._lookups.get(key))
+        value = await self._lookups.get(key)
         if value is not None:
             CACHE_HIT.inc()
             return None if value == MISSING else value

@@ -14,7 +14,7 @@ def connect(url: str, mode: str) -> RedisClient:
     """A client for REDIS_URL; in cluster mode the URL names one seed node and the rest are discovered."""
     if mode == "cluster":
         return RedisCluster.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
-    return Redis.from_url(url, socket_connect_timeout=2.0, max_connections=200)
+    return Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0, max_connections=200)
 
 
 async def mget(client: RedisClient, keys: Sequence[str]) -> list[bytes | None]:

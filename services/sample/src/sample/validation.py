@@ -96,6 +96,8 @@ def path_id(request: Request, name: str = "id") -> int:
 
 def query_fields(request: Request, allowed: tuple[str, ...]) -> tuple[str, ...] | None:
     """The `fields` selection (comma-separated), or None for all fields; 400 names any unknown field."""
+    if not request.scope["query_string"]:
+        return None
     raw = request.query_params.get("fields")
     if raw is None:
         return None
