@@ -218,6 +218,9 @@ def _rule_excess(
                     if ("outside", labels, workload["metadata"]["name"], number) not in needed:
                         yield f"admits {peer} to {ref(workload)} {_on(port)}, which no route needs"
             continue
+        if "namespaceSelector" in peer:
+            yield f"admits {peer}, pods of other namespaces, which no workload of the stack calls"
+            continue
         matched = [w for w in derive.workloads(objects) if _in_stack_peer(peer, derive.pod_labels(w), namespace)]
         if not matched:
             yield f"admits {peer}, which matches no workload in the stack"

@@ -93,6 +93,12 @@ def _ports_on_peers(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [*_without(objects, "db-ingress"), changed(policy, "spec.ingress.0.ports", ports)]
 
 
+def _any_namespace(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    policy = next(o for o in objects if o["metadata"]["name"] == "client-egress")
+    peer = [{"namespaceSelector": {}, "podSelector": policy["spec"]["egress"][0]["to"][0]["podSelector"]}]
+    return [*_without(objects, "client-egress"), changed(policy, "spec.egress.0.to", peer)]
+
+
 def _every_port(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     policy = next(o for o in objects if o["metadata"]["name"] == "app-ingress")
     return [*_without(objects, "app-ingress"), changed(policy, "spec.ingress.0.ports", None)]
@@ -366,6 +372,14 @@ CASES: dict[str, list[tuple[list[dict[str, Any]], int | None, str]]] = {
             None,
             "NetworkPolicy/app-ingress: spec.ingress[0] admits client -> app on every port (no ports), which client "
             "never uses; fix: allow only the connections the stack makes",
+        ),
+        (
+            _any_namespace(_client_and_server()),
+            None,
+            "NetworkPolicy/client-egress: spec.egress[0] admits {'namespaceSelector': {}, 'podSelector': "
+            "{'matchLabels': {'app.kubernetes.io/name': 'app', 'app.kubernetes.io/instance': 'test', "
+            "'app.kubernetes.io/component': 'server'}}}, pods of other namespaces, which no workload of the stack "
+            "calls; fix: allow only the connections the stack makes",
         ),
         (
             _ports_on_peers(_cluster()),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,22 @@ def test_check_command_fails_on_a_violation(capsys: pytest.CaptureFixture[str], 
         "(spec.template.spec.containers[0].env[2].value) holds a secret as a literal; fix: use valueFrom.secretKeyRef"
     ) in out
     assert out.endswith("rules + schema: 1 mandatory, 0 advisory violation(s)\n") and out.count("\n") == 2
+
+
+def test_check_reports_schema_problems_as_mandatory() -> None:
+    stack = cli.load_stack("phase2")
+    web = next(part for part in stack.parts if part.name == "web")
+    deployment = copy.deepcopy(web.objects[0])
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["readinesProbe"] = container.pop("readinessProbe")
+    typo = dataclasses.replace(web, objects=[deployment, *web.objects[1:]])
+    broken = dataclasses.replace(stack, parts=tuple(typo if p is web else p for p in stack.parts))
+    found = [str(v) for v in check.check(broken)]
+    assert (
+        "[mandatory] schema: Deployment/web (1.34.0): spec.template.spec.containers.0: Additional properties are not "
+        "allowed ('readinesProbe' was unexpected)"
+    ) in found
+    assert (
+        "[mandatory] probes: Deployment/web: container web has no readinessProbe (spec.template.spec.containers[0]); "
+        "fix: add a readiness probe (can it serve?) and a liveness probe (is the process stuck?)"
+    ) in found
