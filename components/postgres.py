@@ -287,8 +287,9 @@ def _postgres_container(
             *env,
         ],
         "resources": spec.resources.render(),
-        # crash recovery replays WAL before the server accepts connections: up to 5 minutes
-        "startupProbe": exec_probe(["pg_isready", "-q"], period=2, failure_threshold=150),
+        # over TCP: the entrypoint's temporary initdb-time server listens on the socket only, so it
+        # never passes; crash recovery may replay WAL before the server accepts connections: 5 minutes
+        "startupProbe": exec_probe(["pg_isready", "-q", "-h", "127.0.0.1"], period=2, failure_threshold=150),
         "readinessProbe": readiness,
         # restarted only when the server has not answered at all for a minute
         "livenessProbe": exec_probe(["pg_isready", "-q"], period=10, failure_threshold=6),

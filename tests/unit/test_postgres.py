@@ -81,7 +81,7 @@ def test_cross_field_rules() -> None:
 def test_sidecar_is_a_native_sidecar_that_starts_first() -> None:
     container = postgres.postgres_sidecar(postgres.PostgresSpec(), "postgres-credentials")
     assert container["restartPolicy"] == "Always"
-    assert container["startupProbe"]["exec"]["command"] == ["pg_isready", "-q"]
+    assert container["startupProbe"]["exec"]["command"] == ["pg_isready", "-q", "-h", "127.0.0.1"]
     assert container["readinessProbe"] != container["livenessProbe"] != container["startupProbe"]
     assert {"name": "pgdata", "mountPath": "/var/lib/postgresql/data"} in container["volumeMounts"]
     assert container["args"][-2:] == ["-c", "listen_addresses=127.0.0.1"]
