@@ -92,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="scaleladder-local", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    top.add_argument("--root", type=Path, help="the repository (default: the one this module is in)")
     commands = top.add_subparsers(dest="command", required=True)
     commands.add_parser("check", help="check docker, kind, kubectl and pulumi")
     for name, help_text, target in (
@@ -124,6 +125,7 @@ def add_action_options(command: argparse.ArgumentParser, action: str) -> None:
 
 def main(argv: list[str] | None = None, root: Path = ROOT, env: Mapping[str, str] | None = None) -> int:
     args = parser().parse_args(argv)
+    root = args.root or root
     env = dict(os.environ if env is None else env)
     try:
         if args.command == "check":

@@ -31,7 +31,11 @@ def delete(context: str, groups: list[str], env: Mapping[str, str]) -> int:
     if listing.returncode != 0:
         print(listing.stderr.strip())
         return listing.returncode
-    names = names_in_groups(json.loads(listing.stdout), groups)
+    try:
+        names = names_in_groups(json.loads(listing.stdout), groups)
+    except (ValueError, KeyError, TypeError) as error:
+        print(f"`kubectl get crd -o json` did not return a CRD list ({error!r}): {listing.stdout[:200]!r}")
+        return 1
     if not names:
         print(f"no CRDs left in groups {', '.join(groups)}")
         return 0

@@ -74,7 +74,7 @@ def stack_exists(ctx: Context, stack: str) -> Argv:
 
 def helper(ctx: Context, *args: str) -> Argv:
     """A step the kit does itself (`python -m components.local ...`), so that plans stay commands."""
-    return (ctx.python, "-m", "components.local", *args)
+    return (ctx.python, "-m", "components.local", "--root", str(ctx.root), *args)
 
 
 def deploy_stack(ctx: Context, stack: str, image: str | None) -> list[Step]:

@@ -89,6 +89,8 @@ def test_stacks_deploy_with_generated_config_outside_the_repository(ctx: plan.Co
         "/venv/bin/python",
         "-m",
         "components.local",
+        "--root",
+        str(ROOT),
         "workspace",
         "phase3",
         "--context",
