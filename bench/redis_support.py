@@ -59,6 +59,7 @@ class Node:
         return f"{self.ip}:{self.cluster.port}"
 
     def start(self, ip: str) -> None:
+        """Start redis-server on `ip` (as a pod on a new IP), and the sidecar unless it still runs."""
         self.ip = ip
         # the loopback stand-in for a pod's network: listen on, and connect from, this one address
         argv = ["sh", str(SCRIPTS / "node-start.sh"), "--bind", ip, "--bind-source-addr", ip]
@@ -83,7 +84,8 @@ class Node:
 
     def answers(self) -> bool:
         try:
-            return bool(self.client().ping())
+            with self.client() as client:
+                return bool(client.ping())
         except redis.RedisError:
             return False
 
