@@ -82,7 +82,8 @@ async def handle(name: str, env: Any, js: Any, kv: Any, msg: Any) -> None:
         kind = msg.subject.rsplit(".", 1)[-1]
         headers = {"Nats-Msg-Id": job_id, "Job-Error": str(error), "Job-Deliveries": str(deliveries)}
         await js.publish(f"{env['JOBS_SUBJECT_PREFIX']}.dead.{kind}", msg.data, headers=headers)
-        await kv.update(job_id, status("failed", error=str(error)), last=entry.revision)
+        with contextlib.suppress(KeyWrongLastSequenceError):  # another delivery finished it meanwhile
+            await kv.update(job_id, status("failed", error=str(error)), last=entry.revision)
         log(name, "dead-lettered", job_id)
         await msg.ack_sync()
         return
