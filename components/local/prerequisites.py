@@ -133,7 +133,7 @@ def check_tool(tool: Tool, env: Mapping[str, str]) -> Finding:
 def check_docker_engine(env: Mapping[str, str]) -> Finding:
     """The docker client alone is not enough: kind needs a running engine."""
     docker = shutil.which("docker", path=env.get("PATH", "")) or "docker"
-    code, output = run((docker, "info", "--format", "{{.ServerVersion}}"), env)
+    code, output = run((docker, "info", "--format", "{{.ServerVersion}} {{.Driver}}"), env)
     if code != 0 or parse_version(output) is None:
         return Finding(
             "docker engine",
@@ -142,7 +142,16 @@ def check_docker_engine(env: Mapping[str, str]) -> Finding:
             "start Docker Desktop, or `sudo systemctl start docker` on Linux; "
             "check that your user may use the socket (`docker run --rm hello-world`)",
         )
-    return Finding("docker engine", "ok", f"server {last_line(output)}")
+    version, _, driver = last_line(output).partition(" ")
+    if driver == "overlayfs":
+        return Finding(
+            "docker engine",
+            "warning",
+            f"server {version} stores images in containerd (storage driver overlayfs): `kind load docker-image` "
+            "can fail there with `content digest ... not found` (kind issue 3795); docs/local.md#troubleshooting "
+            "has the workaround",
+        )
+    return Finding("docker engine", "ok", f"server {version}")
 
 
 def check(env: Mapping[str, str]) -> list[Finding]:

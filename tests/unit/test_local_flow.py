@@ -26,7 +26,7 @@ def stub_tools(tmp_path: Path, cluster_exists: bool) -> tuple[dict[str, str], Pa
     folder.mkdir()
     probe_exit = 0 if cluster_exists else 1
     scripts = {
-        "docker": 'case "$*" in --version) echo "Docker version 28.2.2";; info*) echo 28.2.2;; '
+        "docker": 'case "$*" in --version) echo "Docker version 28.2.2";; info*) echo 28.2.2 overlay2;; '
         '"image inspect"*) exit 1;; esac',
         "kind": f'case "$*" in version) echo "kind v0.30.0 go1.24.6";; "get kubeconfig"*) exit {probe_exit};; esac',
         "kubectl": 'case "$*" in "version --client -o json") echo \'{"clientVersion": {"gitVersion": "v1.34.1"}}\';;'

@@ -14,7 +14,8 @@ from components.local import prerequisites
 from components.local.prerequisites import Finding
 
 HEALTHY = {
-    "docker": 'case "$1" in --version) echo "Docker version 28.2.2, build e6534b4";; info) echo "28.2.2";; esac',
+    "docker": 'case "$1" in --version) echo "Docker version 28.2.2, build e6534b4";; '
+    'info) echo "28.2.2 overlay2";; esac',
     "kind": 'echo "kind v0.30.0 go1.24.6 linux/amd64"',
     "kubectl": 'echo \'{"clientVersion": {"major": "1", "minor": "34", "gitVersion": "v1.34.1"}}\'',
     "pulumi": 'echo "v3.272.0"',
@@ -125,3 +126,14 @@ def test_a_tool_that_fails_to_report_its_version(tmp_path: Path) -> None:
 )
 def test_parse_version(text: str, version: tuple[int, int, int] | None) -> None:
     assert prerequisites.parse_version(text) == version
+
+
+def test_containerd_image_store_is_a_warning_naming_the_kind_load_pitfall(tmp_path: Path) -> None:
+    docker = (
+        'case "$1" in --version) echo "Docker version 29.1.3, build f52814d";; info) echo "29.1.3 overlayfs";; esac'
+    )
+    engine = by_tool(prerequisites.check(stubs(tmp_path, {**HEALTHY, "docker": docker})))["docker engine"]
+    assert engine.status == "warning"
+    assert engine.detail.startswith("server 29.1.3 stores images in containerd (storage driver overlayfs)")
+    assert "content digest ... not found" in engine.detail
+    assert not engine.blocking
