@@ -11,9 +11,16 @@ PHASE = 1
 
 
 def test_one_pod_holds_web_and_database(kit: Any, deployed: str) -> None:
+    """Postgres runs as a native sidecar (an init container that keeps running) next to web."""
     (pod,) = kit.ready_pods(deployed, "web")
     names = {container["name"] for container in pod["spec"]["containers"]}
-    assert {"web", "postgres"} <= names
+    sidecars = {c["name"] for c in pod["spec"].get("initContainers", []) if c.get("restartPolicy") == "Always"}
+    assert "web" in names
+    assert "postgres" in sidecars
+    running = {
+        status["name"] for status in pod["status"].get("initContainerStatuses", []) if "running" in status["state"]
+    }
+    assert "postgres" in running
     assert kit.json("get", "hpa", "-n", deployed)["items"] == []
 
 
