@@ -7,7 +7,10 @@ exit code and the tail of its output; a step that outlives its timeout is killed
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
 import subprocess
 import threading
 import time
@@ -20,6 +23,7 @@ from components.local.plan import Argv, Step
 
 PROBE_TIMEOUT = 60.0
 TAIL_LINES = 20
+INTERRUPT_GRACE = 30.0
 
 
 class StepFailed(RuntimeError):
@@ -34,6 +38,12 @@ class StepFailed(RuntimeError):
             f"step {number} failed: {step.description}\n    $ {shlex.join(step.argv)}\n    {reason}"
             + (f"\n    last output:\n{shown}" if shown else "")
         )
+
+
+def signal_group(process: subprocess.Popen[str], sig: signal.Signals) -> None:
+    """Signal the step's whole process group (pulumi's plugins, kind's docker calls)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
 
 
 def elapsed(seconds: float) -> str:
@@ -94,6 +104,7 @@ class Runner:
                 stderr=subprocess.STDOUT,
                 text=True,
                 errors="replace",
+                start_new_session=True,  # its own process group: a timeout kills its helpers too
             )
         except OSError as error:
             raise StepFailed(
@@ -109,7 +120,7 @@ class Runner:
                 now = time.monotonic()
                 if now - started > step.timeout:
                     timed_out.set()
-                    process.kill()
+                    signal_group(process, signal.SIGKILL)
                     return
                 if now - last_output[0] >= self.heartbeat_seconds:
                     last_output[0] = now
@@ -118,13 +129,25 @@ class Runner:
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         assert process.stdout is not None
-        for line in process.stdout:
-            last_output[0] = time.monotonic()
-            tail.append(line.rstrip("\n"))
-            self.say(f"    | {line.rstrip()}")
-        code = process.wait()
-        finished.set()
-        watcher.join()
+        try:
+            for line in process.stdout:
+                last_output[0] = time.monotonic()
+                tail.append(line.rstrip("\n"))
+                self.say(f"    | {line.rstrip()}")
+            code = process.wait()
+        except KeyboardInterrupt:
+            # Ctrl-C reaches only us (the step has its own session): pass it on, let it stop cleanly
+            self.say(f"    interrupted: stopping {step.argv[0]} (up to {INTERRUPT_GRACE:.0f}s)")
+            signal_group(process, signal.SIGINT)
+            try:
+                process.wait(timeout=INTERRUPT_GRACE)
+            except subprocess.TimeoutExpired:
+                signal_group(process, signal.SIGKILL)
+                process.wait()
+            raise
+        finally:
+            finished.set()
+            watcher.join()
         if timed_out.is_set():
             raise StepFailed(number, step, f"timed out after {elapsed(step.timeout)} and was killed", list(tail))
         if code != 0:

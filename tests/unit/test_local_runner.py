@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from components.local.cli import ROOT
 from components.local.plan import Step
 from components.local.runner import Runner, StepFailed
 
@@ -100,6 +104,38 @@ def test_a_step_past_its_timeout_is_killed() -> None:
         run([Step("hang", ("sleep", "30"), timeout=1.0)])
 
 
+def test_a_timeout_kills_the_helpers_that_hold_the_output_open() -> None:
+    """A background child keeps the pipe open; killing only the parent would leave the run waiting."""
+    started = time.monotonic()
+    with pytest.raises(StepFailed, match="timed out"):
+        run([Step("hang", shell("sleep 30 & sleep 30; wait"), timeout=1.0)])
+    assert time.monotonic() - started < 25
+
+
 def test_a_quiet_long_step_shows_it_is_still_running() -> None:
     output = run([Step("wait", (sys.executable, "-c", "import time; time.sleep(2.5)"))], heartbeat=1.0)
     assert "    ... still running (" in output
+
+
+def test_ctrl_c_is_passed_on_to_the_step_and_the_run_stops(tmp_path: Path) -> None:
+    """SIGINT to the runner reaches the step's process group; the step's SIGINT handler runs."""
+    marker = tmp_path / "got-sigint"
+    script = (
+        "import io, sys\n"
+        "from components.local.plan import Step\n"
+        "from components.local.runner import Runner\n"
+        f"step = Step('wait', ('sh', '-c', 'trap \"touch {marker}; exit 130\" INT; echo waiting; sleep 5 & wait'))\n"
+        "Runner({'PATH': '/usr/bin:/bin'}, sys.stdout).run([step])\n"
+    )
+    runner = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    assert runner.stdout is not None
+    for line in runner.stdout:
+        if "| waiting" in line:
+            break
+    runner.send_signal(signal.SIGINT)
+    _, err = runner.communicate(timeout=40)
+    assert runner.returncode != 0
+    assert "KeyboardInterrupt" in err
+    assert marker.exists()
