@@ -310,24 +310,20 @@ def router() -> dict[str, Any]:
     }
 
 
-def http_manager(stat_prefix: str, routes: list[dict[str, Any]], *, timeout_ms: int | None = None) -> dict[str, Any]:
-    manager: dict[str, Any] = {
-        "stat_prefix": stat_prefix,
-        "codec_type": "AUTO",
-        "route_config": {
-            "name": stat_prefix,
-            "virtual_hosts": [{"name": stat_prefix, "domains": ["*"], "routes": routes}],
-        },
-        "http_filters": [router()],
-    }
-    if timeout_ms is not None:
-        manager["request_timeout"] = duration(timeout_ms)
+def http_manager(stat_prefix: str, routes: list[dict[str, Any]]) -> dict[str, Any]:
+    """An HTTP/1.1-or-2 connection manager routing by `routes`; its stats are under `stat_prefix`."""
     return {
         "name": "envoy.filters.network.http_connection_manager",
         "typed_config": {
             "@type": "type.googleapis.com/"
             "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            **manager,
+            "stat_prefix": stat_prefix,
+            "codec_type": "AUTO",
+            "route_config": {
+                "name": stat_prefix,
+                "virtual_hosts": [{"name": stat_prefix, "domains": ["*"], "routes": routes}],
+            },
+            "http_filters": [router()],
         },
     }
 
