@@ -416,6 +416,14 @@ def circuit_breaker_sidecar(
     return container, config_map(meta.metadata(app, component, object_name=name), data)
 
 
+def upstream_env(spec: SidecarSpec) -> list[dict[str, str]]:
+    """The application's environment: `<NAME>_URL` of each upstream, pointing at its local listener."""
+    return [
+        {"name": f"{u.name.upper().replace('-', '_')}_URL", "value": f"http://127.0.0.1:{u.local_port}"}
+        for u in spec.upstreams
+    ]
+
+
 def config_map_name(app: str) -> str:
     return f"{app}-{NAME}"
 

@@ -16,6 +16,7 @@ from components.circuit_breaker import (
     duration,
     envoy_config,
     sidecar_volume,
+    upstream_env,
 )
 from components.labels import Meta
 from components.settings import load
@@ -169,3 +170,10 @@ def test_upstream_defaults_are_rejected_until_named() -> None:
 @pytest.mark.parametrize(("ms", "text"), [(1, "0.001s"), (250, "0.25s"), (3000, "3s"), (1234567, "1234.567s")])
 def test_durations_are_exact(ms: int, text: str) -> None:
     assert duration(ms) == text
+
+
+def test_the_app_calls_each_upstream_at_its_local_listener() -> None:
+    assert upstream_env(sidecar_spec()) == [
+        {"name": "CATALOG_URL", "value": "http://127.0.0.1:15001"},
+        {"name": "ORDERS_URL", "value": "http://127.0.0.1:15002"},
+    ]
