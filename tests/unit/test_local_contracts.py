@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import yaml
 
-from components import charts, cluster_layer, routing, web
+from components import charts, cluster_layer, config, routing, web
 from components.labels import Meta
-from components.local import cluster_config, guide, plan
+from components.local import cluster_config, guide, plan, workspace
 from components.local.cli import GATEWAY_NODE_PORT, ROOT
 
 DOCS = ROOT / "docs" / "local.md"
@@ -49,3 +50,13 @@ def test_docs_list_every_e2e_test_file_and_the_pinned_node_image() -> None:
     assert cluster_config.load(GATEWAY_NODE_PORT).node_image.split("@sha256:")[0] in text
     assert "--phase" in text
     assert "missing here: docker engine, kind, pulumi" in text
+
+
+def test_the_program_reads_the_image_from_the_generated_stack_file_and_ignores_the_context() -> None:
+    """The generated file, as the engine hands it to the program (objects as JSON strings)."""
+    checked_in = yaml.safe_load((ROOT / "stacks" / "Pulumi.phase3.yaml").read_text())
+    document = workspace.stack_document(checked_in, {}, "kind-scaleladder", "scaleladder/sample:0123456789ab")
+    engine = {key: value if isinstance(value, str) else json.dumps(value) for key, value in document["config"].items()}
+    loaded = config.from_pulumi_config(engine)
+    assert loaded.web.image == "scaleladder/sample:0123456789ab"
+    assert loaded.phase == 3
