@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from components.cluster_layer import ClusterSpec
+from components.edge_cache import EdgeCacheSpec
 from components.postgres import PostgresSpec
 from components.redis import RedisSpec
 from components.routing import RoutingSpec
@@ -43,6 +44,7 @@ class StackConfig:
     web: WebSpec = setting(WebSpec, "the sample service's pods")
     postgres: PostgresSpec = setting(PostgresSpec, "the database")
     redis: RedisSpec = setting(RedisSpec, "sessions and rate limits (phase 3), the cache (phase 4: a Redis Cluster)")
+    edge_cache: EdgeCacheSpec = setting(EdgeCacheSpec, "Varnish in front of static and cacheable reads (phase 5)")
     routing: RoutingSpec = setting(RoutingSpec, "how traffic reaches the web tier (Gateway API route or Ingress)")
     cluster: ClusterSpec = setting(ClusterSpec, "the cluster layer's add-ons (layer: cluster only)")
 
@@ -50,6 +52,8 @@ class StackConfig:
         for switch in REDIS_SWITCHES:
             if self.web.env.get(switch) == "true" and not self.redis.enabled:
                 yield f"web.env.{switch}", "needs redis.enabled: true (the service keeps that state in Redis)"
+        if self.edge_cache.enabled and self.routing.kind == "none":
+            yield "edge_cache.enabled", "needs a front door (routing.kind gateway or ingress) to send reads through it"
         if self.single_server and self.web.autoscaling.enabled:
             yield "web.autoscaling.enabled", "must be false when single_server is true (one pod cannot autoscale)"
         if self.single_server and self.postgres.replicas:
@@ -79,7 +83,10 @@ PHASE_DEFAULTS: dict[int, dict[str, Any]] = {
         "web": {"env": {"CACHE_ENABLED": ON}},
         "redis": {"mode": "cluster"},
     },
-    5: {},
+    5: {
+        # the CDN layer: cacheable reads are served at the edge, before they reach a Python process
+        "edge_cache": {"enabled": True},
+    },
     6: {},
 }
 

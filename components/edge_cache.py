@@ -62,6 +62,7 @@ class DeployPurge:
 class EdgeCacheSpec:
     """Varnish pods, their cache size and the cache policy they run."""
 
+    enabled: bool = setting(False, "deploy the edge cache and route cacheable paths through it (phase 5 on)")
     image: str = setting(
         IMAGE, "Varnish image, pinned to the 7.1 series the tests run (Debian's 7.1.1)", pattern=IMAGE_PATTERN
     )

@@ -57,16 +57,55 @@ def hostname(meta: Meta, spec: RoutingSpec) -> str:
     return spec.hostname or f"{meta.instance}.localtest.me"
 
 
-def routing_objects(meta: Meta, spec: RoutingSpec, service: str, port: int) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Cache:
+    """A cache in front of the service: reads under `prefixes` go to `service:port` instead."""
+
+    service: str
+    port: int
+    prefixes: tuple[str, ...]
+
+
+def routing_objects(
+    meta: Meta, spec: RoutingSpec, service: str, port: int, cache: Cache | None = None
+) -> list[dict[str, Any]]:
     """The route (and its traffic policy) or the Ingress that sends `hostname` to `service:port`."""
     if spec.kind == "gateway":
-        return [http_route(meta, spec, service, port), *traffic_policy(meta, spec, service)]
+        return [http_route(meta, spec, service, port, cache), *traffic_policy(meta, spec, service)]
     if spec.kind == "ingress":
-        return [ingress(meta, spec, service, port)]
+        return [ingress(meta, spec, service, port, cache)]
     return []
 
 
-def http_route(meta: Meta, spec: RoutingSpec, service: str, port: int) -> dict[str, Any]:
+def _path(prefix: str) -> str:
+    """Gateway API and Ingress prefixes match whole segments: `/static/` is written `/static`."""
+    return prefix.rstrip("/") or "/"
+
+
+def http_route(meta: Meta, spec: RoutingSpec, service: str, port: int, cache: Cache | None) -> dict[str, Any]:
+    """Reads (GET, HEAD) of cacheable prefixes go to the cache; everything else, writes included, to
+    the service. The longest matching prefix wins, as in the cache's own policy."""
+    timeouts = {"request": f"{spec.request_timeout_seconds}s", "backendRequest": f"{spec.backend_timeout_seconds}s"}
+    rules: list[dict[str, Any]] = []
+    if cache is not None:
+        rules += [
+            {
+                "matches": [
+                    {"path": {"type": "PathPrefix", "value": _path(prefix)}, "method": method}
+                    for method in ("GET", "HEAD")
+                ],
+                "backendRefs": [{"name": cache.service, "port": cache.port}],
+                "timeouts": timeouts,
+            }
+            for prefix in cache.prefixes
+        ]
+    rules.append(
+        {
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "backendRefs": [{"name": service, "port": port}],
+            "timeouts": timeouts,
+        }
+    )
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
@@ -74,16 +113,7 @@ def http_route(meta: Meta, spec: RoutingSpec, service: str, port: int) -> dict[s
         "spec": {
             "parentRefs": [{"name": spec.gateway_name, "namespace": spec.gateway_namespace}],
             "hostnames": [hostname(meta, spec)],
-            "rules": [
-                {
-                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                    "backendRefs": [{"name": service, "port": port}],
-                    "timeouts": {
-                        "request": f"{spec.request_timeout_seconds}s",
-                        "backendRequest": f"{spec.backend_timeout_seconds}s",
-                    },
-                }
-            ],
+            "rules": rules,
         },
     }
 
@@ -127,7 +157,19 @@ def traffic_policy(meta: Meta, spec: RoutingSpec, service: str) -> list[dict[str
     ]
 
 
-def ingress(meta: Meta, spec: RoutingSpec, service: str, port: int) -> dict[str, Any]:
+def ingress(meta: Meta, spec: RoutingSpec, service: str, port: int, cache: Cache | None) -> dict[str, Any]:
+    """An Ingress cannot match methods: cacheable prefixes go to the cache whole (it passes writes on)."""
+
+    def path(prefix: str, backend: str, backend_port: int) -> dict[str, Any]:
+        return {
+            "path": _path(prefix),
+            "pathType": "Prefix",
+            "backend": {"service": {"name": backend, "port": {"number": backend_port}}},
+        }
+
+    paths = [
+        path(prefix, cache.service, cache.port) for cache in ([cache] if cache else []) for prefix in cache.prefixes
+    ]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
@@ -137,15 +179,7 @@ def ingress(meta: Meta, spec: RoutingSpec, service: str, port: int) -> dict[str,
             "rules": [
                 {
                     "host": hostname(meta, spec),
-                    "http": {
-                        "paths": [
-                            {
-                                "path": "/",
-                                "pathType": "Prefix",
-                                "backend": {"service": {"name": service, "port": {"number": port}}},
-                            }
-                        ]
-                    },
+                    "http": {"paths": [*paths, path("/", service, port)]},
                 }
             ],
         },

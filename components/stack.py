@@ -12,7 +12,17 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
 
-from components import cluster_layer, network_policy, postgres, redis, redis_cluster, routing, single_server, web
+from components import (
+    cluster_layer,
+    edge_cache,
+    network_policy,
+    postgres,
+    redis,
+    redis_cluster,
+    routing,
+    single_server,
+    web,
+)
 from components.charts import HelmRelease
 from components.config import StackConfig
 from components.labels import Meta
@@ -88,9 +98,18 @@ def build(name: str, config: StackConfig, secrets: Secrets) -> Stack:
         return _cluster_layer(name, config)
     meta = Meta(namespace=config.namespace or f"scaleladder-{name}", instance=name, version=VERSION)
     parts = _database_and_web(meta, config, secrets)
-    edge = routing.routing_objects(meta, config.routing, web.NAME, web.SERVICE_PORT)
+    cache = None
+    route_after = ["web"]
+    if config.edge_cache.enabled:
+        # the VCL resolves the web Service when Varnish starts: the web tier comes first
+        cached = edge_cache.edge_cache_objects(meta, config.edge_cache, revision=config.web.image)
+        parts.append(Part("edge-cache", "EdgeCache", cached, ("web",)))
+        route_after.append("edge-cache")
+        prefixes = tuple(edge_cache.cacheable_prefixes(config.edge_cache))
+        cache = routing.Cache(edge_cache.NAME, edge_cache.SERVICE_PORT, prefixes)
+    edge = routing.routing_objects(meta, config.routing, web.NAME, web.SERVICE_PORT, cache)
     if edge:
-        parts.append(Part("routing", "EdgeRoute", edge, ("web",)))
+        parts.append(Part("routing", "EdgeRoute", edge, tuple(route_after)))
     # deny by default, then allow exactly the connections the objects above make
     objects = [obj for part in parts for obj in part.objects]
     parts.append(Part("network", "NetworkPolicies", network_policy.network_policies(meta, objects)))
@@ -101,6 +120,8 @@ def build(name: str, config: StackConfig, secrets: Secrets) -> Stack:
     }
     if edge:
         outputs["public_host"] = routing.hostname(meta, config.routing)
+    if config.edge_cache.enabled:
+        outputs["cdn"] = edge_cache.cdn_document(config.edge_cache)
     return Stack(name, config, meta, namespace_object(meta), tuple(parts), outputs)
 
 

@@ -6,6 +6,7 @@ real engine would receive it (type, name, parent URN, dependencies).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import runpy
@@ -68,7 +69,13 @@ class EchoMocks(mocks.Mocks):
         return {}, None
 
 
+def fresh_event_loop() -> None:
+    """The mocks run on the current event loop; an earlier test's asyncio.run() may have closed it."""
+    asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run_program(stack: str) -> RecordingMonitor:
+    fresh_event_loop()
     monitor = RecordingMonitor(EchoMocks())
     mocks.set_mocks(EchoMocks(), project="scaleladder", stack=stack, preview=False, monitor=monitor)
     document = yaml.safe_load((cli.STACKS / f"Pulumi.{stack}.yaml").read_text())
@@ -189,6 +196,7 @@ def test_nested_fields_reach_the_engine_in_kubernetes_spelling(deployed: tuple[s
 
 
 def test_config_errors_stop_the_program_with_every_problem() -> None:
+    fresh_event_loop()
     monitor = RecordingMonitor(EchoMocks())
     mocks.set_mocks(EchoMocks(), project="scaleladder", stack="broken", preview=False, monitor=monitor)
     set_all_config({"scaleladder:phase": "8", "scaleladder:web": '{"replicas": 0}'})

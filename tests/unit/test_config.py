@@ -130,6 +130,11 @@ BAD_CONFIGS = [
         id="unknown-choice",
     ),
     pytest.param(
+        {"phase": 5, "routing": {"kind": "none"}},
+        "scaleladder:edge_cache.enabled: needs a front door (routing.kind gateway or ingress) to send reads through it",
+        id="edge-cache-without-a-route",
+    ),
+    pytest.param(
         {"web": {"termination_grace_seconds": 1.5}},
         "scaleladder:web.termination_grace_seconds: must be an integer, got 1.5",
         id="float-for-integer",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from components.labels import Meta
-from components.routing import RoutingSpec, routing_objects
+from components.routing import Cache, RoutingSpec, routing_objects
 
 META = Meta(namespace="ns", instance="phase3", version="0.0.0")
 
@@ -45,3 +45,28 @@ def test_phases_without_a_front_door_render_nothing() -> None:
 def test_backend_timeout_longer_than_the_request_is_refused() -> None:
     spec = RoutingSpec(kind="gateway", request_timeout_seconds=5, backend_timeout_seconds=10)
     assert list(spec.problems()) == [("backend_timeout_seconds", "must be <= request_timeout_seconds (5), got 10")]
+
+
+CACHE = Cache("edge-cache", 80, ("/products", "/static/"))
+
+
+def test_reads_of_cacheable_prefixes_go_through_the_cache() -> None:
+    route, _ = routing_objects(META, RoutingSpec(kind="gateway"), "web", 80, CACHE)
+    rules = route["spec"]["rules"]
+    assert [(r["matches"][0]["path"]["value"], r["backendRefs"][0]["name"]) for r in rules] == [
+        ("/products", "edge-cache"),
+        ("/static", "edge-cache"),  # whole path segments: the trailing slash goes
+        ("/", "web"),
+    ]
+    assert [m["method"] for m in rules[0]["matches"]] == ["GET", "HEAD"]
+    assert "method" not in rules[-1]["matches"][0]  # writes, and every other path, reach the service
+
+
+def test_an_ingress_sends_cacheable_prefixes_to_the_cache_for_every_method() -> None:
+    (ingress,) = routing_objects(META, RoutingSpec(kind="ingress"), "web", 80, CACHE)
+    paths = ingress["spec"]["rules"][0]["http"]["paths"]
+    assert [(p["path"], p["backend"]["service"]["name"]) for p in paths] == [
+        ("/products", "edge-cache"),
+        ("/static", "edge-cache"),
+        ("/", "web"),
+    ]
