@@ -13,6 +13,7 @@ from components.stack import Secrets, Stack, build
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ROOT / "stacks"
+README = ROOT / "README.md"
 
 
 def stack_names(stacks_dir: Path) -> list[str]:
@@ -40,9 +41,18 @@ def main(argv: list[str] | None = None) -> int:
     check_cmd = commands.add_parser("check", help="run every policy rule and strict schema validation on a stack")
     check_cmd.add_argument("stack")
     commands.add_parser("config-reference", help="print every setting, its type, default and meaning")
+    commands.add_parser("readme-diagrams", help="redraw the stack diagrams embedded in README.md")
     args = parser.parse_args(argv)
     if args.command == "config-reference":
         print(reference.markdown(config.StackConfig), end="")
+        return 0
+    if args.command == "readme-diagrams":
+        README.write_text(
+            diagram.refresh_markdown(
+                README.read_text(), lambda name: diagram.flowchart(load_stack(name, args.stacks_dir).objects())
+            )
+        )
+        print(f"redrew the diagrams in {README}")
         return 0
     try:
         stack = load_stack(args.stack, args.stacks_dir)

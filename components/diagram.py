@@ -8,7 +8,7 @@ containers name as a host in their environment (`postgres-rw:5432`, `redis://red
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 WORKLOADS = ("Deployment", "StatefulSet", "Job", "DaemonSet")
@@ -85,15 +85,29 @@ def edges(objects: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return list(dict.fromkeys(found))
 
 
+MARKDOWN_BLOCK = re.compile(r"(<!-- diagram: (\S+) -->\n```mermaid\n)(.*?)(```)", re.DOTALL)
+"""A diagram embedded in Markdown: the marker names the stack, the fenced block is its flowchart."""
+
+
+def refresh_markdown(text: str, draw: Callable[[str], str]) -> str:
+    """`text` with every embedded diagram redrawn by `draw(stack)` (a flowchart without title)."""
+    return MARKDOWN_BLOCK.sub(lambda m: m.group(1) + draw(m.group(2)) + m.group(4), text)
+
+
 def mermaid(objects: list[dict[str, Any]], title: str) -> str:
     """A `flowchart LR` of every route, Service and workload, with the edges above."""
+    return f"---\ntitle: {title}\n---\n" + flowchart(objects)
+
+
+def flowchart(objects: list[dict[str, Any]]) -> str:
+    """The flowchart itself, as README.md embeds it."""
     autoscaled = {
         o["spec"]["scaleTargetRef"]["name"]: f"HPA {o['spec'].get('minReplicas', 1)}-{o['spec']['maxReplicas']}"
         for o in objects
         if o["kind"] == "HorizontalPodAutoscaler"
     }
     shown = [o for o in objects if o["kind"] in (*WORKLOADS, *ROUTES, "Service")]
-    lines = [f"---\ntitle: {title}\n---", "flowchart LR"]
+    lines = ["flowchart LR"]
     for obj in shown:
         shape = ("[[", "]]") if obj["kind"] == "Job" else ("([", "])") if obj["kind"] == "Service" else ("[", "]")
         lines.append(f'  {node_id(obj)}{shape[0]}"{_label(obj, autoscaled)}"{shape[1]}')

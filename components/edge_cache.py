@@ -291,7 +291,7 @@ def purge_job(meta: Meta, spec: EdgeCacheSpec, revision: str) -> dict[str, Any]:
             "backoffLimit": 4,
             "activeDeadlineSeconds": purge.wait_seconds + 300,
             "template": {
-                "metadata": {"labels": meta.labels(NAME, "cache-purge")},
+                "metadata": {"labels": meta.labels(f"{NAME}-purge", "cache-purge")},
                 "spec": {
                     "restartPolicy": "OnFailure",
                     "automountServiceAccountToken": False,

@@ -393,7 +393,7 @@ def provision_job(meta: Meta, provision: dict[str, str], image: str) -> dict[str
             "backoffLimit": 10,
             "activeDeadlineSeconds": 900,
             "template": {
-                "metadata": {"labels": meta.labels(NAME, "provisioning")},
+                "metadata": {"labels": meta.labels(f"{NAME}-provision", "provisioning")},
                 "spec": {
                     "restartPolicy": "OnFailure",
                     "automountServiceAccountToken": False,

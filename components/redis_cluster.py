@@ -139,7 +139,7 @@ def bootstrap_job(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
             "backoffLimit": 6,
             "activeDeadlineSeconds": 1200,
             "template": {
-                "metadata": {"labels": meta.labels(NAME, "bootstrap")},
+                "metadata": {"labels": meta.labels(f"{NAME}-bootstrap", "bootstrap")},
                 "spec": {
                     "restartPolicy": "OnFailure",
                     "automountServiceAccountToken": False,

@@ -118,7 +118,7 @@ def migrate_job(meta: Meta, spec: WebSpec, env: list[dict[str, Any]]) -> dict[st
             "backoffLimit": 6,
             "activeDeadlineSeconds": 600,
             "template": {
-                "metadata": {"labels": meta.labels(NAME, "migrations")},
+                "metadata": {"labels": meta.labels(f"{NAME}-migrate", "migrations")},
                 "spec": {
                     "restartPolicy": "OnFailure",
                     "automountServiceAccountToken": False,

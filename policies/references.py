@@ -30,6 +30,14 @@ def service_selects_workload(objects: list[Object], phase: int | None) -> Iterat
                 f"{ref(service)}: spec.selector {selector} matches the pods of no workload in the stack; "
                 "fix: use the workload's selector labels (Meta.selector)",
             )
+        for job in (o for o in objects if o.get("kind") == "Job"):
+            if selector and selector.items() <= pod_template_labels(job).items():
+                yield (
+                    service,
+                    f"{ref(service)}: spec.selector {selector} also matches the pods of {ref(job)}, which would "
+                    "receive the Service's traffic while they run; fix: give the Job's pods their own "
+                    "app.kubernetes.io/name (e.g. <name>-bootstrap)",
+                )
 
 
 def _backends(route: Object) -> Iterator[tuple[str, str, Any]]:

@@ -123,7 +123,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "service-selects-workload",
         "mandatory",
-        "Every Service selects the pods of a workload in the stack.",
+        "Every Service selects the pods of a workload in the stack, and never a Job's pods.",
         stack_check=references.service_selects_workload,
     ),
     Rule(

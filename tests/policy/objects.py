@@ -118,3 +118,15 @@ def stack(*objects: dict[str, Any]) -> list[dict[str, Any]]:
     """The objects with a namespace and the NetworkPolicies derived from them."""
     listed = [namespace(), *objects]
     return [*listed, *network_policies(META, listed)]
+
+
+def job_sharing_labels_with(workload: dict[str, Any], name: str = "app-setup") -> dict[str, Any]:
+    """A Job whose pods carry `workload`'s pod labels: what a bootstrap Job must not do."""
+    template = copy.deepcopy(workload["spec"]["template"])
+    template["spec"]["restartPolicy"] = "OnFailure"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": META.metadata(name, "bootstrap"),
+        "spec": {"template": template},
+    }

@@ -8,7 +8,18 @@ import pytest
 
 from policies.model import EXCEPTION_PREFIX
 from policies.rules import RULES, evaluate
-from tests.policy.objects import META, autoscaler, budget, changed, deployment, namespace, route, service, stack
+from tests.policy.objects import (
+    META,
+    autoscaler,
+    budget,
+    changed,
+    deployment,
+    job_sharing_labels_with,
+    namespace,
+    route,
+    service,
+    stack,
+)
 
 C = "spec.template.spec.containers.0"
 POD = "spec.template.spec"
@@ -318,6 +329,14 @@ CASES: dict[str, list[tuple[list[dict[str, Any]], int | None, str]]] = {
             None,
             "Service/app: spec.selector is empty, so the Service has no endpoints the stack manages; fix: select "
             "the pods of the workload it fronts",
+        ),
+        (
+            [deployment(), service(), job_sharing_labels_with(deployment())],
+            None,
+            "Service/app: spec.selector {'app.kubernetes.io/name': 'app', 'app.kubernetes.io/instance': 'test', "
+            "'app.kubernetes.io/component': 'server'} also matches the pods of Job/app-setup, which would receive "
+            "the Service's traffic while they run; fix: give the Job's pods their own app.kubernetes.io/name "
+            "(e.g. <name>-bootstrap)",
         ),
     ],
     "route-backend-exists": [

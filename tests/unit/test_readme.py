@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
-import pytest
-
 from components import cli, diagram
 
-README = Path(__file__).resolve().parents[2] / "README.md"
-BLOCK = re.compile(r"<!-- diagram: (\S+) -->\n```mermaid\n(.*?)```", re.DOTALL)
 
-
-def readme_diagrams() -> dict[str, str]:
-    return dict(BLOCK.findall(README.read_text()))
+def draw(stack: str) -> str:
+    return diagram.flowchart(cli.load_stack(stack).objects())
 
 
 def test_readme_shows_diagrams() -> None:
-    assert readme_diagrams()
+    stacks = [m.group(2) for m in diagram.MARKDOWN_BLOCK.finditer(cli.README.read_text())]
+    assert stacks == ["phase1", "phase2", "phase3", "phase4", "phase5"]
 
 
-@pytest.mark.parametrize("stack", sorted(readme_diagrams()))
-def test_readme_diagram_is_current(stack: str) -> None:
-    drawn = diagram.mermaid(cli.load_stack(stack).objects(), stack).split("---\n", 2)[2]
-    assert readme_diagrams()[stack] == drawn, (
-        f"README.md's diagram of {stack} is stale; replace it with `uv run scaleladder diagram {stack}` "
-        "(without the title lines)"
+def test_readme_diagrams_are_current() -> None:
+    text = cli.README.read_text()
+    assert text == diagram.refresh_markdown(text, draw), (
+        "README.md's diagrams are stale: run `uv run scaleladder readme-diagrams` and review the diff"
+    )
+
+
+def test_refresh_replaces_only_the_marked_blocks() -> None:
+    text = "intro\n<!-- diagram: a -->\n```mermaid\nold\n```\n```mermaid\nuntouched\n```\n"
+    assert diagram.refresh_markdown(text, lambda stack: f"new {stack}\n") == (
+        "intro\n<!-- diagram: a -->\n```mermaid\nnew a\n```\n```mermaid\nuntouched\n```\n"
     )
