@@ -184,6 +184,21 @@ def test_bootstrap_job_runs_the_script_for_this_shape() -> None:
     assert values["REDISCLI_AUTH"] == {"secretKeyRef": {"name": "redis-auth", "key": "password"}}
 
 
+def test_no_selector_takes_the_bootstrap_pod_for_a_node() -> None:
+    objects = cluster_objects(META, SPEC, PASSWORD)
+    job_pod = one(objects, "Job")["spec"]["template"]["metadata"]["labels"]
+    node_pod = one(objects, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    selectors = [obj["spec"]["selector"] for obj in objects if obj["kind"] == "Service"]
+    selectors += [
+        obj["spec"]["selector"]["matchLabels"]
+        for obj in objects
+        if obj["kind"] in ("StatefulSet", "PodDisruptionBudget")
+    ]
+    for selector in selectors:
+        assert selector.items() <= node_pod.items()
+        assert not selector.items() <= job_pod.items()
+
+
 def test_scripts_config_map_holds_the_repository_files() -> None:
     scripts = [obj for obj in cluster_objects(META, SPEC, PASSWORD) if obj["kind"] == "ConfigMap"][1]
     assert scripts["data"] == {
