@@ -1,22 +1,18 @@
 """A stack's topology as a Mermaid flowchart, drawn from the same objects `render` writes.
 
-Edges are read from the objects, not drawn by hand: a route points at the Services in its
-backends, a Service at the workloads its selector matches, and a workload at every Service its
-containers name as a host in their environment (`postgres-rw:5432`, `redis://redis:6379`).
+Edges are read from the objects, not drawn by hand (components/topology.py): a route points at
+the Services in its backends, a Service at the workloads its selector matches, and a workload at
+every Service it connects to — the same connections the NetworkPolicies allow.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-WORKLOADS = ("Deployment", "StatefulSet", "Job", "DaemonSet")
-ROUTES = ("HTTPRoute", "Ingress")
-
-
-def node_id(obj: dict[str, Any]) -> str:
-    return f"{obj['kind']}_{obj['metadata']['name']}".replace("-", "_")
+from components import topology
+from components.topology import ROUTES, WORKLOADS, node_id
 
 
 def _label(obj: dict[str, Any], autoscaled: dict[str, str]) -> str:
@@ -39,50 +35,10 @@ def _containers(pod: dict[str, Any]) -> str:
     return ", ".join(names + [c["name"] for c in pod["containers"]])
 
 
-def _pod_labels(obj: dict[str, Any]) -> dict[str, str]:
-    labels: dict[str, str] = obj["spec"]["template"]["metadata"].get("labels", {})
-    return labels
-
-
-def _container_text(obj: dict[str, Any]) -> str:
-    pod = obj["spec"]["template"]["spec"]
-    texts = []
-    for container in [*pod.get("initContainers", []), *pod["containers"]]:
-        texts += [str(env.get("value", "")) for env in container.get("env", [])]
-        texts += [str(arg) for arg in container.get("args", []) + container.get("command", [])]
-    return "\n".join(texts)
-
-
-def _backends(route: dict[str, Any]) -> Iterator[str]:
-    if route["kind"] == "HTTPRoute":
-        for rule in route["spec"].get("rules", []):
-            for ref in rule.get("backendRefs", []):
-                yield ref["name"]
-    else:
-        for rule in route["spec"].get("rules", []):
-            for path in rule.get("http", {}).get("paths", []):
-                yield path["backend"]["service"]["name"]
-
-
 def edges(objects: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """(from, to) node ids: route → Service, Service → workload, workload → Service it calls."""
-    services = [o for o in objects if o["kind"] == "Service"]
-    workloads = [o for o in objects if o["kind"] in WORKLOADS]
-    found: list[tuple[str, str]] = []
-    for route in (o for o in objects if o["kind"] in ROUTES):
-        found += [(node_id(route), f"Service_{name}".replace("-", "_")) for name in _backends(route)]
-    for service in services:
-        selector = service["spec"].get("selector") or {}
-        for workload in workloads:
-            if selector and selector.items() <= _pod_labels(workload).items():
-                found.append((node_id(service), node_id(workload)))
-    for workload in workloads:
-        text = _container_text(workload)
-        for service in services:
-            name = re.escape(service["metadata"]["name"])
-            if re.search(rf"(?<![\w.-]){name}(\.[\w.-]+)?:\d+", text):
-                found.append((node_id(workload), node_id(service)))
-    return list(dict.fromkeys(found))
+    pairs = [*topology.routes(objects), *topology.selected(objects), *topology.calls(objects)]
+    return list(dict.fromkeys((node_id(source), node_id(target)) for source, target in pairs))
 
 
 MARKDOWN_BLOCK = re.compile(r"(<!-- diagram: (\S+) -->\n```mermaid\n)(.*?)(```)", re.DOTALL)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from components import cli, network_policy, validation
+from components import cli, topology, validation
 from components.network_policy import Flow, flows, network_policies
 
 GATEWAY = (
@@ -142,7 +142,7 @@ def test_hosts_named_only_in_env_host_vars_and_config_files_count() -> None:
     elsewhere = client("f", {"containers": [{"name": "f", "args": ["--db=db.other.svc.cluster.local"]}]})
     service["metadata"]["namespace"] = "ns"
     objects = [service, server, by_env, by_file, conf, unrelated, vcl, by_vcl, by_dns, elsewhere]
-    assert [(w["metadata"]["name"], s["metadata"]["name"]) for w, s in network_policy.calls(objects)] == [
+    assert [(w["metadata"]["name"], s["metadata"]["name"]) for w, s in topology.calls(objects)] == [
         ("a", "db"),
         ("b", "db"),
         ("d", "db"),
