@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from sample_helpers import EventStream, Postgres, Reply, Service, run_sample, seed_products
@@ -72,3 +73,19 @@ def test_sigterm_drains_in_flight_requests_and_ends_streams(postgres: Postgres, 
     assert "Application shutdown complete" in log
     assert log.index("Waiting for connections to close") < log.index("Application shutdown complete")
     assert postgres.sql("SELECT stock FROM products WHERE id = 1") == "998"
+
+
+def test_two_workers_share_the_port_and_report_metrics_together(postgres: Postgres) -> None:
+    service = Service({"DATABASE_URL": postgres.dsn, "WEB_CONCURRENCY": "2"})
+    try:
+        client = service.client()
+        before = client.metric("http_requests_total", route="/healthz")
+        for _ in range(40):
+            assert client.get("/healthz").status == 200
+        # Whichever worker answers /metrics, it reports the requests both workers served.
+        assert client.metric("http_requests_total", route="/healthz") - before == 40
+        workers = Path(f"/proc/{service.proc.pid}/task/{service.proc.pid}/children").read_text().split()
+        spawned = [w for w in workers if b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()]
+        assert len(spawned) == 2
+    finally:
+        assert service.stop() == 0

@@ -7,6 +7,7 @@ stops accepting, lets in-flight requests finish for up to SHUTDOWN_TIMEOUT_SECON
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 
 import uvicorn
@@ -15,9 +16,18 @@ from sample.config import Settings
 
 
 def serve(settings: Settings) -> None:
+    metrics_dir = None
     if settings.web_concurrency > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers are separate processes: they share metrics through files in /tmp (an emptyDir).
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sample-metrics-")
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="sample-metrics-")
+    try:
+        _run(settings)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run(settings: Settings) -> None:
     uvicorn.run(
         "sample.app:create_app",
         factory=True,
