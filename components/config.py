@@ -17,7 +17,9 @@ import yaml
 
 from components.cluster_layer import ClusterSpec
 from components.edge_cache import EdgeCacheSpec
+from components.microservices import FRONT, MicroservicesSpec
 from components.postgres import PostgresSpec
+from components.queue import QueueSpec
 from components.redis import RedisSpec
 from components.routing import RoutingSpec
 from components.settings import NAMESPACE, ConfigError, Problem, describe, load, merge, setting
@@ -45,6 +47,10 @@ class StackConfig:
     postgres: PostgresSpec = setting(PostgresSpec, "the database")
     redis: RedisSpec = setting(RedisSpec, "sessions and rate limits (phase 3), the cache (phase 4: a Redis Cluster)")
     edge_cache: EdgeCacheSpec = setting(EdgeCacheSpec, "Varnish in front of static and cacheable reads (phase 5)")
+    queue: QueueSpec = setting(QueueSpec, "NATS JetStream job queue and its workers (phase 6)")
+    microservices: MicroservicesSpec = setting(
+        MicroservicesSpec, "the service split by role, Envoy circuit breakers between roles (phase 6)"
+    )
     routing: RoutingSpec = setting(RoutingSpec, "how traffic reaches the web tier (Gateway API route or Ingress)")
     cluster: ClusterSpec = setting(ClusterSpec, "the cluster layer's add-ons (layer: cluster only)")
 
@@ -54,6 +60,12 @@ class StackConfig:
                 yield f"web.env.{switch}", "needs redis.enabled: true (the service keeps that state in Redis)"
         if self.edge_cache.enabled and self.routing.kind == "none":
             yield "edge_cache.enabled", "needs a front door (routing.kind gateway or ingress) to send reads through it"
+        if self.microservices.enabled and not self.queue.enabled:
+            yield "microservices.enabled", "needs queue.enabled: true (the orders role serves /jobs)"
+        if self.microservices.enabled and self.routing.kind == "none":
+            yield "microservices.enabled", "needs a front door (routing.kind gateway or ingress) to route by role"
+        if self.single_server and (self.queue.enabled or self.microservices.enabled):
+            yield "single_server", "must be false with queue or microservices (one pod is one process)"
         if self.single_server and self.web.autoscaling.enabled:
             yield "web.autoscaling.enabled", "must be false when single_server is true (one pod cannot autoscale)"
         if self.single_server and self.postgres.replicas:
@@ -87,7 +99,12 @@ PHASE_DEFAULTS: dict[int, dict[str, Any]] = {
         # the CDN layer: cacheable reads are served at the edge, before they reach a Python process
         "edge_cache": {"enabled": True},
     },
-    6: {},
+    6: {
+        # microservices: one tier per role behind Envoy sidecars, async jobs on a queue with workers
+        "microservices": {"enabled": True},
+        "queue": {"enabled": True},
+        "edge_cache": {"policy": {"origin": {"host": FRONT}}},
+    },
 }
 
 

@@ -108,6 +108,7 @@ class WorkerScaling:
 class QueueSpec:
     """The NATS JetStream cluster and the job protocol it carries."""
 
+    enabled: bool = setting(False, "deploy the queue and its workers (phase 6 on)")
     image: str = setting(IMAGE, "NATS image, pinned to the version the tests run", pattern=r"nats:[0-9.]+(-alpine)?")
     replicas: int = setting(3, "cluster members; odd, so a majority survives losing one", minimum=3, maximum=7)
     resources: Resources = setting(Resources, "requests and limits of each NATS container")

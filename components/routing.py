@@ -58,22 +58,26 @@ def hostname(meta: Meta, spec: RoutingSpec) -> str:
 
 
 @dataclass(frozen=True)
-class Cache:
-    """A cache in front of the service: reads under `prefixes` go to `service:port` instead."""
+class PathRoute:
+    """Requests under `prefixes` go to `service:port`; with `reads_only`, only GET and HEAD do
+    (a cache in front of the service: writes pass it by)."""
 
     service: str
     port: int
     prefixes: tuple[str, ...]
+    reads_only: bool = False
 
 
 def routing_objects(
-    meta: Meta, spec: RoutingSpec, service: str, port: int, cache: Cache | None = None
+    meta: Meta, spec: RoutingSpec, service: str, port: int, paths: tuple[PathRoute, ...] = ()
 ) -> list[dict[str, Any]]:
-    """The route (and its traffic policy) or the Ingress that sends `hostname` to `service:port`."""
+    """The route (and its traffic policy) or the Ingress that sends `hostname` to `service:port`,
+    except what `paths` sends elsewhere. Read-only routes come first: the most specific match wins."""
+    ordered = tuple(sorted(paths, key=lambda route: not route.reads_only))
     if spec.kind == "gateway":
-        return [http_route(meta, spec, service, port, cache), *traffic_policy(meta, spec, service)]
+        return [http_route(meta, spec, service, port, ordered), *traffic_policy(meta, spec, service)]
     if spec.kind == "ingress":
-        return [ingress(meta, spec, service, port, cache)]
+        return [ingress(meta, spec, service, port, ordered)]
     return []
 
 
@@ -82,22 +86,25 @@ def _path(prefix: str) -> str:
     return prefix.rstrip("/") or "/"
 
 
-def http_route(meta: Meta, spec: RoutingSpec, service: str, port: int, cache: Cache | None) -> dict[str, Any]:
-    """Reads (GET, HEAD) of cacheable prefixes go to the cache; everything else, writes included, to
-    the service. The longest matching prefix wins, as in the cache's own policy."""
+def http_route(meta: Meta, spec: RoutingSpec, service: str, port: int, paths: tuple[PathRoute, ...]) -> dict[str, Any]:
+    """One rule per routed prefix, then `/` to the service. Gateway API picks the longest matching
+    prefix, and among equal prefixes the rule that also matches the method: reads of a cached prefix
+    reach the cache, its writes the service behind it."""
     timeouts = {"request": f"{spec.request_timeout_seconds}s", "backendRequest": f"{spec.backend_timeout_seconds}s"}
+    methods: tuple[str | None, ...]
     rules: list[dict[str, Any]] = []
-    if cache is not None:
+    for route in paths:
+        methods = ("GET", "HEAD") if route.reads_only else (None,)
         rules += [
             {
                 "matches": [
-                    {"path": {"type": "PathPrefix", "value": _path(prefix)}, "method": method}
-                    for method in ("GET", "HEAD")
+                    {"path": {"type": "PathPrefix", "value": _path(prefix)}, **({"method": m} if m else {})}
+                    for m in methods
                 ],
-                "backendRefs": [{"name": cache.service, "port": cache.port}],
+                "backendRefs": [{"name": route.service, "port": route.port}],
                 "timeouts": timeouts,
             }
-            for prefix in cache.prefixes
+            for prefix in route.prefixes
         ]
     rules.append(
         {
@@ -157,8 +164,9 @@ def traffic_policy(meta: Meta, spec: RoutingSpec, service: str) -> list[dict[str
     ]
 
 
-def ingress(meta: Meta, spec: RoutingSpec, service: str, port: int, cache: Cache | None) -> dict[str, Any]:
-    """An Ingress cannot match methods: cacheable prefixes go to the cache whole (it passes writes on)."""
+def ingress(meta: Meta, spec: RoutingSpec, service: str, port: int, paths: tuple[PathRoute, ...]) -> dict[str, Any]:
+    """An Ingress cannot match methods: a read-only route takes its prefixes whole (a cache passes
+    writes on to its origin), and wins over a route of the same prefix."""
 
     def path(prefix: str, backend: str, backend_port: int) -> dict[str, Any]:
         return {
@@ -167,9 +175,10 @@ def ingress(meta: Meta, spec: RoutingSpec, service: str, port: int, cache: Cache
             "backend": {"service": {"name": backend, "port": {"number": backend_port}}},
         }
 
-    paths = [
-        path(prefix, cache.service, cache.port) for cache in ([cache] if cache else []) for prefix in cache.prefixes
-    ]
+    taken: dict[str, dict[str, Any]] = {}
+    for route in paths:
+        for prefix in route.prefixes:
+            taken.setdefault(_path(prefix), path(prefix, route.service, route.port))
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
@@ -179,7 +188,7 @@ def ingress(meta: Meta, spec: RoutingSpec, service: str, port: int, cache: Cache
             "rules": [
                 {
                     "host": hostname(meta, spec),
-                    "http": {"paths": [*paths, path("/", service, port)]},
+                    "http": {"paths": [*taken.values(), path("/", service, port)]},
                 }
             ],
         },

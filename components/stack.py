@@ -15,8 +15,10 @@ from typing import Any
 from components import (
     cluster_layer,
     edge_cache,
+    microservices,
     network_policy,
     postgres,
+    queue,
     redis,
     redis_cluster,
     routing,
@@ -97,26 +99,25 @@ def build(name: str, config: StackConfig, secrets: Secrets) -> Stack:
     if config.layer == "cluster":
         return _cluster_layer(name, config)
     meta = Meta(namespace=config.namespace or f"scaleladder-{name}", instance=name, version=VERSION)
-    parts = _database_and_web(meta, config, secrets)
-    cache = None
-    route_after = ["web"]
+    parts, front, paths = _database_and_web(meta, config, secrets)
+    route_after = [front, *(route.service for route in paths)]
     if config.edge_cache.enabled:
-        # the VCL resolves the web Service when Varnish starts: the web tier comes first
+        # the VCL resolves its origin when Varnish starts: the tier behind it comes first
         cached = edge_cache.edge_cache_objects(meta, config.edge_cache, revision=config.web.image)
-        parts.append(Part("edge-cache", "EdgeCache", cached, ("web",)))
+        parts.append(Part("edge-cache", "EdgeCache", cached, (front,)))
         route_after.append("edge-cache")
         prefixes = tuple(edge_cache.cacheable_prefixes(config.edge_cache))
-        cache = routing.Cache(edge_cache.NAME, edge_cache.SERVICE_PORT, prefixes)
-    edge = routing.routing_objects(meta, config.routing, web.NAME, web.SERVICE_PORT, cache)
+        paths = (routing.PathRoute(edge_cache.NAME, edge_cache.SERVICE_PORT, prefixes, reads_only=True), *paths)
+    edge = routing.routing_objects(meta, config.routing, front, web.SERVICE_PORT, paths)
     if edge:
-        parts.append(Part("routing", "EdgeRoute", edge, tuple(route_after)))
+        parts.append(Part("routing", "EdgeRoute", edge, tuple(dict.fromkeys(route_after))))
     # deny by default, then allow exactly the connections the objects above make
     objects = [obj for part in parts for obj in part.objects]
     parts.append(Part("network", "NetworkPolicies", network_policy.network_policies(meta, objects)))
     outputs: dict[str, Any] = {
         "namespace": meta.namespace,
         "phase": config.phase,
-        "web_url": f"http://{web.NAME}.{meta.namespace}.svc.cluster.local:{web.SERVICE_PORT}",
+        "web_url": f"http://{front}.{meta.namespace}.svc.cluster.local:{web.SERVICE_PORT}",
     }
     if edge:
         outputs["public_host"] = routing.hostname(meta, config.routing)
@@ -125,10 +126,14 @@ def build(name: str, config: StackConfig, secrets: Secrets) -> Stack:
     return Stack(name, config, meta, namespace_object(meta), tuple(parts), outputs)
 
 
-def _database_and_web(meta: Meta, config: StackConfig, secrets: Secrets) -> list[Part]:
+def _database_and_web(
+    meta: Meta, config: StackConfig, secrets: Secrets
+) -> tuple[list[Part], str, tuple[routing.PathRoute, ...]]:
+    """The data tier and the service; returns the parts, the Service `/` goes to, and the paths
+    other Services own (phase 6's roles)."""
     if config.single_server:
         objects = single_server.objects(meta, config.web, config.postgres, secrets.postgres)
-        return [Part("server", "SingleServer", objects)]
+        return [Part("server", "SingleServer", objects)], web.NAME, ()
     endpoints = postgres.endpoints(meta, config.postgres)
     # migrations take session-level locks: they talk to the primary itself, never through the pooler
     primary = postgres.Address(postgres.RW_SERVICE, postgres.PORT, config.postgres.database)
@@ -137,14 +142,26 @@ def _database_and_web(meta: Meta, config: StackConfig, secrets: Secrets) -> list
         Part("postgres", "PostgresGroup", postgres.postgres_objects(meta, config.postgres, secrets.postgres)),
         Part("migrations", "SchemaMigration", [web.migrate_job(meta, config.web, migration_env)], ("postgres",)),
     ]
-    web_after = ["migrations"]
-    service_env = postgres.database_env(endpoints)
+    after = ["migrations"]
+    env = postgres.database_env(endpoints)
     if config.redis.enabled:
         parts.append(_redis_part(meta, config.redis, secrets.redis))
-        web_after.append("redis")
-        service_env += redis.client_env(config.redis)
-    parts.append(Part("web", "AutoscaledService", web.web_objects(meta, config.web, service_env), tuple(web_after)))
-    return parts
+        after.append("redis")
+        env += redis.client_env(config.redis)
+    if config.queue.enabled:
+        parts.append(Part("queue", "Queue", queue.queue_objects(meta, config.queue, provision_image=config.web.image)))
+        after.append("queue")
+        env += queue.job_env(meta, config.queue)
+        workers = microservices.worker_objects(meta, config.web, config.queue, env)
+        parts.append(Part(microservices.WORKER, "QueueWorkers", workers, tuple(after)))
+    if not config.microservices.enabled:
+        parts.append(Part("web", "AutoscaledService", web.web_objects(meta, config.web, env), tuple(after)))
+        return parts, web.NAME, ()
+    for role in microservices.ROLES:
+        objects = microservices.role_objects(meta, config.web, config.microservices, role, env)
+        parts.append(Part(role.name, "AutoscaledService", objects, tuple(after)))
+    paths = tuple(routing.PathRoute(role.name, web.SERVICE_PORT, role.paths) for role in microservices.ROLES)
+    return parts, microservices.FRONT, paths
 
 
 def _redis_part(meta: Meta, spec: redis.RedisSpec, password: Any) -> Part:

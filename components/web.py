@@ -61,12 +61,28 @@ class WebSpec:
             yield "image", f"must be pinned to an explicit tag, got {self.image!r}"
 
 
-def web_container(spec: WebSpec, env: list[dict[str, Any]]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Tier:
+    """One Deployment of the sample image: the whole service (`web`), or one role of it (phase 6).
+
+    `command` is the `sample` subcommand it runs; `sidecar` a native sidecar container and its
+    volume; with `inbound_port` set, the Service sends traffic to that port (the sidecar's inbound
+    listener) instead of the app's; `service` False: no Service (a worker has no callers).
+    """
+
+    name: str = NAME
+    command: str = "serve"
+    sidecar: tuple[dict[str, Any], dict[str, Any]] | None = None
+    inbound_port: str | None = None
+    service: bool = True
+
+
+def web_container(spec: WebSpec, env: list[dict[str, Any]], tier: Tier = Tier()) -> dict[str, Any]:
     """The service container: distinct startup, readiness and liveness probes, drained by preStop."""
     return {
-        "name": NAME,
+        "name": tier.name,
         "image": spec.image,
-        "args": ["serve"],
+        "args": [tier.command],
         "ports": [{"name": "http", "containerPort": PORT}],
         "env": [*env, *({"name": key, "value": value} for key, value in sorted(spec.env.items()))],
         "resources": spec.resources.render(),
@@ -99,11 +115,13 @@ def migrate_container(spec: WebSpec, env: list[dict[str, Any]]) -> dict[str, Any
 TMP_VOLUME = {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}
 
 
-def web_objects(meta: Meta, spec: WebSpec, env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def web_objects(meta: Meta, spec: WebSpec, env: list[dict[str, Any]], tier: Tier = Tier()) -> list[dict[str, Any]]:
     """Deployment and Service; with autoscaling, also the HPA and the PDB."""
-    objects = [deployment(meta, spec, env), service(meta)]
+    objects = [deployment(meta, spec, env, tier)]
+    if tier.service:
+        objects.append(service(meta, tier.name, tier.inbound_port or "http"))
     if spec.autoscaling.enabled:
-        objects += [autoscaler(meta, spec), disruption_budget(meta)]
+        objects += [autoscaler(meta, spec.autoscaling, tier.name), disruption_budget(meta, tier.name)]
     return objects
 
 
@@ -131,55 +149,64 @@ def migrate_job(meta: Meta, spec: WebSpec, env: list[dict[str, Any]]) -> dict[st
     }
 
 
-def deployment(meta: Meta, spec: WebSpec, env: list[dict[str, Any]]) -> dict[str, Any]:
-    selector = {**meta.selector(NAME), "app.kubernetes.io/component": "server"}
+def server_selector(meta: Meta, name: str = NAME) -> dict[str, str]:
+    return {**meta.selector(name), "app.kubernetes.io/component": "server"}
+
+
+def deployment(
+    meta: Meta, spec: WebSpec, env: list[dict[str, Any]], tier: Tier = Tier(), *, autoscaled: bool | None = None
+) -> dict[str, Any]:
+    """`autoscaled` (default: the spec's HPA switch) leaves `spec.replicas` to an autoscaler."""
+    selector = server_selector(meta, tier.name)
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "terminationGracePeriodSeconds": spec.termination_grace_seconds,
+        "securityContext": pod_security(RUN_AS),
+        "containers": [web_container(spec, env, tier)],
+        "volumes": [TMP_VOLUME],
+        "topologySpreadConstraints": spread(selector),
+    }
+    if tier.sidecar is not None:
+        container, volume = tier.sidecar
+        pod["initContainers"] = [container]
+        pod["volumes"] = [TMP_VOLUME, volume]
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector},
         # a new pod must be ready before an old one goes: capacity never drops during a rollout
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
         "revisionHistoryLimit": 5,
-        "template": {
-            "metadata": {"labels": meta.labels(NAME, "server")},
-            "spec": {
-                "automountServiceAccountToken": False,
-                "terminationGracePeriodSeconds": spec.termination_grace_seconds,
-                "securityContext": pod_security(RUN_AS),
-                "containers": [web_container(spec, env)],
-                "volumes": [TMP_VOLUME],
-                "topologySpreadConstraints": spread(selector),
-            },
-        },
+        "template": {"metadata": {"labels": meta.labels(tier.name, "server")}, "spec": pod},
     }
-    if not spec.autoscaling.enabled:
+    if not (spec.autoscaling.enabled if autoscaled is None else autoscaled):
         deployment_spec["replicas"] = spec.replicas
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": meta.metadata(NAME, "server"),
+        "metadata": meta.metadata(tier.name, "server"),
         "spec": deployment_spec,
     }
 
 
-def service(meta: Meta) -> dict[str, Any]:
+def service(meta: Meta, name: str = NAME, target: str = "http") -> dict[str, Any]:
+    """Port 80 to the pods' `target` port (the app's, or a sidecar's inbound listener)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta.metadata(NAME, "server"),
+        "metadata": meta.metadata(name, "server"),
         "spec": {
-            "selector": {**meta.selector(NAME), "app.kubernetes.io/component": "server"},
-            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "selector": server_selector(meta, name),
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": target, "protocol": "TCP"}],
         },
     }
 
 
-def autoscaler(meta: Meta, spec: WebSpec) -> dict[str, Any]:
-    scaling = spec.autoscaling
+def autoscaler(meta: Meta, scaling: Autoscaling, name: str = NAME) -> dict[str, Any]:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": meta.metadata(NAME, "server"),
+        "metadata": meta.metadata(name, "server"),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": scaling.min_replicas,
             "maxReplicas": scaling.max_replicas,
             "metrics": [
@@ -212,14 +239,11 @@ def autoscaler(meta: Meta, spec: WebSpec) -> dict[str, Any]:
     }
 
 
-def disruption_budget(meta: Meta) -> dict[str, Any]:
+def disruption_budget(meta: Meta, name: str = NAME) -> dict[str, Any]:
     """One pod may be evicted at a time: drains proceed, and minReplicas >= 2 keeps one serving."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": meta.metadata(NAME, "server"),
-        "spec": {
-            "maxUnavailable": 1,
-            "selector": {"matchLabels": {**meta.selector(NAME), "app.kubernetes.io/component": "server"}},
-        },
+        "metadata": meta.metadata(name, "server"),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": server_selector(meta, name)}},
     }

@@ -48,11 +48,22 @@ def web_autoscaled(objects: list[Object], phase: int | None) -> Iterator[Finding
         for o in objects
         if o.get("kind") == "HorizontalPodAutoscaler" and o["spec"]["scaleTargetRef"].get("kind") == "Deployment"
     }
-    if web.NAME not in targets:
+    serving = [
+        o
+        for o in objects
+        if o.get("kind") == "Deployment" and any(c.spec.get("args") == [web.Tier().command] for c in containers(o))
+    ]
+    if not serving:
         yield (
             _stack(objects),
-            f"phase {phase} stack: Deployment/{web.NAME} is not the scaleTargetRef of any HorizontalPodAutoscaler; "
-            "fix: enable web.autoscaling (phase 3 and up scale the web tier horizontally)",
+            f"phase {phase} stack: no Deployment runs the web tier (`sample {web.Tier().command}`); fix: deploy it",
+        )
+    for deployment in (o for o in serving if o["metadata"]["name"] not in targets):
+        yield (
+            _stack(objects),
+            f"phase {phase} stack: Deployment/{deployment['metadata']['name']} serves the web tier but is not the "
+            "scaleTargetRef of any HorizontalPodAutoscaler; fix: enable web.autoscaling (phase 3 and up scale the "
+            "web tier horizontally)",
         )
 
 

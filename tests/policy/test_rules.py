@@ -409,11 +409,16 @@ CASES: dict[str, list[tuple[list[dict[str, Any]], int | None, str]]] = {
     ],
     "phase-autoscaled-web": [
         (
+            [namespace(), changed(deployment("orders"), f"{POD}.containers.0.args", ["serve"])],
+            6,
+            "phase 6 stack: Deployment/orders serves the web tier but is not the scaleTargetRef of any "
+            "HorizontalPodAutoscaler; fix: enable web.autoscaling (phase 3 and up scale the web tier horizontally)",
+        ),
+        (
             [namespace(), deployment("web")],
             3,
-            "phase 3 stack: Deployment/web is not the scaleTargetRef of any HorizontalPodAutoscaler; fix: enable "
-            "web.autoscaling (phase 3 and up scale the web tier horizontally)",
-        )
+            "phase 3 stack: no Deployment runs the web tier (`sample serve`); fix: deploy it",
+        ),
     ],
     "phase-redis-cluster": [
         (

@@ -11,7 +11,7 @@ def draw(stack: str) -> str:
 
 def test_readme_shows_diagrams() -> None:
     stacks = [m.group(2) for m in diagram.MARKDOWN_BLOCK.finditer(cli.README.read_text())]
-    assert stacks == ["phase1", "phase2", "phase3", "phase4", "phase5"]
+    assert stacks == ["phase1", "phase2", "phase3", "phase4", "phase5", "phase6"]
 
 
 def test_readme_diagrams_are_current() -> None:

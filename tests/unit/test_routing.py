@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from components.labels import Meta
-from components.routing import Cache, RoutingSpec, routing_objects
+from components.routing import PathRoute, RoutingSpec, routing_objects
 
 META = Meta(namespace="ns", instance="phase3", version="0.0.0")
 
@@ -47,7 +47,7 @@ def test_backend_timeout_longer_than_the_request_is_refused() -> None:
     assert list(spec.problems()) == [("backend_timeout_seconds", "must be <= request_timeout_seconds (5), got 10")]
 
 
-CACHE = Cache("edge-cache", 80, ("/products", "/static/"))
+CACHE = (PathRoute("edge-cache", 80, ("/products", "/static/"), reads_only=True),)
 
 
 def test_reads_of_cacheable_prefixes_go_through_the_cache() -> None:

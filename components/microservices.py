@@ -1,0 +1,139 @@
+"""Phase 6: the sample service split by role, each role its own autoscaled tier behind an Envoy sidecar.
+
+Every role runs the same image with `ROLE=<role>` and owns the URL prefixes in `ROLES` (the
+gateway routes by them; the service answers 404 outside its own). Calls between roles leave the
+caller through its sidecar's local listener (`CATALOG_URL=http://127.0.0.1:15001`), where circuit
+breakers, outlier ejection, timeouts and budgeted retries apply, and reach the callee's pods through
+their sidecar's inbound listener, which sheds load. Upstreams are addressed by a headless Service
+(`<role>-pods`), so Envoy sees, and can eject, single pods. The worker role consumes the job
+queue; it has no Service, and scales on CPU or, with KEDA, on the queue's lag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from components import circuit_breaker, queue, web
+from components.circuit_breaker import Inbound, OutlierDetection, Retry, SidecarSpec, Thresholds, Upstream
+from components.labels import Meta
+from components.pods import Resources
+from components.settings import setting
+
+LOCAL_PORTS = 15001
+"""The first loopback port of a caller's upstream listeners; one port per upstream after it."""
+
+
+@dataclass(frozen=True)
+class Role:
+    """One role of the sample service: the URL prefixes it owns and the roles it calls."""
+
+    name: str
+    paths: tuple[str, ...]
+    calls: tuple[str, ...] = ()
+
+
+ROLES = (
+    Role("auth", ("/users", "/sessions", "/me"), calls=("orders",)),
+    Role("catalog", ("/products", "/static", "/events")),
+    Role("orders", ("/orders", "/jobs"), calls=("catalog",)),
+)
+"""The service's own table (sample.roles) as the gateway needs it; a test keeps the two equal."""
+
+WORKER = "worker"
+FRONT = "catalog"
+"""The role `/` goes to (the catalog: the front page of a shop, its OpenAPI and static files)."""
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """How every role calls another: the thresholds of the caller's sidecar, per upstream."""
+
+    connect_timeout_ms: int = setting(250, "TCP connect timeout to an upstream pod", minimum=1)
+    request_timeout_ms: int = setting(3000, "whole call, retries included; then the caller gets 504", minimum=1)
+    breaker: Thresholds = setting(Thresholds, "circuit breakers: beyond these limits Envoy answers 503 at once")
+    outlier: OutlierDetection = setting(OutlierDetection, "ejection of upstream pods that keep failing")
+    retry: Retry = setting(Retry, "retries of failed calls, within a retry budget")
+
+
+@dataclass(frozen=True)
+class MicroservicesSpec:
+    """Phase 6's split of the web tier; each role reuses the `web` settings (image, HPA, resources)."""
+
+    enabled: bool = setting(False, "run the service as one tier per role, with Envoy sidecars (phase 6 on)")
+    calls: CallPolicy = setting(CallPolicy, "circuit breaking, ejection, timeouts and retries between roles")
+    inbound: Inbound = setting(Inbound, "each pod's inbound listener: load shedding in front of the app")
+    sidecar_resources: Resources = setting(
+        Resources(cpu_request="50m", memory_request="64Mi", cpu_limit="500m", memory_limit="128Mi"),
+        "requests and limits of each Envoy sidecar",
+    )
+
+
+def headless_name(role: str) -> str:
+    return f"{role}-pods"
+
+
+def sidecar_spec(meta: Meta, spec: MicroservicesSpec, role: Role) -> SidecarSpec:
+    """The role's sidecar: one upstream per role it calls, on consecutive local ports."""
+    policy = spec.calls
+    upstreams = tuple(
+        Upstream(
+            name=callee,
+            host=f"{headless_name(callee)}.{meta.namespace}.svc.cluster.local",
+            port=spec.inbound.port,
+            local_port=LOCAL_PORTS + index,
+            connect_timeout_ms=policy.connect_timeout_ms,
+            request_timeout_ms=policy.request_timeout_ms,
+            breaker=policy.breaker,
+            outlier=policy.outlier,
+            retry=policy.retry,
+        )
+        for index, callee in enumerate(role.calls)
+    )
+    return SidecarSpec(upstreams=upstreams, inbound=spec.inbound, resources=spec.sidecar_resources)
+
+
+def headless_service(meta: Meta, role: str, port: int) -> dict[str, Any]:
+    """`<role>-pods`: every ready pod's address, for the callers' Envoy to balance and eject."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta.metadata(role, "server", object_name=headless_name(role)),
+        "spec": {
+            "clusterIP": "None",
+            "selector": web.server_selector(meta, role),
+            "ports": [{"name": "inbound", "port": port, "targetPort": "inbound", "protocol": "TCP"}],
+        },
+    }
+
+
+def role_objects(
+    meta: Meta, web_spec: web.WebSpec, spec: MicroservicesSpec, role: Role, env: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The role's sidecar ConfigMap, Deployment, Services (ClusterIP and headless), HPA and PDB."""
+    sidecar = sidecar_spec(meta, spec, role)
+    container, config = circuit_breaker.circuit_breaker_sidecar(meta, sidecar, app=role.name)
+    tier = web.Tier(
+        name=role.name,
+        sidecar=(container, circuit_breaker.sidecar_volume(role.name)),
+        inbound_port="inbound",
+    )
+    role_env = [*env, {"name": "ROLE", "value": role.name}, *circuit_breaker.upstream_env(sidecar)]
+    return [
+        config,
+        *web.web_objects(meta, web_spec, role_env, tier),
+        headless_service(meta, role.name, sidecar.inbound.port),
+    ]
+
+
+def worker_objects(
+    meta: Meta, web_spec: web.WebSpec, queue_spec: queue.QueueSpec, env: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The job workers: `sample worker`, no Service, scaled by the queue's scaler, one eviction at a time."""
+    tier = web.Tier(name=WORKER, command="worker", service=False)
+    worker_env = [*env, {"name": "ROLE", "value": WORKER}]
+    return [
+        web.deployment(meta, web_spec, worker_env, tier, autoscaled=True),
+        queue.worker_scaler(meta, queue_spec, deployment=WORKER),
+        web.disruption_budget(meta, WORKER),
+    ]

@@ -1,0 +1,70 @@
+"""Phase 6's role split: each role a tier behind an Envoy sidecar, upstreams by headless Service."""
+
+from __future__ import annotations
+
+from components import circuit_breaker, microservices, queue, validation, web
+from components.labels import Meta
+from components.microservices import ROLES, MicroservicesSpec, role_objects, sidecar_spec, worker_objects
+
+META = Meta(namespace="ns", instance="phase6", version="0.0.0")
+ENV = [{"name": "DATABASE_URL", "value": "postgresql://app@pgbouncer:6432/app"}]
+ORDERS = next(role for role in ROLES if role.name == "orders")
+AUTOSCALED = web.WebSpec(autoscaling=web.Autoscaling(enabled=True))
+
+
+def by_kind(objects: list[dict]) -> dict[str, list[dict]]:
+    found: dict[str, list[dict]] = {}
+    for obj in objects:
+        found.setdefault(obj["kind"], []).append(obj)
+    return found
+
+
+def test_a_caller_reaches_each_callee_through_a_local_listener_to_its_pods() -> None:
+    (upstream,) = sidecar_spec(META, MicroservicesSpec(), ORDERS).upstreams
+    assert (upstream.name, upstream.local_port) == ("catalog", 15001)
+    # the callee's pods, one by one (ejectable), on their own sidecar's inbound listener
+    assert upstream.host == "catalog-pods.ns.svc.cluster.local"
+    assert upstream.port == MicroservicesSpec().inbound.port
+
+
+def test_role_tier_runs_the_sidecar_first_and_its_service_targets_the_inbound_listener() -> None:
+    built = role_objects(META, AUTOSCALED, MicroservicesSpec(), ORDERS, ENV)
+    objects = by_kind(built)
+    (deployment,) = objects["Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == [circuit_breaker.NAME]
+    assert pod["initContainers"][0]["restartPolicy"] == "Always"
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["ROLE"] == "orders" and env["CATALOG_URL"] == "http://127.0.0.1:15001"
+    service, headless = sorted(objects["Service"], key=lambda s: s["metadata"]["name"])
+    assert service["spec"]["ports"][0]["targetPort"] == "inbound"
+    assert (headless["metadata"]["name"], headless["spec"]["clusterIP"]) == ("orders-pods", "None")
+    assert {o["kind"] for o in built} >= {
+        "ConfigMap",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    }
+    assert validation.problems(built) == []
+
+
+def test_a_role_that_calls_nobody_still_sheds_load_on_its_inbound_side() -> None:
+    catalog = next(role for role in ROLES if role.name == "catalog")
+    spec = sidecar_spec(META, MicroservicesSpec(), catalog)
+    assert spec.upstreams == () and spec.inbound.max_requests > 0
+
+
+def test_workers_have_no_service_and_scale_on_the_queue() -> None:
+    objects = by_kind(worker_objects(META, AUTOSCALED, queue.QueueSpec(enabled=True), ENV))
+    assert "Service" not in objects
+    (deployment,) = objects["Deployment"]
+    assert "replicas" not in deployment["spec"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["worker"]
+    assert {"name": "ROLE", "value": microservices.WORKER} in container["env"]
+    assert objects["HorizontalPodAutoscaler"][0]["spec"]["scaleTargetRef"]["name"] == microservices.WORKER
+
+
+def test_roles_own_distinct_prefixes() -> None:
+    prefixes = [prefix for role in ROLES for prefix in role.paths]
+    assert len(prefixes) == len(set(prefixes))
+    assert {callee for role in ROLES for callee in role.calls} <= {role.name for role in ROLES}
