@@ -33,7 +33,7 @@ from components.redis import (
 )
 
 COMPONENT = "cache"
-SCRIPTS = ["node-start.sh", "lib.sh", "cluster-rejoin.sh", "cluster-bootstrap.sh"]
+SCRIPTS = ["node-start.sh", "node-stop.sh", "lib.sh", "cluster-rejoin.sh", "cluster-bootstrap.sh"]
 HELPER_RESOURCES = Resources(cpu_request="10m", memory_request="16Mi", cpu_limit="200m", memory_limit="64Mi")
 HEARTBEAT = f"{RUN_DIR}/rejoin.alive"
 
@@ -181,8 +181,11 @@ def cluster_objects(meta: Meta, spec: RedisSpec, password: Any) -> list[dict[str
     conf = cluster_conf(spec)
     announce = ["--cluster-announce-hostname", pod_host(meta, "$(POD_NAME)")]
     pod_name = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    node = node_container(spec, announce, [pod_name, {"name": "REDIS_SELF", "value": f"127.0.0.1:{PORT}"}])
+    # a master hands its slots to its replica before SIGTERM (node-stop.sh waits at most 10 s)
+    node["lifecycle"] = {"preStop": {"exec": {"command": ["sh", f"{SCRIPTS_DIR}/node-stop.sh"]}}}
     pod_spec = {
-        "containers": [node_container(spec, announce, [pod_name]), rejoin_container(meta, spec)],
+        "containers": [node, rejoin_container(meta, spec)],
         "volumes": pod_volumes(spec),
         "affinity": affinity(meta, spec),
         "topologySpreadConstraints": spread(meta.selector(NAME)),

@@ -124,6 +124,42 @@ def test_killing_a_master_promotes_its_replica(make_cluster) -> None:
     cluster.wait("rejoined as a replica", replicates_the_new_master, timeout=20)
 
 
+def test_a_master_stopped_by_kubernetes_hands_its_slots_over_first(make_cluster) -> None:
+    cluster = make_cluster()
+    assert_bootstrapped(cluster)
+    cluster.write_acknowledged({"{handover}:acked": "yes"})
+    victim = cluster.owner("{handover}:acked")
+    env = {**cluster.env(), "REDIS_SELF": victim.address}
+
+    start = time.monotonic()
+    result = subprocess.run(
+        ["sh", str(SCRIPTS / "node-stop.sh")], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    handover = time.monotonic() - start
+    victim.stop()  # SIGTERM after preStop, as the kubelet does
+
+    assert result.returncode == 0, result.stderr
+    assert "is now slave" in result.stderr
+    print(f"\nhandover: preStop took {handover:.2f} s; the master is a replica before SIGTERM")
+    new_owner = cluster.owner("{handover}:acked")
+    assert new_owner is not victim
+    # served at once: no node timeout to wait out, no election
+    assert all(node.info()["cluster_state"] == "ok" for node in cluster.running())
+    with cluster.client() as client:
+        assert client.get("{handover}:acked") == "yes"
+        client.set("{handover}:after", "written")
+    # a master whose replica is gone, and a replica, have nothing to hand over
+    masters = {str(entry["address"]) for entry in cluster.masters().values()}
+    replica = next(node for node in cluster.running() if node.address not in masters)
+    for node in (new_owner, replica):
+        env = {**cluster.env(), "REDIS_SELF": node.address}
+        again = subprocess.run(
+            ["sh", str(SCRIPTS / "node-stop.sh")], env=env, capture_output=True, text=True, timeout=30, check=False
+        )
+        assert (again.returncode, again.stderr) == (0, "")
+    assert cluster.owner("{handover}:acked") is new_owner
+
+
 def test_every_node_restarted_with_new_addresses_rejoins_without_losing_acknowledged_keys(make_cluster) -> None:
     cluster = make_cluster()
     assert_bootstrapped(cluster)

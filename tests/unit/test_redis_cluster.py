@@ -101,6 +101,15 @@ def test_every_node_announces_its_stable_name() -> None:
     assert env(node)["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
 
+def test_a_master_hands_over_before_it_is_stopped() -> None:
+    spec = one(cluster_objects(META, SPEC, PASSWORD), "StatefulSet")["spec"]["template"]["spec"]
+    node = containers(cluster_objects(META, SPEC, PASSWORD))["redis"]
+    assert node["lifecycle"] == {"preStop": {"exec": {"command": ["sh", "/scripts/node-stop.sh"]}}}
+    assert env(node)["REDIS_SELF"] == "127.0.0.1:6379"
+    # the handover (at most 10 s) and the shutdown fit in the grace period
+    assert spec["terminationGracePeriodSeconds"] == 30
+
+
 def test_members_are_the_pods_dns_names_in_ordinal_order() -> None:
     assert members(META, RedisSpec(mode="cluster", masters=3, replicas_per_master=0)) == (
         "redis-0.redis-nodes.scaleladder-phase4.svc:6379 "
@@ -203,7 +212,7 @@ def test_scripts_config_map_holds_the_repository_files() -> None:
     scripts = [obj for obj in cluster_objects(META, SPEC, PASSWORD) if obj["kind"] == "ConfigMap"][1]
     assert scripts["data"] == {
         name: (SCRIPTS / name).read_text()
-        for name in ("node-start.sh", "lib.sh", "cluster-rejoin.sh", "cluster-bootstrap.sh")
+        for name in ("node-start.sh", "node-stop.sh", "lib.sh", "cluster-rejoin.sh", "cluster-bootstrap.sh")
     }
 
 
