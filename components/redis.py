@@ -80,9 +80,11 @@ class RedisSpec:
         maximum=60000,
     )
     anti_affinity: Literal["required", "preferred"] = setting(
-        "required",
-        "cluster mode: required: no two cluster pods on one node, so a master and its replica never share "
-        "one (needs masters x (1 + replicas_per_master) schedulable nodes); preferred: best effort",
+        "preferred",
+        "cluster mode: preferred: pods spread over as many nodes as there are (the kit's kind cluster has 3 "
+        "workers for 6 pods), so a master and its replica share a node only when pods outnumber nodes; "
+        "required: never two cluster pods on one node, so a master and its replica never share one (needs "
+        "masters x (1 + replicas_per_master) schedulable nodes, else pods stay Pending)",
     )
     persistence: Persistence | None = setting(
         None,

@@ -47,7 +47,7 @@ def test_objects_in_order() -> None:
 
 @pytest.mark.parametrize(
     "spec",
-    [SPEC, RedisSpec(mode="cluster", masters=5, replicas_per_master=2, anti_affinity="preferred", persistence="none")],
+    [SPEC, RedisSpec(mode="cluster", masters=5, replicas_per_master=2, anti_affinity="required", persistence="none")],
 )
 def test_objects_pass_strict_schema_validation(spec: RedisSpec) -> None:
     for obj in cluster_objects(META, spec, PASSWORD):
