@@ -64,6 +64,34 @@ RESERVED_CONNECTIONS = 10  # superuser_reserved_connections (3), probes, migrati
 
 
 @dataclass(frozen=True)
+class GroupNames:
+    """The object names of one PostgresGroup, so several groups can share a namespace."""
+
+    primary: str
+    replica: str
+    pooler: str
+    rw: str
+    ro: str
+    scripts: str
+    pooler_config: str
+    secret: str
+
+    @classmethod
+    def of(cls, group: str) -> GroupNames:
+        """`postgres` keeps the names phases 2-5 always had; another group `g` gets `g`, `g-rw`, `g-pooler`, ..."""
+        if group == NAME:
+            return cls(
+                NAME, REPLICA_NAME, POOLER_NAME, RW_SERVICE, RO_SERVICE, SCRIPTS_CONFIG_MAP, POOLER_CONFIG_MAP,
+                f"{NAME}-credentials",
+            )  # fmt: skip
+        suffixes = ("replica", "pooler", "rw", "ro", "scripts", "pooler-config", "credentials")
+        return cls(group, *(f"{group}-{suffix}" for suffix in suffixes))
+
+
+MAIN = GroupNames.of(NAME)
+
+
+@dataclass(frozen=True)
 class ReplicationSpec:
     """Streaming replication: how far a replica may fall behind and still serve reads."""
 
@@ -203,7 +231,7 @@ class PostgresEndpoints:
 def secret_name(meta: Meta) -> str:
     """The credentials Secret: one per stack namespace, so the name does not depend on `meta`."""
     del meta
-    return f"{NAME}-credentials"
+    return MAIN.secret
 
 
 def script(name: str) -> str:
@@ -235,12 +263,14 @@ def _settings_args(settings: dict[str, str]) -> list[str]:
     return [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
 
 
-def credentials_secret(meta: Meta, spec: PostgresSpec, passwords: PostgresPasswords) -> dict[str, Any]:
+def credentials_secret(
+    meta: Meta, spec: PostgresSpec, passwords: PostgresPasswords, names: GroupNames = MAIN
+) -> dict[str, Any]:
     """Secret `postgres-credentials`: app user name and password, replication password."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": meta.metadata(NAME, "database", object_name=secret_name(meta)),
+        "metadata": meta.metadata(names.primary, "database", object_name=names.secret),
         "type": "Opaque",
         "stringData": {
             "username": spec.user,
@@ -333,15 +363,16 @@ def local_endpoints(meta: Meta, spec: PostgresSpec) -> PostgresEndpoints:
     )
 
 
-def endpoints(meta: Meta, spec: PostgresSpec) -> PostgresEndpoints:
+def endpoints(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) -> PostgresEndpoints:
     """Phase 2+: `postgres-rw` (and `postgres-ro`), or PgBouncer's `<db>` (and `<db>_ro`) when enabled."""
+    del meta
     if spec.pooler.enabled:
-        primary = Address(POOLER_NAME, POOLER_PORT, spec.database)
-        replicas = (Address(POOLER_NAME, POOLER_PORT, f"{spec.database}_ro"),) if spec.replicas else ()
+        primary = Address(names.pooler, POOLER_PORT, spec.database)
+        replicas = (Address(names.pooler, POOLER_PORT, f"{spec.database}_ro"),) if spec.replicas else ()
     else:
-        primary = Address(RW_SERVICE, PORT, spec.database)
-        replicas = (Address(RO_SERVICE, PORT, spec.database),) if spec.replicas else ()
-    return PostgresEndpoints(primary, replicas, spec.user, secret_name(meta), PASSWORD_KEY)
+        primary = Address(names.rw, PORT, spec.database)
+        replicas = (Address(names.ro, PORT, spec.database),) if spec.replicas else ()
+    return PostgresEndpoints(primary, replicas, spec.user, names.secret, PASSWORD_KEY)
 
 
 def database_env(endpoints: PostgresEndpoints) -> list[dict[str, Any]]:
@@ -359,9 +390,9 @@ def database_env(endpoints: PostgresEndpoints) -> list[dict[str, Any]]:
     return env
 
 
-def scripts_config_map(meta: Meta) -> dict[str, Any]:
+def scripts_config_map(meta: Meta, names: GroupNames = MAIN) -> dict[str, Any]:
     """ConfigMap `postgres-scripts`: every components/scripts/postgres/*.sh, byte for byte."""
-    metadata = meta.metadata(NAME, "database", object_name=SCRIPTS_CONFIG_MAP)
+    metadata = meta.metadata(names.primary, "database", object_name=names.scripts)
     return config_map(metadata, {name: script(name) for name in script_names()})
 
 
@@ -377,7 +408,7 @@ def _service(meta: Meta, name: str, component: str, selector: dict[str, str], *,
 
 
 def _stateful_set(
-    meta: Meta, spec: PostgresSpec, name: str, component: str, replicas: int, pod_spec: dict[str, Any]
+    meta: Meta, spec: PostgresSpec, name: str, component: str, replicas: int, pod_spec: dict[str, Any], scripts_map: str
 ) -> dict[str, Any]:
     """StatefulSet `name` with its claim template; the scripts' checksum rolls pods when they change."""
     claim_spec: dict[str, Any] = {
@@ -408,7 +439,7 @@ def _stateful_set(
                     "securityContext": pod_security(RUN_AS),
                     **pod_spec,
                     "volumes": [
-                        {"name": "scripts", "configMap": {"name": SCRIPTS_CONFIG_MAP, "defaultMode": 0o555}},
+                        {"name": "scripts", "configMap": {"name": scripts_map, "defaultMode": 0o555}},
                         RUN_VOLUME,
                         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
                         *pod_spec.get("volumes", []),
@@ -433,14 +464,14 @@ def _replication_env(secret: str, password_variable: str) -> list[dict[str, Any]
     ]
 
 
-def primary_objects(meta: Meta, spec: PostgresSpec) -> list[dict[str, Any]]:
+def primary_objects(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) -> list[dict[str, Any]]:
     """StatefulSet `postgres` (one pod), headless Service `postgres`, client Service `postgres-rw`.
 
     On first start the image's entrypoint runs initdb, then primary-init.sh (as an initdb hook):
     the replication role and its pg_hba entry. Phase 2 creates them too, so adding replicas later
     needs no change to an existing primary. Ready means "accepting writes" (ready.sh primary).
     """
-    secret = secret_name(meta)
+    secret = names.secret
     container = _postgres_container(
         spec,
         secret,
@@ -451,20 +482,20 @@ def primary_objects(meta: Meta, spec: PostgresSpec) -> list[dict[str, Any]]:
     initdb = {
         "name": "initdb",
         "configMap": {
-            "name": SCRIPTS_CONFIG_MAP,
+            "name": names.scripts,
             "defaultMode": 0o555,
             "items": [{"key": "primary-init.sh", "path": "10-primary-init.sh"}],
         },
     }
     pod_spec = {"containers": [container], "volumes": [initdb]}
     return [
-        _stateful_set(meta, spec, NAME, "primary", 1, pod_spec),
-        _service(meta, NAME, "primary", meta.selector(NAME), headless=True),
-        _service(meta, RW_SERVICE, "primary", meta.selector(NAME), headless=False),
+        _stateful_set(meta, spec, names.primary, "primary", 1, pod_spec, names.scripts),
+        _service(meta, names.primary, "primary", meta.selector(names.primary), headless=True),
+        _service(meta, names.rw, "primary", meta.selector(names.primary), headless=False),
     ]
 
 
-def bootstrap_container(spec: PostgresSpec, secret: str) -> dict[str, Any]:
+def bootstrap_container(spec: PostgresSpec, secret: str, primary_host: str = RW_SERVICE) -> dict[str, Any]:
     """Init container of a replica: replica-bootstrap.sh clones the primary into an empty volume."""
     return {
         "name": "bootstrap",
@@ -472,7 +503,7 @@ def bootstrap_container(spec: PostgresSpec, secret: str) -> dict[str, Any]:
         "command": [f"{SCRIPTS_DIR}/replica-bootstrap.sh"],
         "env": [
             {"name": "PGDATA", "value": PGDATA},
-            {"name": "PRIMARY_HOST", "value": RW_SERVICE},
+            {"name": "PRIMARY_HOST", "value": primary_host},
             {"name": "PRIMARY_PORT", "value": str(PORT)},
             {"name": "REPLICA_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             *_replication_env(secret, "PGPASSWORD"),
@@ -487,14 +518,14 @@ def bootstrap_container(spec: PostgresSpec, secret: str) -> dict[str, Any]:
     }
 
 
-def replica_objects(meta: Meta, spec: PostgresSpec) -> list[dict[str, Any]]:
+def replica_objects(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) -> list[dict[str, Any]]:
     """StatefulSet `postgres-replica` (`spec.replicas` hot standbys), its headless Service, `postgres-ro`.
 
     Each pod's bootstrap init container clones the primary through `postgres-rw`, creating the
     slot `postgres_replica_<n>`. Ready means in recovery, streaming, and within the lag limits
     (ready.sh replica), so `postgres-ro` only sends reads to replicas that are close behind.
     """
-    secret = secret_name(meta)
+    secret = names.secret
     lag_env = [
         {"name": "MAX_LAG_BYTES", "value": str(spec.replication.max_lag_bytes)},
         {"name": "MAX_LAG_SECONDS", "value": str(spec.replication.max_lag_seconds)},
@@ -506,9 +537,9 @@ def replica_objects(meta: Meta, spec: PostgresSpec) -> list[dict[str, Any]]:
         env=lag_env,
         mounts=[_scripts_mount()],
     )
-    selector = meta.selector(REPLICA_NAME)
+    selector = meta.selector(names.replica)
     pod_spec = {
-        "initContainers": [bootstrap_container(spec, secret)],
+        "initContainers": [bootstrap_container(spec, secret, names.rw)],
         "containers": [container],
         "topologySpreadConstraints": spread(selector),
         # away from the primary's node where possible: one node failure takes one copy
@@ -519,7 +550,7 @@ def replica_objects(meta: Meta, spec: PostgresSpec) -> list[dict[str, Any]]:
                         "weight": 100,
                         "podAffinityTerm": {
                             "topologyKey": "kubernetes.io/hostname",
-                            "labelSelector": {"matchLabels": meta.selector(NAME)},
+                            "labelSelector": {"matchLabels": meta.selector(names.primary)},
                         },
                     }
                 ]
@@ -527,12 +558,12 @@ def replica_objects(meta: Meta, spec: PostgresSpec) -> list[dict[str, Any]]:
         },
     }
     objects = [
-        _stateful_set(meta, spec, REPLICA_NAME, "replica", spec.replicas, pod_spec),
-        _service(meta, REPLICA_NAME, "replica", selector, headless=True),
-        _service(meta, RO_SERVICE, "replica", selector, headless=False),
+        _stateful_set(meta, spec, names.replica, "replica", spec.replicas, pod_spec, names.scripts),
+        _service(meta, names.replica, "replica", selector, headless=True),
+        _service(meta, names.ro, "replica", selector, headless=False),
     ]
     if spec.replicas > 1:
-        objects.append(_disruption_budget(meta, REPLICA_NAME, "replica"))
+        objects.append(_disruption_budget(meta, names.replica, "replica"))
     return objects
 
 
@@ -593,7 +624,7 @@ def _tcp_probe(port: str, *, period: int, failure_threshold: int) -> dict[str, A
     }
 
 
-def pooler_objects(meta: Meta, spec: PostgresSpec) -> list[dict[str, Any]]:
+def pooler_objects(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) -> list[dict[str, Any]]:
     """ConfigMap `pgbouncer-config`, Deployment and Service `pgbouncer` (+ PDB with 2+ pods).
 
     An init container (pgbouncer-userlist.sh, in the postgres image) writes the auth file from the
@@ -602,19 +633,19 @@ def pooler_objects(meta: Meta, spec: PostgresSpec) -> list[dict[str, Any]]:
     auth_file = f"{POOLER_AUTH_DIR}/userlist.txt"
     ini = pgbouncer_ini(
         spec,
-        primary=(RW_SERVICE, PORT),
-        replica=(RO_SERVICE, PORT) if spec.replicas else None,
+        primary=(names.rw, PORT),
+        replica=(names.ro, PORT) if spec.replicas else None,
         listen=("0.0.0.0", POOLER_PORT),
         auth_file=auth_file,
     )
-    selector = meta.selector(POOLER_NAME)
+    selector = meta.selector(names.pooler)
     userlist = {
         "name": "userlist",
         "image": spec.image,
         "command": [f"{SCRIPTS_DIR}/pgbouncer-userlist.sh"],
         "env": [
             {"name": "POOLER_USER", "value": spec.user},
-            _secret_env("POOLER_PASSWORD", secret_name(meta), PASSWORD_KEY),
+            _secret_env("POOLER_PASSWORD", names.secret, PASSWORD_KEY),
             {"name": "AUTH_FILE", "value": auth_file},
         ],
         "resources": spec.pooler.resources.render(),
@@ -639,14 +670,14 @@ def pooler_objects(meta: Meta, spec: PostgresSpec) -> list[dict[str, Any]]:
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": meta.metadata(POOLER_NAME, "pooler"),
+        "metadata": meta.metadata(names.pooler, "pooler"),
         "spec": {
             "replicas": spec.pooler.replicas,
             "selector": {"matchLabels": selector},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {
-                    "labels": meta.labels(POOLER_NAME, "pooler"),
+                    "labels": meta.labels(names.pooler, "pooler"),
                     "annotations": {"checksum/config": hashlib.sha256(ini.encode()).hexdigest()},
                 },
                 "spec": {
@@ -657,8 +688,8 @@ def pooler_objects(meta: Meta, spec: PostgresSpec) -> list[dict[str, Any]]:
                     "containers": [pgbouncer],
                     "topologySpreadConstraints": spread(selector),
                     "volumes": [
-                        {"name": "config", "configMap": {"name": POOLER_CONFIG_MAP}},
-                        {"name": "scripts", "configMap": {"name": SCRIPTS_CONFIG_MAP, "defaultMode": 0o555}},
+                        {"name": "config", "configMap": {"name": names.pooler_config}},
+                        {"name": "scripts", "configMap": {"name": names.scripts, "defaultMode": 0o555}},
                         {"name": "auth", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
                     ],
                 },
@@ -668,28 +699,34 @@ def pooler_objects(meta: Meta, spec: PostgresSpec) -> list[dict[str, Any]]:
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta.metadata(POOLER_NAME, "pooler"),
+        "metadata": meta.metadata(names.pooler, "pooler"),
         "spec": {
             "selector": selector,
             "ports": [{"name": "pgbouncer", "port": POOLER_PORT, "targetPort": "pgbouncer", "protocol": "TCP"}],
         },
     }
-    metadata = meta.metadata(POOLER_NAME, "pooler", object_name=POOLER_CONFIG_MAP)
+    metadata = meta.metadata(names.pooler, "pooler", object_name=names.pooler_config)
     objects = [config_map(metadata, {"pgbouncer.ini": ini}), deployment, service]
     if spec.pooler.replicas > 1:
-        objects.append(_disruption_budget(meta, POOLER_NAME, "pooler"))
+        objects.append(_disruption_budget(meta, names.pooler, "pooler"))
     return objects
 
 
-def postgres_objects(meta: Meta, spec: PostgresSpec, passwords: PostgresPasswords) -> list[dict[str, Any]]:
+def postgres_objects(
+    meta: Meta, spec: PostgresSpec, passwords: PostgresPasswords, names: GroupNames = MAIN
+) -> list[dict[str, Any]]:
     """Secret, scripts ConfigMap and the primary (phase 2); replicas and PgBouncer when the spec asks.
 
     The scripts ConfigMap and the replication role are there from phase 2 on, so raising
     `replicas` later adds standbys to the existing primary without touching it.
     """
-    objects = [credentials_secret(meta, spec, passwords), scripts_config_map(meta), *primary_objects(meta, spec)]
+    objects = [
+        credentials_secret(meta, spec, passwords, names),
+        scripts_config_map(meta, names),
+        *primary_objects(meta, spec, names),
+    ]
     if spec.replicas:
-        objects += replica_objects(meta, spec)
+        objects += replica_objects(meta, spec, names)
     if spec.pooler.enabled:
-        objects += pooler_objects(meta, spec)
+        objects += pooler_objects(meta, spec, names)
     return objects
