@@ -15,8 +15,7 @@ from sample_helpers import Postgres
 
 # Each query path with representative arguments.
 QUERY_PATHS: dict[str, tuple[str, tuple[Any, ...]]] = {
-    "product by id": (products.GET_ONE, (1,)),
-    "products batch": (products.GET_MANY, ([1, 2, 3],)),
+    "products by id, batched": (products.GET_MANY, ([1, 2, 3],)),
     "products page": (products.PAGE, (10, 20)),
     "user by id": (users.GET_ONE, (1,)),
     "login by email": (users.CREDENTIALS, ("Ada@Example.com",)),

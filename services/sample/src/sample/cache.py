@@ -4,8 +4,8 @@ A miss is loaded once: concurrent misses for a key in this process share one loa
 and across processes the first to take a short Redis lock loads while the others poll for its result.
 Values are the encoded JSON bytes; b"" marks a row that does not exist (cached for a short time).
 
-Lookups are coalesced: the GETs that concurrent requests issue in one event-loop turn go to Redis
-as one MGET, so under load one round trip serves many requests (the DataLoader pattern).
+Lookups are coalesced (coalesce.py): the GETs that concurrent requests issue in one event-loop turn
+go to Redis as one MGET.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import random
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 
+from sample.coalesce import Coalescer
 from sample.metrics import CACHE_HIT, CACHE_MISS
 from sample.redisconn import RedisClient, mget
 
@@ -29,44 +30,6 @@ Loader = Callable[[], Awaitable[bytes | None]]
 BatchLoader = Callable[[list[int]], Awaitable[dict[int, bytes]]]
 
 
-class Coalescer:
-    """Collects the keys requested during one event-loop turn and fetches them with a single MGET."""
-
-    def __init__(self, client: RedisClient) -> None:
-        self.client = client
-        self._pending: dict[str, list[asyncio.Future[bytes | None]]] = {}
-        self._fetches: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
-
-    def get(self, key: str) -> asyncio.Future[bytes | None]:
-        """A future for the value of `key`, one per caller, so a cancelled caller cancels only its own."""
-        loop = asyncio.get_running_loop()
-        if not self._pending:
-            loop.call_soon(self._flush)
-        future = loop.create_future()
-        self._pending.setdefault(key, []).append(future)
-        return future
-
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, {}
-        task = asyncio.ensure_future(self._fetch(batch))
-        self._fetches.add(task)
-        task.add_done_callback(self._fetches.discard)
-
-    async def _fetch(self, batch: dict[str, list[asyncio.Future[bytes | None]]]) -> None:
-        try:
-            values = await mget(self.client, list(batch))
-        except BaseException as exc:
-            for futures in batch.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(exc)
-            return
-        for futures, value in zip(batch.values(), values, strict=True):
-            for future in futures:
-                if not future.done():
-                    future.set_result(value)
-
-
 class Cache:
     """Cache-aside over a Redis client with a TTL in seconds (±10% jitter so keys do not expire together)."""
 
@@ -75,7 +38,11 @@ class Cache:
         self.ttl = ttl_seconds
         self._inflight: dict[str, asyncio.Future[bytes | None]] = {}
         self._release = client.register_script(RELEASE)
-        self._lookups = Coalescer(client)
+        self._lookups: Coalescer[str, bytes] = Coalescer(self._mget)
+
+    async def _mget(self, keys: list[str]) -> dict[str, bytes]:
+        values = await mget(self.client, keys)
+        return {key: value for key, value in zip(keys, values, strict=True) if value is not None}
 
     def _ttl(self) -> int:
         return max(1, round(self.ttl * random.uniform(0.9, 1.1)))

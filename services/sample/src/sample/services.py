@@ -14,6 +14,7 @@ from sample.db import Database
 from sample.events import EventBus
 from sample.ratelimit import RateLimiter
 from sample.redisconn import RedisClient, connect
+from sample.repo.products import ProductReader
 from sample.sessions import SessionStore
 
 
@@ -21,6 +22,7 @@ from sample.sessions import SessionStore
 class Services:
     settings: Settings
     db: Database
+    products: ProductReader
     redis: RedisClient | None
     cache: Cache | None
     sessions: SessionStore | None
@@ -32,9 +34,11 @@ class Services:
         """Only what the switches turn on is built; with REDIS_URL empty every Redis feature is None."""
         redis = connect(settings.redis_url, settings.redis_mode) if settings.redis_url else None
         on = redis is not None
+        db = Database(settings)
         return cls(
             settings=settings,
-            db=Database(settings),
+            db=db,
+            products=ProductReader(db),
             redis=redis,
             cache=Cache(redis, settings.cache_ttl_seconds) if on and settings.cache_enabled else None,
             sessions=(

@@ -35,14 +35,8 @@ async def _load_one(svc: Services, product_id: int, fresh: bool) -> bytes | None
     Cache fills read the primary: a lagging replica must never put an old row back after invalidation.
     """
     if svc.cache is None or fresh:
-        row = await products.get(svc.db, product_id, fresh)
-        return products.encode_row(row) if row is not None else None
-
-    async def load() -> bytes | None:
-        row = await products.get(svc.db, product_id, fresh=True)
-        return products.encode_row(row) if row is not None else None
-
-    return await svc.cache.get_or_load(cache_key(product_id), load)
+        return await svc.products.one(product_id, fresh)
+    return await svc.cache.get_or_load(cache_key(product_id), lambda: svc.products.one(product_id, fresh=True))
 
 
 async def get_product(request: Request) -> Response:

@@ -6,13 +6,13 @@ from typing import Any
 
 import asyncpg
 
+from sample.coalesce import Coalescer
 from sample.db import Database, Transaction
 from sample.models import Product, ProductCreate
 from sample.responses import encode
 
 COLUMNS = "id, sku, name, description, price_cents, stock, version, updated_at"
 IMAGES = 4  # packaged images under /static/img/
-GET_ONE = f"SELECT {COLUMNS} FROM products WHERE id = $1"
 GET_MANY = f"SELECT {COLUMNS} FROM products WHERE id = ANY($1::bigint[])"
 PAGE = f"SELECT {COLUMNS} FROM products WHERE id > $1 ORDER BY id LIMIT $2"
 
@@ -25,8 +25,20 @@ def encode_row(row: asyncpg.Record) -> bytes:
     return encode(to_product(row))
 
 
-async def get(db: Database, product_id: int, fresh: bool) -> asyncpg.Record | None:
-    return await db.fetchrow(GET_ONE, product_id, fresh=fresh)
+class ProductReader:
+    """Reads of single products as encoded JSON, coalesced: the ids requested in one event-loop turn
+    are loaded with one GET_MANY query per target (primary for fresh reads, else the replicas)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._fresh: Coalescer[int, bytes] = Coalescer(lambda ids: self._load(ids, fresh=True))
+        self._any: Coalescer[int, bytes] = Coalescer(lambda ids: self._load(ids, fresh=False))
+
+    async def _load(self, ids: list[int], fresh: bool) -> dict[int, bytes]:
+        return {row["id"]: encode_row(row) for row in await get_many(self.db, ids, fresh)}
+
+    async def one(self, product_id: int, fresh: bool) -> bytes | None:
+        return await (self._fresh if fresh else self._any).get(product_id)
 
 
 async def get_many(db: Database, ids: list[int], fresh: bool) -> list[asyncpg.Record]:
