@@ -18,8 +18,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from sample import openapi
-from sample.api import events, health, orders, products, users
+from sample import openapi, roles
+from sample.api import events, health, jobs, orders, products, users
 from sample.config import Settings, load_settings
 from sample.errors import HANDLERS
 from sample.metrics import MetricsMiddleware
@@ -43,7 +43,9 @@ class CachedStaticFiles(StaticFiles):
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
     services = Services.build(settings)
-    spec = encode(openapi.document())
+    document = openapi.document()
+    document["paths"] = {path: ops for path, ops in document["paths"].items() if roles.serves(settings.role, path)}
+    spec = encode(document)
 
     async def openapi_json(request: Request) -> Response:
         return Response(spec, media_type="application/json")
@@ -60,16 +62,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
     if services.limiter is not None:
         middleware.append(Middleware(RateLimitMiddleware, services.limiter, services.sessions, settings))
     static = resources.files("sample") / "static"
+    every_route = [  # routes are matched in order: the hottest first
+        *products.ROUTES,
+        *health.ROUTES,
+        *users.ROUTES,
+        *orders.ROUTES,
+        *jobs.ROUTES,
+        *events.ROUTES,
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Mount("/static", CachedStaticFiles(directory=str(static)), name="static"),
+    ]
     app = Starlette(
-        routes=[  # routes are matched in order: the hottest first
-            *products.ROUTES,
-            *health.ROUTES,
-            *users.ROUTES,
-            *orders.ROUTES,
-            *events.ROUTES,
-            Route("/openapi.json", openapi_json, methods=["GET"]),
-            Mount("/static", CachedStaticFiles(directory=str(static)), name="static"),
-        ],
+        routes=[route for route in every_route if roles.serves(settings.role, route.path)],  # type: ignore[attr-defined]
         middleware=middleware,
         exception_handlers=HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,

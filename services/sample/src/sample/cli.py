@@ -1,10 +1,12 @@
-"""The `sample` command: `sample serve` (the image's default) and `sample migrate` (the migration Job)."""
+"""The `sample` command: `sample serve` (the image's default), `sample worker` (the job worker role) and
+`sample migrate` (the migration Job)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from sample import logs
@@ -17,8 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sample", description="scaleladder sample service")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="serve HTTP on 0.0.0.0:PORT")
+    commands.add_parser("worker", help="consume jobs from NATS (ROLE=worker); serves only probes and metrics on PORT")
     commands.add_parser("migrate", help="apply pending schema migrations to DATABASE_URL (idempotent)")
     args = parser.parse_args(argv)
+    if args.command == "worker" and os.environ.setdefault("ROLE", "worker") != "worker":
+        print(f"sample worker: ROLE: got {os.environ['ROLE']!r}, allowed: worker (or unset)", file=sys.stderr)
+        return 2
     try:
         settings = load_settings()
     except ConfigError as exc:

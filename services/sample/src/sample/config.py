@@ -7,6 +7,7 @@ message lists each bad variable with the value received and what is allowed.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +58,23 @@ class Settings:
     shutdown_timeout_seconds: int = 20
     log_level: str = "info"
     access_log: bool = False
+    role: str = "all"
+    """ROLE: which paths this process serves (sample.roles.PATHS); `worker` serves none and consumes jobs."""
+    catalog_url: str = ""
+    """CATALOG_URL: the catalog's base URL (the Envoy sidecar's local port); empty: products read in-process."""
+    orders_url: str = ""
+    """ORDERS_URL: the orders service's base URL; empty: a user's orders read in-process."""
+    upstream_timeout_ms: int = 5000
+    """UPSTREAM_TIMEOUT_MS: whole-call timeout of a call to CATALOG_URL or ORDERS_URL."""
+    nats_url: str = ""
+    """NATS_URL: comma-separated NATS servers; empty: no job queue (POST /jobs answers 404)."""
+    jobs_stream: str = "JOBS"
+    jobs_subject_prefix: str = "jobs"
+    jobs_consumer: str = "workers"
+    jobs_max_deliver: int = 5
+    jobs_results_bucket: str = "JOB_RESULTS"
+    jobs_retry_delay_ms: int = 1000
+    """JOBS_RETRY_DELAY_MS: a failed job is delivered again after this delay (until JOBS_MAX_DELIVER)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +126,29 @@ def _dsn_list(raw: str) -> tuple[str, ...]:
     return tuple(_dsn(part) for part in raw.split(",") if part.strip())
 
 
+def _http_url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    if value and not re.fullmatch(r"https?://[^/\s]+", value):
+        raise ValueError
+    return value
+
+
+def _nats_urls(raw: str) -> str:
+    parts = [part.strip() for part in raw.split(",") if part.strip()]
+    if not all(re.fullmatch(r"(nats|tls)://[^/\s,]+", part) for part in parts):
+        raise ValueError
+    return ",".join(parts)
+
+
+def _name(pattern: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if not re.fullmatch(pattern, raw.strip()):
+            raise ValueError
+        return raw.strip()
+
+    return parse
+
+
 def _redis_url(raw: str) -> str:
     value = raw.strip()
     if value and not value.startswith(("redis://", "rediss://")):
@@ -116,6 +157,9 @@ def _redis_url(raw: str) -> str:
 
 
 HOUR, DAY = 3600, 86400
+ROLES = ("all", "auth", "catalog", "orders", "worker")
+NATS_URLS = "nats://host:port, comma-separated for several servers"
+JS_NAME = r"[A-Za-z0-9_-]{1,64}"
 BOOL = "true or false (also 1/0, yes/no, on/off)"
 VARIABLES = (
     Variable("PORT", "port", _int_in(1, 65535), "an integer from 1 to 65535"),
@@ -153,7 +197,24 @@ VARIABLES = (
     Variable("SHUTDOWN_TIMEOUT_SECONDS", "shutdown_timeout_seconds", _int_in(1, HOUR), "1 to 3600 seconds"),
     Variable("LOG_LEVEL", "log_level", _choice("debug", "info", "warning", "error"), "debug, info, warning or error"),
     Variable("ACCESS_LOG", "access_log", _bool, BOOL),
+    Variable("ROLE", "role", _choice(*ROLES), ", ".join(ROLES)),
+    Variable("CATALOG_URL", "catalog_url", _http_url, "empty, or http://host:port (no path)"),
+    Variable("ORDERS_URL", "orders_url", _http_url, "empty, or http://host:port (no path)"),
+    Variable("UPSTREAM_TIMEOUT_MS", "upstream_timeout_ms", _int_in(10, 60000), "10 to 60000 ms"),
+    Variable("NATS_URL", "nats_url", _nats_urls, NATS_URLS),
+    Variable("JOBS_STREAM", "jobs_stream", _name(JS_NAME), "1 to 64 of A-Z a-z 0-9 _ -"),
+    Variable("JOBS_SUBJECT_PREFIX", "jobs_subject_prefix", _name(r"[a-z][a-z0-9_-]*"), "a-z, then a-z 0-9 _ -"),
+    Variable("JOBS_CONSUMER", "jobs_consumer", _name(JS_NAME), "1 to 64 of A-Z a-z 0-9 _ -"),
+    Variable("JOBS_MAX_DELIVER", "jobs_max_deliver", _int_in(1, 100), "an integer from 1 to 100"),
+    Variable("JOBS_RESULTS_BUCKET", "jobs_results_bucket", _name(JS_NAME), "1 to 64 of A-Z a-z 0-9 _ -"),
+    Variable("JOBS_RETRY_DELAY_MS", "jobs_retry_delay_ms", _int_in(0, HOUR * 1000), "0 to 3600000 ms"),
 )
+# what each role cannot run without: ROLE=worker without NATS_URL is a startup error naming NATS_URL
+ROLE_NEEDS = {
+    "auth": (("ORDERS_URL", "orders_url", "http://host:port"),),
+    "orders": (("CATALOG_URL", "catalog_url", "http://host:port"), ("NATS_URL", "nats_url", NATS_URLS)),
+    "worker": (("NATS_URL", "nats_url", NATS_URLS),),
+}
 
 REDIS_SWITCHES = (
     ("CACHE_ENABLED", "cache_enabled"),
@@ -195,4 +256,7 @@ def _cross_checks(settings: Settings, env: Mapping[str, str]) -> list[str]:
         for name, field in REDIS_SWITCHES:
             if getattr(settings, field):
                 problems.append(f"{name}: got {env[name]!r}, allowed: false while REDIS_URL is empty (it needs Redis)")
+    for name, field, allowed in ROLE_NEEDS.get(settings.role, ()):
+        if not getattr(settings, field):
+            problems.append(f"{name}: not set, allowed: {allowed} (required with ROLE={settings.role})")
     return problems

@@ -50,6 +50,8 @@ def _op(summary: str, responses: dict[str, Any], *, params: list[Any] = (), body
     return operation
 
 
+USER_ID = {"name": "user_id", "in": "query", "required": True, "schema": {"type": "integer", "minimum": 1}}
+JOB = {"type": "object", "properties": {name: {"type": "string"} for name in ("id", "kind", "status")}}
 PAGE = {"type": "object", "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}}}
 PATHS: dict[str, dict[str, Any]] = {
     "/products": {
@@ -91,7 +93,27 @@ PATHS: dict[str, dict[str, Any]] = {
         "delete": _op("Log out: deletes the session and the cookie.", {"204": {"description": "Logged out"}}),
     },
     "/me": {"get": _op("The logged-in user.", {"200": _json(_ref("User"))})},
-    "/orders": {"post": _op("Place an order.", {"201": _json(_ref("Order"), "Created")}, body="OrderCreate")},
+    "/orders": {
+        "post": _op("Place an order.", {"201": _json(_ref("Order"), "Created")}, body="OrderCreate"),
+        "get": _op(
+            "A user's orders with items (keyset); the auth role's /users/{id}/orders calls this.",
+            {"200": _json(PAGE)},
+            params=[USER_ID, LIMIT, CURSOR],
+        ),
+    },
+    "/jobs": {
+        "post": _op(
+            "Enqueue a job {kind, payload}; kinds: order-receipt {order_id}.",
+            {"202": _json(JOB, "Queued; Location: /jobs/{id}")},
+        )
+    },
+    "/jobs/{id}": {
+        "get": _op(
+            "A job's status (queued, done, failed) with its result or error.",
+            {"200": _json(JOB)},
+            params=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+        )
+    },
     "/orders/{id}": {"get": _op("One order with items.", {"200": _json(_ref("Order"))}, params=[ID])},
     "/events": {
         "get": _op(

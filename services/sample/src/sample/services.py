@@ -12,10 +12,13 @@ from sample.cache import Cache
 from sample.config import Settings
 from sample.db import Database
 from sample.events import EventBus
+from sample.queue import JobQueue
 from sample.ratelimit import RateLimiter
 from sample.redisconn import RedisClient, connect
 from sample.repo.products import ProductReader
 from sample.sessions import SessionStore
+from sample.upstream import Upstream
+from sample.worker import Worker
 
 
 @dataclass
@@ -28,6 +31,10 @@ class Services:
     sessions: SessionStore | None
     limiter: RateLimiter | None
     events: EventBus | None
+    jobs: JobQueue | None
+    worker: Worker | None
+    catalog: Upstream | None
+    orders: Upstream | None
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -35,6 +42,8 @@ class Services:
         redis = connect(settings.redis_url, settings.redis_mode) if settings.redis_url else None
         on = redis is not None
         db = Database(settings)
+        jobs = JobQueue(settings) if settings.nats_url else None
+        timeout = settings.upstream_timeout_ms / 1000
         return cls(
             settings=settings,
             db=db,
@@ -48,6 +57,10 @@ class Services:
             ),
             limiter=RateLimiter(redis, settings) if on and settings.rate_limit_enabled else None,
             events=EventBus(redis, settings.events_history) if on and settings.events_enabled else None,
+            jobs=jobs,
+            worker=Worker(settings, jobs, db) if jobs is not None and settings.role == "worker" else None,
+            catalog=Upstream("catalog", settings.catalog_url, timeout) if settings.catalog_url else None,
+            orders=Upstream("orders", settings.orders_url, timeout) if settings.orders_url else None,
         )
 
     async def start(self) -> None:
@@ -56,9 +69,18 @@ class Services:
         if self.events is not None:
             self.events.start()
             lifecycle.on_drain(self.events.end_streams)
+        if self.jobs is not None:
+            await self.jobs.open()
+        if self.worker is not None:
+            self.worker.start()
+            lifecycle.on_drain(self.worker.drain)
 
     async def stop(self) -> None:
         """Close everything; called after in-flight requests drained."""
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.jobs is not None:
+            await self.jobs.close()
         if self.events is not None:
             await self.events.stop()
         await self.db.close()

@@ -20,12 +20,14 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """200 when the primary (and Redis, when configured) answer within READY_TIMEOUT_MS, else 503 naming which."""
+    """200 when the primary (and Redis, NATS if configured) answer within READY_TIMEOUT_MS, else 503 naming which."""
     svc = of(request)
     timeout = svc.settings.ready_timeout_ms / 1000
     checks = {"postgres": svc.db.ping_primary()}
     if svc.redis is not None:
         checks["redis"] = redisconn.ping(svc.redis, timeout)
+    if svc.jobs is not None:
+        checks["nats"] = svc.jobs.ping(timeout)
     results = await asyncio.gather(*checks.values(), return_exceptions=True)
     status = {
         name: "ok" if not isinstance(r, BaseException) else f"down: {type(r).__name__}: {r}"[:200]

@@ -8,15 +8,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sample import consistency
+from sample import consistency, remote
 from sample.api.products import cache_key
-from sample.api.users import current_user_id
+from sample.api.users import current_user_id, orders_page
+from sample.cursor import MAX_ID
 from sample.errors import ApiError
 from sample.models import OrderCreate
 from sample.repo import orders
 from sample.responses import PRIVATE, encode, json_response
 from sample.services import Services, of
-from sample.validation import parse_body, path_id
+from sample.validation import parse_body, path_id, query_int
 
 
 async def _buyer(svc: Services, request: Request, new: OrderCreate) -> int:
@@ -34,9 +35,11 @@ async def place_order(request: Request) -> Response:
     svc = of(request)
     new = await parse_body(request, OrderCreate, svc.settings.max_body_bytes)
     user_id = await _buyer(svc, request, new)
+    ids = sorted({item.product_id for item in new.items})
+    catalog = await remote.products(svc.catalog, ids) if svc.catalog is not None else None
     try:
         async with svc.db.transaction() as tx:
-            row = await orders.place(tx, user_id, new.items)
+            row = await orders.place(tx, user_id, new.items, catalog)
     except asyncpg.ForeignKeyViolationError:
         raise ApiError(404, "user_not_found", f"user_id: user {user_id} does not exist") from None
     [order] = await orders.with_items(svc.db, [row], fresh=True)
@@ -62,7 +65,16 @@ async def get_order(request: Request) -> Response:
     return json_response(request, encode(order), cache_control=PRIVATE)
 
 
+async def list_orders(request: Request) -> Response:
+    """GET /orders?user_id=N: a user's orders (what the auth role's /users/{id}/orders asks for)."""
+    raw = request.query_params.get("user_id")
+    if raw is None:
+        raise ApiError(400, "invalid_parameter", "user_id: not set, allowed: an integer from 1 to 2^63-1")
+    return await orders_page(request, query_int(request, "user_id", 0, 1, MAX_ID))
+
+
 ROUTES = [
     Route("/orders", place_order, methods=["POST"]),
+    Route("/orders", list_orders, methods=["GET"]),
     Route("/orders/{id}", get_order, methods=["GET"]),
 ]

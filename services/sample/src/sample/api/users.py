@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from sample import consistency, cursor
+from sample import consistency, cursor, remote
 from sample.errors import ApiError
 from sample.models import Login, UserCreate
 from sample.repo import orders, users
@@ -84,9 +84,20 @@ async def me(request: Request) -> Response:
 
 
 async def user_orders(request: Request) -> Response:
-    """A user's orders, oldest first, keyset-paginated, items loaded for the whole page in one query."""
+    """A user's orders: from the orders role when ORDERS_URL is set, else read here."""
     svc = of(request)
     user_id = path_id(request)
+    if svc.orders is None:
+        return await orders_page(request, user_id)
+    reply = await remote.user_orders(svc.orders, user_id, request.url.query, request.headers.get("cookie"))
+    content_type = reply.headers.get("content-type", "application/json")
+    cache_control = reply.headers.get("cache-control", PRIVATE)
+    return Response(reply.body, reply.status, headers={"content-type": content_type, "cache-control": cache_control})
+
+
+async def orders_page(request: Request, user_id: int) -> Response:
+    """A user's orders, oldest first, keyset-paginated, items loaded for the whole page in one query."""
+    svc = of(request)
     if svc.sessions is not None and await current_user_id(svc, request) != user_id:
         raise ApiError(403, "forbidden", f"id: user {user_id} is not the logged-in user")
     limit = query_int(request, "limit", 20, 1, 100)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import asyncpg
 
 from sample.db import Database, Transaction
@@ -12,7 +14,8 @@ COLUMNS = "id, user_id, status, total_cents, created_at"
 LOCK_PRODUCTS = "SELECT id, price_cents, stock FROM products WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
 DECREMENT_STOCK = (
     "UPDATE products p SET stock = p.stock - q.quantity, version = p.version + 1, updated_at = now()"
-    " FROM unnest($1::bigint[], $2::int[]) AS q(id, quantity) WHERE p.id = q.id"
+    " FROM unnest($1::bigint[], $2::int[]) AS q(id, quantity) WHERE p.id = q.id AND p.stock >= q.quantity"
+    " RETURNING p.id"
 )
 GET_ONE = f"SELECT {COLUMNS} FROM orders WHERE id = $1"
 PAGE_FOR_USER = f"SELECT {COLUMNS} FROM orders WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3"
@@ -23,14 +26,19 @@ ITEMS_OF_ORDERS = (
 )
 
 
-async def place(tx: Transaction, user_id: int, items: list[OrderItemIn]) -> asyncpg.Record:
-    """Insert the order and its items at current prices; 404/409 when a product is missing or short."""
+async def place(
+    tx: Transaction, user_id: int, items: list[OrderItemIn], catalog: Mapping[int, Mapping[str, int]] | None = None
+) -> asyncpg.Record:
+    """Insert the order and its items at current prices; 404/409 when a product is missing or short.
+
+    `catalog` (id -> price_cents, stock) is what the catalog service answered (ROLE=orders); without it
+    the products are read and locked here. Either way the stock decrement itself refuses to go negative.
+    """
     quantities: dict[int, int] = {}
     for item in items:
         quantities[item.product_id] = quantities.get(item.product_id, 0) + item.quantity
     ids = sorted(quantities)  # lock in id order: concurrent orders cannot deadlock
-    rows = await tx.fetch(LOCK_PRODUCTS, ids)
-    found = {row["id"]: row for row in rows}
+    found = catalog if catalog is not None else {row["id"]: row for row in await tx.fetch(LOCK_PRODUCTS, ids)}
     missing = [i for i in ids if i not in found]
     if missing:
         raise ApiError(404, "product_not_found", f"items: product_id {missing[0]} does not exist")
@@ -42,11 +50,11 @@ async def place(tx: Transaction, user_id: int, items: list[OrderItemIn]) -> asyn
                 "insufficient_stock",
                 f"items: product_id {product_id} quantity {quantities[product_id]}, only {stock} in stock",
             )
-    await tx.fetch(
-        DECREMENT_STOCK,
-        ids,
-        [quantities[i] for i in ids],
-    )
+    decremented = {row["id"] for row in await tx.fetch(DECREMENT_STOCK, ids, [quantities[i] for i in ids])}
+    if short := [i for i in ids if i not in decremented]:  # sold meanwhile (only when `catalog` was given)
+        raise ApiError(
+            409, "insufficient_stock", f"items: product_id {short[0]} quantity {quantities[short[0]]}, not in stock"
+        )
     total = sum(found[i]["price_cents"] * quantities[i] for i in ids)
     order = await tx.fetchrow(
         f"INSERT INTO orders (user_id, total_cents) VALUES ($1, $2) RETURNING {COLUMNS}", user_id, total
