@@ -23,6 +23,7 @@ from components.queue import QueueSpec
 from components.redis import RedisSpec
 from components.routing import RoutingSpec
 from components.settings import NAMESPACE, ConfigError, Problem, describe, load, merge, setting
+from components.shards import ShardsSpec
 from components.web import WebSpec
 
 DNS_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
@@ -46,6 +47,7 @@ class StackConfig:
     web: WebSpec = setting(WebSpec, "the sample service's pods")
     postgres: PostgresSpec = setting(PostgresSpec, "the database")
     redis: RedisSpec = setting(RedisSpec, "sessions and rate limits (phase 3), the cache (phase 4: a Redis Cluster)")
+    shards: ShardsSpec = setting(ShardsSpec, "Postgres shard groups for user-scoped rows, routed by user id (phase 5)")
     edge_cache: EdgeCacheSpec = setting(EdgeCacheSpec, "Varnish in front of static and cacheable reads (phase 5)")
     queue: QueueSpec = setting(QueueSpec, "NATS JetStream job queue and its workers (phase 6)")
     microservices: MicroservicesSpec = setting(
@@ -68,6 +70,8 @@ class StackConfig:
             yield "single_server", "must be false with queue or microservices (one pod is one process)"
         if self.single_server and self.web.autoscaling.enabled:
             yield "web.autoscaling.enabled", "must be false when single_server is true (one pod cannot autoscale)"
+        if self.single_server and self.shards.enabled:
+            yield "shards.enabled", "must be false when single_server is true (one pod runs one database)"
         if self.single_server and self.postgres.replicas:
             yield "postgres.replicas", f"must be 0 when single_server is true, got {self.postgres.replicas}"
 
@@ -98,6 +102,8 @@ PHASE_DEFAULTS: dict[int, dict[str, Any]] = {
     5: {
         # the CDN layer: cacheable reads are served at the edge, before they reach a Python process
         "edge_cache": {"enabled": True},
+        # and sharding: users and their orders spread over shard groups by user id
+        "shards": {"enabled": True},
     },
     6: {
         # microservices: one tier per role behind Envoy sidecars, async jobs on a queue with workers

@@ -22,6 +22,7 @@ from components import (
     redis,
     redis_cluster,
     routing,
+    shards,
     single_server,
     web,
 )
@@ -138,12 +139,17 @@ def _database_and_web(
     # migrations take session-level locks: they talk to the primary itself, never through the pooler
     primary = postgres.Address(postgres.RW_SERVICE, postgres.PORT, config.postgres.database)
     migration_env = postgres.database_env(dataclasses.replace(endpoints, primary=primary, replicas=()))
-    parts = [
-        Part("postgres", "PostgresGroup", postgres.postgres_objects(meta, config.postgres, secrets.postgres)),
-        Part("migrations", "SchemaMigration", [web.migrate_job(meta, config.web, migration_env)], ("postgres",)),
-    ]
-    after = ["migrations"]
+    parts = [Part("postgres", "PostgresGroup", postgres.postgres_objects(meta, config.postgres, secrets.postgres))]
     env = postgres.database_env(endpoints)
+    if config.shards.enabled:
+        groups = shards.group_objects(meta, config.shards, config.postgres, secrets.postgres)
+        parts += [Part(name, "PostgresGroup", objects) for name, objects in groups]
+        parts.append(Part("shard-map", "ShardMap", [shards.map_config_map(meta, config.shards)]))
+        migration_env += shards.client_env(meta, config.shards, config.postgres, direct=True)
+        env += shards.client_env(meta, config.shards, config.postgres)
+    job = web.migrate_job(meta, config.web, migration_env)
+    parts.append(Part("migrations", "SchemaMigration", [job], tuple(part.name for part in parts)))
+    after = ["migrations"]
     if config.redis.enabled:
         parts.append(_redis_part(meta, config.redis, secrets.redis))
         after.append("redis")

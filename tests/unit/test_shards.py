@@ -1,0 +1,104 @@
+"""The shard-group builders: names, the initial map, the service's env, the spec's errors, the stack wiring."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import kubernetes_validate
+import pytest
+
+from components import config, postgres, shards
+from components.labels import Meta
+from components.settings import ConfigError, load
+from components.stack import Secrets, build
+
+META = Meta(namespace="ns", instance="test", version="0.0.0")
+PASSWORDS = postgres.PostgresPasswords(app="app-secret-value", replication="replication-secret-value")
+POOLED = postgres.PostgresSpec(replicas=2, pooler=postgres.PoolerSpec(enabled=True))
+
+
+def test_each_group_is_a_postgres_group_under_its_own_names() -> None:
+    groups = shards.group_objects(META, shards.ShardsSpec(groups=2, replicas=1), POOLED, PASSWORDS)
+    assert [name for name, _ in groups] == ["pg-shard-0", "pg-shard-1"]
+    names = {(o["kind"], o["metadata"]["name"]) for o in groups[1][1]}
+    assert {
+        ("Secret", "pg-shard-1-credentials"),
+        ("ConfigMap", "pg-shard-1-scripts"),
+        ("StatefulSet", "pg-shard-1"),
+        ("Service", "pg-shard-1-rw"),
+        ("StatefulSet", "pg-shard-1-replica"),
+        ("Service", "pg-shard-1-ro"),
+        ("Deployment", "pg-shard-1-pooler"),
+        ("ConfigMap", "pg-shard-1-pooler-config"),
+    } <= names
+    assert not any(name.startswith(("postgres", "pgbouncer")) for _, name in names)
+    replica = next(
+        o for o in groups[1][1] if o["metadata"]["name"] == "pg-shard-1-replica" and o["kind"] == "StatefulSet"
+    )
+    assert replica["spec"]["replicas"] == 1
+    bootstrap = replica["spec"]["template"]["spec"]["initContainers"][0]
+    assert {"name": "PRIMARY_HOST", "value": "pg-shard-1-rw"} in bootstrap["env"]
+    for _, objects in groups:
+        for obj in objects:
+            kubernetes_validate.validate(obj, "1.34.0", strict=True)
+
+
+def test_initial_map_splits_logical_shards_evenly() -> None:
+    shard_map = shards.initial_map(shards.ShardsSpec(groups=3, logical_shards=64))
+    assert shard_map["version"] == 1 and shard_map["hash"] == shards.HASH
+    assert shard_map["assignment"][:4] == ["pg-shard-0", "pg-shard-1", "pg-shard-2", "pg-shard-0"]
+    assert Counter(shard_map["assignment"]) == {"pg-shard-0": 22, "pg-shard-1": 21, "pg-shard-2": 21}
+    cm = shards.map_config_map(META, shards.ShardsSpec(groups=3, logical_shards=64))
+    assert json.loads(cm["data"][shards.MAP_KEY]) == shard_map
+    kubernetes_validate.validate(cm, "1.34.0", strict=True)
+
+
+def test_service_env_names_each_group_through_its_pooler_and_secret() -> None:
+    env = {e["name"]: e for e in shards.client_env(META, shards.ShardsSpec(), POOLED)}
+    assert env["SHARD_GROUPS"]["value"] == "pg-shard-0,pg-shard-1"
+    assert env["SHARD_MAP"]["valueFrom"] == {"configMapKeyRef": {"name": "shard-map", "key": "shard-map.json"}}
+    assert env["SHARD_1_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "pg-shard-1-credentials", "key": "password"}
+    }
+    assert env["SHARD_1_URL"]["value"] == "postgresql://app:$(SHARD_1_PASSWORD)@pg-shard-1-pooler:6432/app"
+    assert env["SHARD_1_REPLICA_URLS"]["value"] == "postgresql://app:$(SHARD_1_PASSWORD)@pg-shard-1-pooler:6432/app_ro"
+    # $(VAR) expands only variables defined earlier in the list
+    order = list(env)
+    assert order.index("SHARD_1_PASSWORD") < order.index("SHARD_1_URL")
+
+
+def test_migration_env_reaches_the_primaries_directly() -> None:
+    env = {e["name"]: e.get("value") for e in shards.client_env(META, shards.ShardsSpec(), POOLED, direct=True)}
+    assert env["SHARD_0_URL"] == "postgresql://app:$(SHARD_0_PASSWORD)@pg-shard-0-rw:5432/app"
+    assert "SHARD_0_REPLICA_URLS" not in env
+
+
+def test_fewer_logical_shards_than_groups_is_an_error_naming_the_key() -> None:
+    spec, problems = load(shards.ShardsSpec, {"groups": 4, "logical_shards": 3}, "shards")
+    assert spec is None
+    assert [str(p) for p in problems] == [
+        "scaleladder:shards.logical_shards: must be at least groups (4) so every group owns one, got 3"
+    ]
+    _, problems = load(shards.ShardsSpec, {"groups": 17}, "shards")
+    assert "scaleladder:shards.groups" in str(problems[0]) and "17" in str(problems[0])
+
+
+def test_single_server_rejects_shards() -> None:
+    with pytest.raises(ConfigError, match=r"scaleladder:shards.enabled: must be false when single_server is true"):
+        config.from_values({"phase": 1, "shards": {"enabled": True}})
+
+
+@pytest.mark.parametrize("phase", [2, 3, 4])
+def test_phases_before_5_have_no_shards(phase: int) -> None:
+    stack = build("p", config.from_values({"phase": phase}), Secrets.development())
+    assert not any(part.name.startswith("pg-shard") for part in stack.parts)
+
+
+def test_phase_5_runs_shard_groups_before_migrations_and_gives_web_the_env() -> None:
+    stack = build("p", config.from_values({"phase": 5}), Secrets.development())
+    parts = {part.name: part for part in stack.parts}
+    assert {"pg-shard-0", "pg-shard-1", "shard-map"} <= set(parts)
+    assert {"postgres", "pg-shard-0", "pg-shard-1", "shard-map"} <= set(parts["migrations"].depends_on)
+    web_env = parts["web"].objects[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert "SHARD_1_URL" in {e["name"] for e in web_env}
