@@ -1,5 +1,5 @@
-"""Fixtures for the sample service tests: real Postgres (primary + streaming replica) and Redis servers
-on loopback, shared per session; `clean` empties the tables and Redis between tests.
+"""Fixtures for the sample service tests: real Postgres (primary + streaming replica), Redis and a 3-member
+NATS JetStream cluster on loopback, shared per session; `clean` empties the tables and Redis between tests.
 """
 
 from __future__ import annotations
@@ -8,7 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 from sample_helpers import DATABASE, TABLES, Postgres, run_sample
+from sample_jobs_helpers import QUEUE_OVERRIDES
 
+from components.queue import QueueSpec
+from components.settings import load
+from testsupport.nats import NatsCluster
 from testsupport.postgres import PostgresServer
 from testsupport.redis import RedisCluster, RedisServer
 
@@ -50,3 +54,17 @@ def clean(postgres: Postgres, redis_server: RedisServer) -> None:
     postgres.sql(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
     redis_server.command("FLUSHALL")
     postgres.replicated()
+
+
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """Three nats-server members from the kit's config, provisioned by the kit's script (short ack wait)."""
+    spec, problems = load(QueueSpec, QUEUE_OVERRIDES, "queue")
+    assert spec is not None, problems
+    cluster = NatsCluster(tmp_path_factory.mktemp("nats"), spec)
+    try:
+        cluster.start()
+        cluster.provision()
+        yield cluster
+    finally:
+        cluster.stop()
