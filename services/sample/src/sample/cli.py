@@ -9,8 +9,9 @@ import logging
 import os
 import sys
 
-from sample import logs
+from sample import logs, shard_cli
 from sample.config import ConfigError, load_settings
+from sample.shards import shard_settings
 
 log = logging.getLogger("sample")
 
@@ -20,23 +21,27 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="serve HTTP on 0.0.0.0:PORT")
     commands.add_parser("worker", help="consume jobs from NATS (ROLE=worker); serves only probes and metrics on PORT")
-    commands.add_parser("migrate", help="apply pending schema migrations to DATABASE_URL (idempotent)")
+    commands.add_parser("migrate", help="apply pending schema migrations to DATABASE_URL and shard groups (idempotent)")
+    shard_cli.add_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "worker" and os.environ.setdefault("ROLE", "worker") != "worker":
         print(f"sample worker: ROLE: got {os.environ['ROLE']!r}, allowed: worker (or unset)", file=sys.stderr)
         return 2
     try:
         settings = load_settings()
+        shards = shard_settings(os.environ)
     except ConfigError as exc:
         print(f"sample {args.command}: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
     if args.command == "migrate":
-        from sample.migrations import migrate
-
-        applied = asyncio.run(migrate(settings.database_url))
-        log.info("schema is current", extra={"applied": applied})
+        applied = asyncio.run(shard_cli.migrate_all(settings, shards))
+        log.info("schema is current", extra={"applied": applied if shards else applied["main"]})
         return 0
+    if args.command == "shards":
+        status, output = shard_cli.main(args, settings, shards)
+        print(output, file=sys.stdout if status == 0 else sys.stderr)
+        return status
     from sample.server import serve
 
     serve(settings)

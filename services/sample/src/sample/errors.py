@@ -16,11 +16,12 @@ _encode = msgspec.json.Encoder().encode
 class ApiError(Exception):
     """A client-facing error: HTTP status, a stable code and a message naming the field, value and rule."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
 
 
 def error_body(status: int, code: str, message: str) -> bytes:
@@ -33,7 +34,9 @@ def error_response(status: int, code: str, message: str) -> Response:
 
 async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message)
+    response = error_response(exc.status, exc.code, exc.message)
+    response.headers.update(exc.headers)
+    return response
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -59,8 +59,55 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
 )
 
 
-async def migrate(dsn: str) -> list[int]:
-    """Apply the migrations the database lacks; returns the versions applied (empty when current)."""
+SHARDING = 101
+"""Sharding steps are numbered from here, apart from the shared steps above."""
+SHARD_OF = """
+        -- sample.shards.logical_shard in SQL: first 4 bytes of sha256(id as int8, big-endian), unsigned, mod L
+        CREATE FUNCTION shard_of(id bigint, logical_shards integer) RETURNS integer
+            LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+            RETURN (('x' || encode(substr(sha256(int8send(id)), 1, 4), 'hex'))::bit(32)::bigint
+                    % logical_shards)::integer;
+"""
+MAIN_SHARDING: tuple[tuple[int, str, str], ...] = (
+    (
+        SHARDING,
+        "main group of a sharded deployment: id sequences, email directory, shard map versions",
+        """
+        CREATE SEQUENCE user_ids;
+        SELECT setval('user_ids', greatest((SELECT max(id) FROM users), 1));  -- after any pre-sharding user
+        CREATE SEQUENCE order_ids;
+        CREATE TABLE user_directory (
+            email_lower text PRIMARY KEY,           -- login by email, uniqueness across every group
+            user_id     bigint NOT NULL UNIQUE
+        );
+        CREATE TABLE shard_map (
+            version    integer PRIMARY KEY,         -- the newest row is the live map
+            map        jsonb NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        );
+        """
+        + SHARD_OF,
+    ),
+)
+GROUP_SHARDING: tuple[tuple[int, str, str], ...] = (
+    (
+        SHARDING,
+        "shard group: products live in the main group; fences for logical shards being moved",
+        """
+        ALTER TABLE order_items DROP CONSTRAINT order_items_product_id_fkey;
+        CREATE TABLE shard_fence (
+            logical integer PRIMARY KEY,            -- no row: writable here
+            state   text NOT NULL CHECK (state IN ('frozen', 'moved')),
+            since   timestamptz NOT NULL DEFAULT now()
+        );
+        """
+        + SHARD_OF,
+    ),
+)
+
+
+async def migrate(dsn: str, extra: tuple[tuple[int, str, str], ...] = ()) -> list[int]:
+    """Apply the migrations (and `extra` steps) the database lacks; returns the versions applied."""
     conn = await asyncpg.connect(dsn)
     applied: list[int] = []
     try:
@@ -71,7 +118,7 @@ async def migrate(dsn: str) -> list[int]:
                 " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
             )
             done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
-            for version, name, sql in MIGRATIONS:
+            for version, name, sql in (*MIGRATIONS, *extra):
                 if version in done:
                     continue
                 await conn.execute(sql)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -9,7 +10,7 @@ from starlette.routing import Route
 from sample import consistency, cursor, remote
 from sample.errors import ApiError
 from sample.models import Login, UserCreate
-from sample.repo import orders, users
+from sample.repo import orders, sharded, users
 from sample.responses import PRIVATE, encode, json_response
 from sample.services import Services, of
 from sample.validation import parse_body, path_id, query_int
@@ -33,8 +34,11 @@ async def current_user_id(svc: Services, request: Request) -> int:
 async def create_user(request: Request) -> Response:
     svc = of(request)
     new = await parse_body(request, UserCreate, svc.settings.max_body_bytes)
-    async with svc.db.transaction() as tx:
-        row = await users.create(tx, new)
+    if svc.shards is not None:
+        row = await sharded.create_user(svc.shards, new)
+    else:
+        async with svc.db.transaction() as tx:
+            row = await users.create(tx, new)
     if row is None:
         raise ApiError(409, "conflict", f"email: {new.email!r} is already registered")
     response = json_response(request, encode(users.to_user(row)), status=201)
@@ -46,10 +50,17 @@ async def create_user(request: Request) -> Response:
 async def get_user(request: Request) -> Response:
     svc = of(request)
     user_id = path_id(request)
-    row = await users.get(svc.db, user_id, consistency.wants_fresh(request))
+    row = await _user(svc, user_id, consistency.wants_fresh(request))
     if row is None:
         raise ApiError(404, "not_found", f"id: user {user_id} does not exist")
     return json_response(request, encode(users.to_user(row)), cache_control=PRIVATE)
+
+
+async def _user(svc: Services, user_id: int, fresh: bool) -> asyncpg.Record | None:
+    """The user's row, from its shard group when sharded."""
+    if svc.shards is not None:
+        return await sharded.get_user(svc.shards, user_id, fresh)
+    return await users.get(svc.db, user_id, fresh)
 
 
 async def login(request: Request) -> Response:
@@ -57,7 +68,10 @@ async def login(request: Request) -> Response:
     require_sessions(svc)
     assert svc.sessions is not None
     credentials = await parse_body(request, Login, svc.settings.max_body_bytes)
-    row = await users.credentials(svc.db, credentials.email)
+    if svc.shards is not None:
+        row = await sharded.credentials(svc.shards, credentials.email)
+    else:
+        row = await users.credentials(svc.db, credentials.email)
     if row is None or not await users.verify_password(credentials.password, row["password_hash"]):
         raise ApiError(401, "bad_credentials", "email or password: no user with this email and password")
     response = json_response(request, encode({"user_id": row["id"]}), status=201)
@@ -77,7 +91,7 @@ async def logout(request: Request) -> Response:
 async def me(request: Request) -> Response:
     svc = of(request)
     user_id = await current_user_id(svc, request)
-    row = await users.get(svc.db, user_id, consistency.wants_fresh(request))
+    row = await _user(svc, user_id, consistency.wants_fresh(request))
     if row is None:
         raise ApiError(401, "not_logged_in", f"session: user {user_id} no longer exists")
     return json_response(request, encode(users.to_user(row)), cache_control=PRIVATE)
@@ -104,8 +118,12 @@ async def orders_page(request: Request, user_id: int) -> Response:
     raw_cursor = request.query_params.get("cursor")
     after = cursor.decode("orders", raw_cursor) if raw_cursor is not None else 0
     fresh = consistency.wants_fresh(request)
-    rows = await orders.page_for_user(svc.db, user_id, after, limit, fresh)
-    page = await orders.with_items(svc.db, rows, fresh)
+    if svc.shards is not None:
+        rows = await sharded.page_for_user(svc.shards, user_id, after, limit, fresh)
+        page = await sharded.with_items(svc.shards, rows, fresh)
+    else:
+        rows = await orders.page_for_user(svc.db, user_id, after, limit, fresh)
+        page = await orders.with_items(svc.db, rows, fresh)
     next_cursor = cursor.encode("orders", rows[-1]["id"]) if len(rows) == limit else None
     return json_response(request, encode({"items": page, "next_cursor": next_cursor}), cache_control=PRIVATE)
 

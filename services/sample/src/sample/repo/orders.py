@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -17,6 +18,10 @@ DECREMENT_STOCK = (
     " FROM unnest($1::bigint[], $2::int[]) AS q(id, quantity) WHERE p.id = q.id AND p.stock >= q.quantity"
     " RETURNING p.id"
 )
+RESTORE_STOCK = (
+    "UPDATE products p SET stock = p.stock + q.quantity, version = p.version + 1, updated_at = now()"
+    " FROM unnest($1::bigint[], $2::int[]) AS q(id, quantity) WHERE p.id = q.id"
+)
 GET_ONE = f"SELECT {COLUMNS} FROM orders WHERE id = $1"
 PAGE_FOR_USER = f"SELECT {COLUMNS} FROM orders WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3"
 ITEMS_OF_ORDERS = (
@@ -26,10 +31,30 @@ ITEMS_OF_ORDERS = (
 )
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """Stock taken for an order: product ids (sorted), quantities and unit prices, in the same order."""
+
+    ids: list[int]
+    quantities: list[int]
+    prices: list[int]
+
+    @property
+    def total(self) -> int:
+        return sum(q * p for q, p in zip(self.quantities, self.prices, strict=True))
+
+
 async def place(
     tx: Transaction, user_id: int, items: list[OrderItemIn], catalog: Mapping[int, Mapping[str, int]] | None = None
 ) -> asyncpg.Record:
-    """Insert the order and its items at current prices; 404/409 when a product is missing or short.
+    """Insert the order and its items at current prices; 404/409 when a product is missing or short."""
+    return await insert(tx, user_id, await reserve(tx, items, catalog))
+
+
+async def reserve(
+    tx: Transaction, items: list[OrderItemIn], catalog: Mapping[int, Mapping[str, int]] | None = None
+) -> Reservation:
+    """Decrement stock for `items` at current prices; 404/409 when a product is missing or short.
 
     `catalog` (id -> price_cents, stock) is what the catalog service answered (ROLE=orders); without it
     the products are read and locked here. Either way the stock decrement itself refuses to go negative.
@@ -55,9 +80,24 @@ async def place(
         raise ApiError(
             409, "insufficient_stock", f"items: product_id {short[0]} quantity {quantities[short[0]]}, not in stock"
         )
-    total = sum(found[i]["price_cents"] * quantities[i] for i in ids)
+    return Reservation(ids, [quantities[i] for i in ids], [found[i]["price_cents"] for i in ids])
+
+
+async def release(tx: Transaction, reservation: Reservation) -> None:
+    """Give back the stock of an order that could not be stored."""
+    await tx.fetch(RESTORE_STOCK, reservation.ids, reservation.quantities)
+
+
+async def insert(
+    tx: Transaction, user_id: int, reservation: Reservation, order_id: int | None = None
+) -> asyncpg.Record:
+    """Insert the order (with `order_id`, else the next identity) and its items."""
     order = await tx.fetchrow(
-        f"INSERT INTO orders (user_id, total_cents) VALUES ($1, $2) RETURNING {COLUMNS}", user_id, total
+        "INSERT INTO orders (id, user_id, total_cents)"
+        f" VALUES (coalesce($3, nextval(pg_get_serial_sequence('orders', 'id'))), $1, $2) RETURNING {COLUMNS}",
+        user_id,
+        reservation.total,
+        order_id,
     )
     assert order is not None
     await tx.fetch(
@@ -65,9 +105,9 @@ async def place(
         " SELECT $1, q.id, q.quantity, q.price"
         " FROM unnest($2::bigint[], $3::int[], $4::int[]) AS q(id, quantity, price)",
         order["id"],
-        ids,
-        [quantities[i] for i in ids],
-        [found[i]["price_cents"] for i in ids],
+        reservation.ids,
+        reservation.quantities,
+        reservation.prices,
     )
     return order
 
