@@ -14,6 +14,7 @@ from sample_jobs_helpers import TableLock, dead_letters, history, jobs_env, star
 
 from testsupport.nats import NatsCluster
 from testsupport.process import ServerProcess
+from testsupport.redis import RedisServer
 
 pytestmark = pytest.mark.integration
 StartWorker = Callable[[], tuple[ServerProcess, Client]]
@@ -188,3 +189,26 @@ def test_worker_role_serves_probes_only_and_is_ready_when_connected(workers: Sta
     for path in ("/products", f"/jobs/{'0' * 32}", "/users/1", "/static/img/product-0.svg"):
         assert client.get(path).status == 404, path
     assert set(client.get("/openapi.json").json()["paths"]) == {"/healthz", "/readyz", "/metrics"}
+
+
+def test_with_sessions_a_user_may_only_ask_about_their_own_orders(
+    clean: None, postgres: Postgres, redis_server: RedisServer, nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    env = {"DATABASE_URL": postgres.dsn, "REDIS_URL": redis_server.url, "SESSIONS_ENABLED": "true"}
+    process, anonymous = start("serve", {**env, **jobs_env(nats_cluster)}, tmp_path / "api.log")
+    try:
+        seed_products(postgres, 1)
+        buyers = []
+        for email in ("one@example.com", "two@example.com"):
+            buyer = Client(anonymous.port)
+            assert buyer.post("/users", {"email": email, "name": "B", "password": "correct horse"}).status == 201
+            assert buyer.post("/sessions", {"email": email, "password": "correct horse"}).status == 201
+            assert buyer.post("/orders", {"items": [{"product_id": 1, "quantity": 1}]}).status == 201
+            buyers.append(buyer)
+        body = {"kind": "order-receipt", "payload": {"order_id": 1}}
+        assert anonymous.post("/jobs", body).status == 401
+        refused = buyers[1].post("/jobs", body)
+        assert (refused.status, refused.error) == (404, "payload.order_id: order 1 does not exist")
+        assert buyers[0].post("/jobs", body).status == 202
+    finally:
+        process.stop()

@@ -87,6 +87,10 @@ class Worker:
                 log.warning("fetch failed, retrying", extra={"error": f"{type(error).__name__}: {error}"})
                 await asyncio.sleep(0.2)
                 continue
+            except Exception:  # e.g. the connection closed for good: keep the loop, /readyz reports NATS down
+                log.exception("fetch failed, retrying in 1 s")
+                await asyncio.sleep(1)
+                continue
             for msg in messages:
                 await self._deliver(msg)
         log.info("worker stopped fetching", extra={"worker": self.name})

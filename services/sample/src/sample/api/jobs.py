@@ -14,10 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from sample.api.users import current_user_id
 from sample.errors import ApiError
 from sample.jobkinds import KINDS
 from sample.models import Strict
 from sample.queue import JobQueue, QueueUnavailable
+from sample.repo import orders
 from sample.responses import encode, json_response
 from sample.services import of
 from sample.validation import _describe, parse_body
@@ -36,6 +38,18 @@ def _queue(request: Request) -> JobQueue:
     if queue is None:
         raise ApiError(404, "jobs_disabled", "jobs: off in this deployment (NATS_URL not set)")
     return queue
+
+
+async def _authorize(request: Request, job: JobCreate) -> None:
+    """With sessions on, a logged-in user may only ask for jobs about their own orders."""
+    svc = of(request)
+    if svc.sessions is None:
+        return
+    user_id = await current_user_id(svc, request)
+    order_id = job.payload["order_id"]
+    row = await orders.get(svc.db, order_id, fresh=True)
+    if row is None or row["user_id"] != user_id:
+        raise ApiError(404, "not_found", f"payload.order_id: order {order_id} does not exist")
 
 
 def _payload(job: JobCreate) -> bytes:
@@ -58,6 +72,7 @@ async def submit_job(request: Request) -> Response:
     queue = _queue(request)
     job = await parse_body(request, JobCreate, of(request).settings.max_body_bytes)
     payload = _payload(job)
+    await _authorize(request, job)
     try:
         job_id = await queue.submit(job.kind, payload)
     except QueueUnavailable as error:
