@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -17,6 +18,7 @@ from sample.ratelimit import RateLimiter
 from sample.redisconn import RedisClient, connect
 from sample.repo.products import ProductReader
 from sample.sessions import SessionStore
+from sample.shards import Shards, shard_settings
 from sample.upstream import Upstream
 from sample.worker import Worker
 
@@ -35,6 +37,7 @@ class Services:
     worker: Worker | None
     catalog: Upstream | None
     orders: Upstream | None
+    shards: Shards | None
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -42,6 +45,7 @@ class Services:
         redis = connect(settings.redis_url, settings.redis_mode) if settings.redis_url else None
         on = redis is not None
         db = Database(settings)
+        sharding = shard_settings(os.environ)
         jobs = JobQueue(settings) if settings.nats_url else None
         timeout = settings.upstream_timeout_ms / 1000
         return cls(
@@ -61,11 +65,14 @@ class Services:
             worker=Worker(settings, jobs, db) if jobs is not None and settings.role == "worker" else None,
             catalog=Upstream("catalog", settings.catalog_url, timeout) if settings.catalog_url else None,
             orders=Upstream("orders", settings.orders_url, timeout) if settings.orders_url else None,
+            shards=Shards(settings, sharding, db) if sharding is not None else None,
         )
 
     async def start(self) -> None:
         lifecycle.chain_signal_handlers()
         await self.db.open()
+        if self.shards is not None:
+            await self.shards.open()
         if self.events is not None:
             self.events.start()
             lifecycle.on_drain(self.events.end_streams)
@@ -84,6 +91,8 @@ class Services:
             await self.jobs.close()
         if self.events is not None:
             await self.events.stop()
+        if self.shards is not None:
+            await self.shards.close()
         await self.db.close()
         if self.redis is not None:
             with contextlib.suppress(Exception):
