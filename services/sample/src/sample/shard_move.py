@@ -88,11 +88,14 @@ async def checksum(conn: asyncpg.Connection, table: Table, logical: int, count: 
 
 async def _copy_all(source: asyncpg.Connection, target: asyncpg.Connection, logical: int, count: int) -> dict[str, int]:
     copied = {}
+    # one snapshot of the source: items of an order inserted between two reads cannot come without it
+    async with source.transaction(isolation="repeatable_read", readonly=True):
+        snapshot = {table.name: await _rows(source, table, logical, count) for table in TABLES}
     async with target.transaction():
         for table in reversed(TABLES):  # leftovers of a failed move: children first
             await target.execute(f"DELETE FROM {table.name} t WHERE {table.rows_of}", logical, count)
         for table in TABLES:
-            rows = await _rows(source, table, logical, count)
+            rows = snapshot[table.name]
             if rows:
                 await target.copy_records_to_table(table.name, records=rows, columns=list(table.columns))
             copied[table.name] = len(rows)
