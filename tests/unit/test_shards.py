@@ -7,6 +7,7 @@ from collections import Counter
 
 import kubernetes_validate
 import pytest
+from sample.shards import ShardMap, shard_settings
 
 from components import config, postgres, shards
 from components.labels import Meta
@@ -102,3 +103,28 @@ def test_phase_5_runs_shard_groups_before_migrations_and_gives_web_the_env() -> 
     assert {"postgres", "pg-shard-0", "pg-shard-1", "shard-map"} <= set(parts["migrations"].depends_on)
     web_env = parts["web"].objects[0]["spec"]["template"]["spec"]["containers"][0]["env"]
     assert "SHARD_1_URL" in {e["name"] for e in web_env}
+
+
+def test_the_service_reads_the_env_and_map_the_kit_renders() -> None:
+    """Contract: resolve the rendered env as the kubelet would; the service's loader accepts it."""
+    stack = build("p", config.from_values({"phase": 5}), Secrets.development())
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in stack.objects()}
+    web_env = next(p for p in stack.parts if p.name == "web").objects[0]["spec"]["template"]["spec"]["containers"][0]
+    env: dict[str, str] = {}
+    for variable in web_env["env"]:
+        source = variable.get("valueFrom", {})
+        if "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            env[variable["name"]] = objects[("ConfigMap", ref["name"])]["data"][ref["key"]]
+        elif "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            env[variable["name"]] = objects[("Secret", ref["name"])]["stringData"][ref["key"]]
+        else:
+            value = variable["value"]
+            for name, resolved in env.items():
+                value = value.replace(f"$({name})", resolved)
+            env[variable["name"]] = value
+    settings = shard_settings(env)
+    assert settings is not None and settings.names() == ["pg-shard-0", "pg-shard-1"]
+    assert settings.groups[1].url.endswith("@pg-shard-1-pooler:6432/app")
+    assert settings.initial_map == ShardMap.from_dict(shards.initial_map(shards.ShardsSpec(enabled=True)), "x")
