@@ -181,6 +181,28 @@ def test_sigterm_lets_the_job_in_flight_finish(
     assert (state["status"], state["deliveries"]) == ("done", 1)
 
 
+def test_sigterm_naks_a_job_that_outlasts_the_shutdown_timeout(
+    api: Client, order_id: int, postgres: Postgres, nats_cluster: NatsCluster, workers: StartWorker, tmp_path: Path
+) -> None:
+    env = {"DATABASE_URL": postgres.dsn, **jobs_env(nats_cluster), "SHUTDOWN_TIMEOUT_SECONDS": "1"}
+    impatient, _ = start("worker", env, tmp_path / "impatient.log")
+    lock = TableLock(postgres.dsn, "orders")
+    try:
+        wait_for_log(impatient, "worker ready")
+        job_id = submit(api, order_id)
+        wait_for_log(impatient, job_id)
+        impatient.proc.send_signal(signal.SIGTERM)
+        impatient.proc.wait(timeout=20)
+    finally:
+        lock.release()
+        impatient.stop()
+    assert "job interrupted by shutdown, nak'ed" in impatient.log.read_text()
+    assert api.get(f"/jobs/{job_id}").json()["status"] == "queued"
+    workers()  # nak'ed, so delivered again at once rather than after the ack wait
+    state = wait_finished(api, job_id)
+    assert (state["status"], state["deliveries"]) == ("done", 2)
+
+
 def test_worker_role_serves_probes_only_and_is_ready_when_connected(workers: StartWorker) -> None:
     _, client = workers()
     ready = client.get("/readyz")
