@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from sample.config import ConfigError
@@ -46,8 +47,11 @@ def test_map_groups_must_be_configured() -> None:
     assert "SHARD_MAP: groups ['b'] are not in SHARD_GROUPS (a)" in message
 
 
-def test_map_file_is_read_when_no_inline_map(tmp_path: object) -> None:
+def test_map_file_is_read_when_no_inline_map(tmp_path: Path) -> None:
     env = {k: v for k, v in ENV.items() if k != "SHARD_MAP"}
+    (tmp_path / "map.json").write_text(json.dumps(MAP))
+    settings = shard_settings({**env, "SHARD_MAP_FILE": str(tmp_path / "map.json")})
+    assert settings is not None and settings.initial_map == ShardMap.from_dict(MAP, "m")
     assert "SHARD_MAP: not set, allowed: the shard map JSON (or SHARD_MAP_FILE: its path)" in problems(env)
     assert "SHARD_MAP_FILE: got '/nonexistent/map.json', allowed: a readable file" in problems(
         {**env, "SHARD_MAP_FILE": "/nonexistent/map.json"}

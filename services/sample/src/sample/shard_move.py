@@ -66,7 +66,10 @@ TABLES = (
 
 async def _rows(conn: asyncpg.Connection, table: Table, logical: int, count: int) -> list[asyncpg.Record]:
     columns = ", ".join(table.columns)
-    return await conn.fetch(table.select(columns) + f" ORDER BY {', '.join(table.key)}", logical, count)
+    rows: list[asyncpg.Record] = await conn.fetch(
+        table.select(columns) + f" ORDER BY {', '.join(table.key)}", logical, count
+    )
+    return rows
 
 
 async def _sums(conn: asyncpg.Connection, table: Table, logical: int, count: int) -> dict[tuple[Any, ...], str]:
