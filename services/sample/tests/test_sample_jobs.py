@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ import pytest
 from sample_helpers import Client, Postgres, seed_products
 from sample_jobs_helpers import TableLock, dead_letters, history, jobs_env, start, wait_finished, wait_for_log
 
-from testsupport.nats import NatsCluster
-from testsupport.process import ServerProcess
+from testsupport.nats import NatsCluster, nats_server
+from testsupport.process import LOOPBACK, ServerProcess, free_port, port_open
 from testsupport.redis import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -234,3 +235,29 @@ def test_with_sessions_a_user_may_only_ask_about_their_own_orders(
         assert buyers[0].post("/jobs", body).status == 202
     finally:
         process.stop()
+
+
+def test_worker_is_unready_while_nats_is_unreachable(postgres: Postgres, tmp_path: Path) -> None:
+    """A lone nats-server (no JetStream needed to connect): /readyz follows the connection."""
+    port = free_port()
+    server = ServerProcess(
+        [nats_server(), "-a", LOOPBACK, "-p", str(port)], ready=lambda: port_open(port), log=tmp_path / "nats.log"
+    )
+    env = {"DATABASE_URL": postgres.dsn, "NATS_URL": f"nats://{LOOPBACK}:{port}", "READY_TIMEOUT_MS": "200"}
+    worker, client = start("worker", env, tmp_path / "worker.log")
+    try:
+        assert client.get("/readyz").status == 200
+        server.stop()
+        reply = client.get("/readyz")
+        assert reply.status == 503
+        assert reply.json()["checks"]["nats"].startswith("down: ")
+        server = ServerProcess(
+            [nats_server(), "-a", LOOPBACK, "-p", str(port)], ready=lambda: port_open(port), log=tmp_path / "nats.log"
+        )
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").status != 200:
+            assert time.monotonic() < deadline, "not ready again after NATS came back"
+            time.sleep(0.1)
+    finally:
+        worker.stop()
+        server.stop()
