@@ -68,3 +68,10 @@ def test_roles_own_distinct_prefixes() -> None:
     prefixes = [prefix for role in ROLES for prefix in role.paths]
     assert len(prefixes) == len(set(prefixes))
     assert {callee for role in ROLES for callee in role.calls} <= {role.name for role in ROLES}
+
+
+def test_the_gateway_routes_by_the_services_own_path_table() -> None:
+    from sample import roles  # the sample service's package: its table is the source of truth
+
+    kit = {role.name: role.paths for role in ROLES} | {microservices.WORKER: ()}
+    assert kit == roles.PATHS
