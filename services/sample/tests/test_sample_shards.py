@@ -6,6 +6,7 @@ SHARD_MAP); moves run as `sample shards move`, exactly as the Job would.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -16,12 +17,17 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
-from sample.shards import ShardMap, logical_shard, order_logical_shard, rebalance
+from sample import jobkinds
+from sample.config import load_settings
+from sample.db import Database
+from sample.shards import ShardMap, Shards, logical_shard, order_logical_shard, rebalance, shard_settings
 from sample_helpers import Client, Service, run_sample
 
 from testsupport.postgres import PostgresServer
+from testsupport.redis import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -308,3 +314,36 @@ def test_move_refuses_bad_arguments_with_the_allowed_values(deployment: Deployme
     assert "--to: logical shard 1 is already on pg-shard-1 (map version 1)" in same.stderr
     plan = json.loads(deployment.shards("plan", "--add", "pg-shard-2").stdout)
     assert plan["version"] == 1 and len(plan["move"]) == 21
+
+
+def test_sessions_and_job_receipts_read_the_users_group(deployment: Deployment, redis_server: RedisServer) -> None:
+    service = Service({**deployment.env, "REDIS_URL": redis_server.url, "SESSIONS_ENABLED": "true"})
+    try:
+        client = service.client()
+        [user] = create_users(client, 1, prefix="login")
+        assert client.post("/sessions", {"email": "LOGIN0@example.com", "password": "password1"}).status == 201
+        assert client.get("/me").json()["id"] == user
+        placed = client.post("/orders", {"items": [{"product_id": 3, "quantity": 2}]})
+        assert placed.status == 201 and placed.json()["user_id"] == user
+        assert client.post("/sessions", {"email": "login0@example.com", "password": "wrong-password"}).status == 401
+    finally:
+        service.stop()
+        assert "Traceback" not in service.output(), service.output()
+    receipt = asyncio.run(receipt_of(deployment.env, placed.json()["id"]))
+    assert f"user {user}" in receipt["receipt"] and "2 x Product 3 @ 3.00 = 6.00" in receipt["receipt"]
+
+
+async def receipt_of(env: dict[str, str], order_id: int) -> dict[str, Any]:
+    """What a worker answers for an `order-receipt` job, with the worker's own pools."""
+    settings = load_settings(env)
+    sharding = shard_settings(env)
+    assert sharding is not None
+    db = Database(settings)
+    shards = Shards(settings, sharding, db)
+    await db.open()
+    await shards.open()
+    try:
+        return await jobkinds.run(db, "order-receipt", json.dumps({"order_id": order_id}).encode(), shards)
+    finally:
+        await shards.close()
+        await db.close()

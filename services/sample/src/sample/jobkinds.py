@@ -13,7 +13,8 @@ import msgspec
 
 from sample.db import Database
 from sample.models import Id, Strict
-from sample.repo import orders
+from sample.repo import orders, sharded
+from sample.shards import Shards
 
 
 class JobFailed(Exception):
@@ -28,11 +29,18 @@ def _money(cents: int) -> str:
     return f"{cents // 100}.{cents % 100:02d}"
 
 
-async def order_receipt(db: Database, job: OrderReceipt) -> dict[str, Any]:
-    row = await orders.get(db, job.order_id, fresh=True)
+async def order_receipt(db: Database, shards: Shards | None, job: OrderReceipt) -> dict[str, Any]:
+    """The receipt, read from the order's shard group when sharded."""
+    if shards is not None:
+        row = await sharded.get_order(shards, job.order_id, fresh=True)
+    else:
+        row = await orders.get(db, job.order_id, fresh=True)
     if row is None:
         raise JobFailed(f"order_id: order {job.order_id} does not exist")
-    [order] = await orders.with_items(db, [row], fresh=True)
+    if shards is not None:
+        [order] = await sharded.with_items(shards, [row], fresh=True)
+    else:
+        [order] = await orders.with_items(db, [row], fresh=True)
     lines = [f"Receipt for order {order.id} (user {order.user_id}, {order.created_at:%Y-%m-%d %H:%M} UTC)"]
     for item in order.items:
         amount = _money(item.price_cents * item.quantity)
@@ -41,11 +49,11 @@ async def order_receipt(db: Database, job: OrderReceipt) -> dict[str, Any]:
     return {"order_id": order.id, "total_cents": order.total_cents, "receipt": "\n".join(lines)}
 
 
-Handler = Callable[[Database, Any], Awaitable[dict[str, Any]]]
+Handler = Callable[[Database, Shards | None, Any], Awaitable[dict[str, Any]]]
 KINDS: dict[str, tuple[type[Strict], Handler]] = {"order-receipt": (OrderReceipt, order_receipt)}
 
 
-async def run(db: Database, kind: str, payload: bytes) -> dict[str, Any]:
+async def run(db: Database, kind: str, payload: bytes, shards: Shards | None = None) -> dict[str, Any]:
     """Run one job; JobFailed when its kind or payload is unknown or it cannot be done."""
     if kind not in KINDS:
         raise JobFailed(f"kind: got {kind!r}, allowed: {', '.join(KINDS)}")
@@ -54,4 +62,4 @@ async def run(db: Database, kind: str, payload: bytes) -> dict[str, Any]:
         job = msgspec.json.decode(payload, type=model)
     except msgspec.DecodeError as error:
         raise JobFailed(f"payload: {error}") from None
-    return await handler(db, job)
+    return await handler(db, shards, job)

@@ -46,6 +46,7 @@ class Services:
         on = redis is not None
         db = Database(settings)
         sharding = shard_settings(os.environ)
+        shards = Shards(settings, sharding, db) if sharding is not None else None
         jobs = JobQueue(settings) if settings.nats_url else None
         timeout = settings.upstream_timeout_ms / 1000
         return cls(
@@ -62,10 +63,10 @@ class Services:
             limiter=RateLimiter(redis, settings) if on and settings.rate_limit_enabled else None,
             events=EventBus(redis, settings.events_history) if on and settings.events_enabled else None,
             jobs=jobs,
-            worker=Worker(settings, jobs, db) if jobs is not None and settings.role == "worker" else None,
+            worker=Worker(settings, jobs, db, shards) if jobs is not None and settings.role == "worker" else None,
             catalog=Upstream("catalog", settings.catalog_url, timeout) if settings.catalog_url else None,
             orders=Upstream("orders", settings.orders_url, timeout) if settings.orders_url else None,
-            shards=Shards(settings, sharding, db) if sharding is not None else None,
+            shards=shards,
         )
 
     async def start(self) -> None:

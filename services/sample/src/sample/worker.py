@@ -33,6 +33,7 @@ from sample import jobkinds
 from sample.config import Settings
 from sample.db import Database
 from sample.queue import TRANSIENT, JobQueue, QueueUnavailable, retrying, status
+from sample.shards import Shards
 
 log = logging.getLogger(__name__)
 FOREVER = float("inf")
@@ -41,10 +42,11 @@ FOREVER = float("inf")
 class Worker:
     """One consumer loop on the shared durable consumer, plus the max-deliveries advisory handler."""
 
-    def __init__(self, settings: Settings, queue: JobQueue, db: Database) -> None:
+    def __init__(self, settings: Settings, queue: JobQueue, db: Database, shards: Shards | None = None) -> None:
         self.settings = settings
         self.queue = queue
         self.db = db
+        self.shards = shards
         self.name = socket.gethostname()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -124,7 +126,7 @@ class Worker:
         kind = msg.subject.rsplit(".", 1)[-1]
         log.info("job started", extra={"job_id": job_id, "kind": kind, "delivery": deliveries})
         try:
-            result = await jobkinds.run(self.db, kind, msg.data)
+            result = await jobkinds.run(self.db, kind, msg.data, self.shards)
         except (*TRANSIENT, QueueUnavailable):
             raise
         except Exception as error:
