@@ -262,8 +262,8 @@ def main() -> None:
             {"CEILING_BODY": f.name}, "0",
         )  # fmt: skip
         servers.append(ceiling)
-        results.append(measure(ceiling, "ceiling: bare Starlette, same JSON", UNIFORM.format(n=PRODUCTS), d, "1"))
-        finish(ceiling)
+        ceiling_script = UNIFORM.format(n=PRODUCTS)
+        ceiling_first = measure(ceiling, "ceiling", ceiling_script, d, "1")
 
         results.append(measure(uncached, "uncached read (GET /products/{id})", UNIFORM.format(n=PRODUCTS), d, "1"))
         results.append(measure(uncached, "write (PATCH /products/{id})", WRITE.format(n=PRODUCTS), d, "1"))
@@ -285,6 +285,13 @@ def main() -> None:
         results.append(zipf_result)
         finish(zipf)
 
+        # The ceiling again at the end: the better of the two is the reference (others share this machine).
+        ceiling_last = measure(ceiling, "ceiling", ceiling_script, d, "1")
+        finish(ceiling)
+        best = max(ceiling_first, ceiling_last, key=lambda r: r.rps)
+        best.name = "ceiling: bare Starlette, same JSON (better of 2 runs)"
+        results.insert(0, best)
+
         # Workers scale only where CPU is left: compare one and two workers under the same sharing.
         pin(postgres.process.proc.pid, "0,1")
         pin(redis.process.proc.pid, "0,1")
@@ -298,17 +305,17 @@ def main() -> None:
             finish(server)
         results += shared
 
-        top = results[0].rps
+        top, top_cpu = results[0].rps, results[0].cpu_us
         print(
             f"\n{CONNECTIONS} connections, {d} s per case; 1-worker cases: server on CPU 0;"
             " wrk, Postgres and Redis on CPU 1; 2 workers: everything on both CPUs\n"
         )
-        print("| case | req/s | x ceiling | p50 ms | p99 ms | server CPU us/req | worker RSS MB |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print("| case | req/s | x ceiling | p50 ms | p99 ms | server CPU us/req | x ceiling by CPU | worker RSS MB |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for r in results:
             print(
                 f"| {r.name} | {r.rps:,.0f} | {r.rps / top:.2f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.cpu_us:.0f} |"
-                f" {r.rss_mb:.0f} |"
+                f" {top_cpu / r.cpu_us:.2f} | {r.rss_mb:.0f} |"
             )
         print(
             f"\nZipf: {queries:.0f} DB queries for {zipf_result.requests} reads = "
