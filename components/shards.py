@@ -15,6 +15,7 @@ shard to a group. Logical shard l starts on group l mod `groups`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from collections.abc import Iterator
@@ -139,3 +140,19 @@ def client_env(meta: Meta, spec: ShardsSpec, main: PostgresSpec, *, direct: bool
                 renamed["value"] = renamed["value"].replace("$(DATABASE_PASSWORD)", f"$({prefix}PASSWORD)")
             env.append(renamed)
     return env
+
+
+def move_job(migration_job: dict[str, Any], logical: int, to: str) -> dict[str, Any]:
+    """A Job running `sample shards move --logical N --to GROUP`, made from the stack's migration Job.
+
+    It keeps that Job's image, env (the primaries themselves, which a move needs for its session
+    locks) and pod labels, so the stack's NetworkPolicies already let it reach every group. A move
+    that failed is safe to run again, hence a few retries.
+    """
+    job = copy.deepcopy(migration_job)
+    job["metadata"]["name"] = f"shard-move-{logical}-to-{to}"
+    job["spec"]["backoffLimit"] = 2
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    container["name"] = "shard-move"
+    container["args"] = ["shards", "move", "--logical", str(logical), "--to", to]
+    return job

@@ -128,3 +128,16 @@ def test_the_service_reads_the_env_and_map_the_kit_renders() -> None:
     assert settings is not None and settings.names() == ["pg-shard-0", "pg-shard-1"]
     assert settings.groups[1].url.endswith("@pg-shard-1-pooler:6432/app")
     assert settings.initial_map == ShardMap.from_dict(shards.initial_map(shards.ShardsSpec(enabled=True)), "x")
+
+
+def test_move_job_runs_the_move_with_the_migration_jobs_env_and_pod_labels() -> None:
+    stack = build("p", config.from_values({"phase": 5}), Secrets.development())
+    [migration] = next(p for p in stack.parts if p.name == "migrations").objects
+    job = shards.move_job(migration, 26, "pg-shard-1")
+    assert job["metadata"]["name"] == "shard-move-26-to-pg-shard-1"
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["shards", "move", "--logical", "26", "--to", "pg-shard-1"]
+    assert container["env"] == migration["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert job["spec"]["template"]["metadata"] == migration["spec"]["template"]["metadata"]
+    assert migration["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]  # not changed
+    kubernetes_validate.validate(job, "1.34.0", strict=True)
