@@ -1,6 +1,6 @@
 """PostgreSQL for every phase: a native sidecar (phase 1), a StatefulSet (phase 2), a group (phase 3).
 
-Objects, by name (one set per namespace):
+Objects of the main group, by name (shard groups use their own names: `GroupNames.of(group)`):
 
 - Secret `postgres-credentials`: `username`, `password` (the app role), `replication-password`.
 - ConfigMap `postgres-scripts`: the files of components/scripts/postgres, run by the pods.
