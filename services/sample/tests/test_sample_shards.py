@@ -347,3 +347,13 @@ async def receipt_of(env: dict[str, str], order_id: int) -> dict[str, Any]:
     finally:
         await shards.close()
         await db.close()
+
+
+def test_migrate_refuses_an_environment_without_a_group_the_live_map_uses(deployment: Deployment) -> None:
+    moved = initial_map().moved(5, GROUPS[2])
+    deployment.main_sql(f"INSERT INTO shard_map (version, map) VALUES (2, '{json.dumps(moved.to_dict())}')")
+    env = {**deployment.env, "SHARD_GROUPS": "pg-shard-0,pg-shard-1"}
+    del env["SHARD_2_URL"]
+    result = run_sample("migrate", env)
+    assert result.returncode == 2
+    assert "SHARD_GROUPS: lacks ['pg-shard-2'], which shard map version 2 still uses" in result.stderr
