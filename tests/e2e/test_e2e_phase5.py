@@ -1,4 +1,8 @@
-"""Phase 5 on kind: the edge cache answers the second request for a cacheable path from cache."""
+"""Phase 5 on kind: the edge cache answers a repeated request for a cacheable path from cache.
+
+The edge cache runs several replicas, each with its own cache, and the gateway balances between
+them: the first request each replica sees is a miss, so a hit is due within replicas + 1 requests.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +17,14 @@ PHASE = 5
 HOST = guide.hostname(PHASE)
 
 
-def test_second_request_is_an_edge_cache_hit(kit: Any, deployed: str) -> None:
-    first_status = kit.get(HOST, "/products")[0]
-    second_status, second, _ = kit.get(HOST, "/products")
-    assert (first_status, second_status) == (200, 200)
-    headers = {key.lower(): value for key, value in second.items()}
-    assert headers.get("x-cache", "").startswith("HIT"), second
-    assert int(headers.get("x-cache-hits", "0")) >= 1
-    assert "age" in headers
+def test_a_repeated_request_is_an_edge_cache_hit(kit: Any, deployed: str) -> None:
+    replicas = kit.json("get", "deployment", "edge-cache", "-n", deployed)["spec"]["replicas"]
+    seen = []
+    for _ in range(replicas + 1):
+        status, headers, _ = kit.get(HOST, "/products")
+        assert status == 200
+        seen.append({key.lower(): value for key, value in headers.items()})
+    hits = [h for h in seen if h.get("x-cache", "").startswith("HIT")]
+    assert hits, [h.get("x-cache") for h in seen]
+    assert int(hits[0].get("x-cache-hits", "0")) >= 1
+    assert "age" in hits[0]

@@ -24,7 +24,8 @@ TRIPPED = ("outlier_detection.ejections_enforced_total", "upstream_cx_none_healt
 
 
 def sidecar_pod(kit: Any, namespace: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A pod running the breaker as a native sidecar, and that sidecar's Envoy bootstrap."""
+    """A pod running the breaker as a native sidecar with an upstream, and that sidecar's Envoy bootstrap
+    (a role that calls nobody has a sidecar for its inbound side only)."""
     for pod in kit.json("get", "pods", "-n", namespace)["items"]:
         sidecars = [c for c in pod["spec"].get("initContainers", []) if c["name"] == NAME]
         if sidecars and pod["status"].get("phase") == "Running":
@@ -32,8 +33,11 @@ def sidecar_pod(kit: Any, namespace: str) -> tuple[dict[str, Any], dict[str, Any
             maps = [v["configMap"]["name"] for v in pod["spec"]["volumes"] if v["name"] in mounts and "configMap" in v]
             (config_map,) = maps
             data = kit.json("get", "configmap", config_map, "-n", namespace)["data"][CONFIG_FILE]
-            return pod, yaml.safe_load(data)
-    raise AssertionError(f"no running pod in {namespace} has a {NAME} sidecar")
+            bootstrap = yaml.safe_load(data)
+            listeners = bootstrap["static_resources"]["listeners"]
+            if any(listener["name"].startswith("outbound_") for listener in listeners):
+                return pod, bootstrap
+    raise AssertionError(f"no running pod in {namespace} has a {NAME} sidecar with an upstream")
 
 
 def outbound(bootstrap: dict[str, Any]) -> tuple[str, int, str]:
