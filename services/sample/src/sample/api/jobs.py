@@ -19,7 +19,7 @@ from sample.errors import ApiError
 from sample.jobkinds import KINDS
 from sample.models import Strict
 from sample.queue import JobQueue, QueueUnavailable
-from sample.repo import orders
+from sample.repo import orders, sharded
 from sample.responses import encode, json_response
 from sample.services import of
 from sample.validation import _describe, parse_body
@@ -47,7 +47,10 @@ async def _authorize(request: Request, job: JobCreate) -> None:
         return
     user_id = await current_user_id(svc, request)
     order_id = job.payload["order_id"]
-    row = await orders.get(svc.db, order_id, fresh=True)
+    if svc.shards is not None:
+        row = await sharded.get_order(svc.shards, order_id, fresh=True)
+    else:
+        row = await orders.get(svc.db, order_id, fresh=True)
     if row is None or row["user_id"] != user_id:
         raise ApiError(404, "not_found", f"payload.order_id: order {order_id} does not exist")
 
