@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +26,9 @@ from sample.config import load_settings
 from sample.db import Database
 from sample.shards import ShardMap, Shards, logical_shard, order_logical_shard, rebalance, shard_settings
 from sample_helpers import Client, Service, run_sample
+from sample_jobs_helpers import jobs_env, start, wait_finished
 
+from testsupport.nats import NatsCluster
 from testsupport.postgres import PostgresServer
 from testsupport.redis import RedisServer
 
@@ -167,6 +170,7 @@ def test_user_scoped_rows_live_only_in_their_group_and_reads_find_them(deploymen
     try:
         client = service.client()
         users = create_users(client, 24)
+        assert users == list(range(1, 25))  # ids from the main group's sequence, across groups
         orders = {user: order(client, user, 1 + user % 5) for user in users}
         assert client.post("/users", {"email": "U3@example.com", "name": "X", "password": "password1"}).status == 409
         current = initial_map()
@@ -357,3 +361,32 @@ def test_migrate_refuses_an_environment_without_a_group_the_live_map_uses(deploy
     result = run_sample("migrate", env)
     assert result.returncode == 2
     assert "SHARD_GROUPS: lacks ['pg-shard-2'], which shard map version 2 still uses" in result.stderr
+
+
+def test_jobs_end_to_end_read_orders_from_their_group(
+    deployment: Deployment, redis_server: RedisServer, nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    """Phase 6 with shards: POST /jobs checks ownership in the user's group, `sample worker` reads it there."""
+    env = {**deployment.env, **jobs_env(nats_cluster), "REDIS_URL": redis_server.url, "SESSIONS_ENABLED": "true"}
+    api, anonymous = start("serve", env, tmp_path / "api.log")
+    worker, _ = start("worker", env, tmp_path / "worker.log")
+    try:
+        buyers, orders = [], []
+        for email in ("one@example.com", "two@example.com"):
+            buyer = Client(anonymous.port)
+            assert buyer.post("/users", {"email": email, "name": "B", "password": "correct horse"}).status == 201
+            assert buyer.post("/sessions", {"email": email, "password": "correct horse"}).status == 201
+            placed = buyer.post("/orders", {"items": [{"product_id": 4, "quantity": 1}]})
+            assert placed.status == 201
+            buyers.append(buyer)
+            orders.append(placed.json()["id"])
+        refused = buyers[1].post("/jobs", {"kind": "order-receipt", "payload": {"order_id": orders[0]}})
+        assert (refused.status, refused.error) == (404, f"payload.order_id: order {orders[0]} does not exist")
+        accepted = buyers[0].post("/jobs", {"kind": "order-receipt", "payload": {"order_id": orders[0]}})
+        assert accepted.status == 202, accepted.body
+        state = wait_finished(buyers[0], accepted.json()["id"])
+        assert state["status"] == "done", state
+        assert "1 x Product 4 @ 4.00 = 4.00" in state["result"]["receipt"]
+    finally:
+        worker.stop()
+        api.stop()

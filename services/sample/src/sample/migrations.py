@@ -74,7 +74,7 @@ MAIN_SHARDING: tuple[tuple[int, str, str], ...] = (
         "main group of a sharded deployment: id sequences, email directory, shard map versions",
         """
         CREATE SEQUENCE user_ids;
-        SELECT setval('user_ids', greatest((SELECT max(id) FROM users), 1));  -- after any pre-sharding user
+        SELECT setval('user_ids', coalesce(max(id), 1), max(id) IS NOT NULL) FROM users;  -- after pre-sharding users
         CREATE SEQUENCE order_ids;
         CREATE TABLE user_directory (
             email_lower text PRIMARY KEY,           -- login by email, uniqueness across every group
