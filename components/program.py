@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,7 +10,6 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components import postgres
 from components.charts import HelmRelease
 from components.config import StackConfig
 from components.resources import ManifestComponent, child_name
@@ -22,15 +22,11 @@ def generated_secrets() -> Secrets:
     Alphanumeric: they are spliced into connection URLs by $(VAR) expansion, unescaped.
     """
 
-    def password(name: str) -> pulumi.Output[str]:
-        return random.RandomPassword(name, length=32, special=False).result  # type: ignore[no-any-return]
+    @functools.cache
+    def password(purpose: str) -> pulumi.Output[str]:
+        return random.RandomPassword(f"{purpose}-password", length=32, special=False).result  # type: ignore[no-any-return]
 
-    return Secrets(
-        postgres=postgres.PostgresPasswords(
-            app=password("postgres-app-password"), replication=password("postgres-replication-password")
-        ),
-        redis=password("redis-password"),
-    )
+    return Secrets(password)
 
 
 def helm_releases(releases: Sequence[HelmRelease]) -> list[pulumi.Resource]:

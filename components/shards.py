@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,11 +107,12 @@ def map_config_map(meta: Meta, spec: ShardsSpec) -> dict[str, Any]:
 
 
 def group_objects(
-    meta: Meta, spec: ShardsSpec, main: PostgresSpec, passwords: PostgresPasswords
+    meta: Meta, spec: ShardsSpec, main: PostgresSpec, passwords: Callable[[str], PostgresPasswords]
 ) -> list[tuple[str, list[dict[str, Any]]]]:
-    """(group name, objects) per shard group: each a full PostgresGroup under its own names."""
+    """(group name, objects) per shard group: each a full PostgresGroup under its own names, with
+    its own credentials (`passwords(group)`)."""
     shard = group_spec(spec, main)
-    return [(name, postgres_objects(meta, shard, passwords, GroupNames.of(name))) for name in group_names(spec)]
+    return [(name, postgres_objects(meta, shard, passwords(name), GroupNames.of(name))) for name in group_names(spec)]
 
 
 def client_env(meta: Meta, spec: ShardsSpec, main: PostgresSpec, *, direct: bool = False) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ result to files and `__main__` hands each part to Pulumi; both see exactly the s
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
@@ -46,21 +47,28 @@ class Part:
 
 @dataclass(frozen=True)
 class Secrets:
-    """Values generated at deploy time (Pulumi outputs); rendered stacks get marked stand-ins."""
+    """Values generated at deploy time, one per purpose (`postgres-app`, `redis`, ...).
 
-    postgres: postgres.PostgresPasswords
-    redis: Any
+    `password(purpose)` is a Pulumi output when deploying (one generated password per purpose) and
+    a marked stand-in when rendering; it is asked only for what the stack has.
+    """
+
+    password: Callable[[str], Any]
 
     @classmethod
     def development(cls) -> Secrets:
         """Obvious placeholders, so a rendered manifest can never leak a real credential."""
-        return cls(
-            postgres=postgres.PostgresPasswords(
-                app=DEVELOPMENT_VALUE.format("postgres-app"),
-                replication=DEVELOPMENT_VALUE.format("postgres-replication"),
-            ),
-            redis=DEVELOPMENT_VALUE.format("redis"),
+        return cls(DEVELOPMENT_VALUE.format)
+
+    def database(self, group: str = postgres.NAME) -> postgres.PostgresPasswords:
+        """The app and replication passwords of one Postgres group (each group its own)."""
+        return postgres.PostgresPasswords(
+            app=self.password(f"{group}-app"), replication=self.password(f"{group}-replication")
         )
+
+    @property
+    def redis(self) -> Any:
+        return self.password("redis")
 
 
 @dataclass(frozen=True)
@@ -133,16 +141,16 @@ def _database_and_web(
     """The data tier and the service; returns the parts, the Service `/` goes to, and the paths
     other Services own (phase 6's roles)."""
     if config.single_server:
-        objects = single_server.objects(meta, config.web, config.postgres, secrets.postgres)
+        objects = single_server.objects(meta, config.web, config.postgres, secrets.database())
         return [Part("server", "SingleServer", objects)], web.NAME, ()
     endpoints = postgres.endpoints(meta, config.postgres)
     # migrations take session-level locks: they talk to the primary itself, never through the pooler
     primary = postgres.Address(postgres.RW_SERVICE, postgres.PORT, config.postgres.database)
     migration_env = postgres.database_env(dataclasses.replace(endpoints, primary=primary, replicas=()))
-    parts = [Part("postgres", "PostgresGroup", postgres.postgres_objects(meta, config.postgres, secrets.postgres))]
+    parts = [Part("postgres", "PostgresGroup", postgres.postgres_objects(meta, config.postgres, secrets.database()))]
     env = postgres.database_env(endpoints)
     if config.shards.enabled:
-        groups = shards.group_objects(meta, config.shards, config.postgres, secrets.postgres)
+        groups = shards.group_objects(meta, config.shards, config.postgres, secrets.database)
         parts += [Part(name, "PostgresGroup", objects) for name, objects in groups]
         parts.append(Part("shard-map", "ShardMap", [shards.map_config_map(meta, config.shards)]))
         migration_env += shards.client_env(meta, config.shards, config.postgres, direct=True)

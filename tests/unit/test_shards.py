@@ -15,12 +15,17 @@ from components.settings import ConfigError, load
 from components.stack import Secrets, build
 
 META = Meta(namespace="ns", instance="test", version="0.0.0")
-PASSWORDS = postgres.PostgresPasswords(app="app-secret-value", replication="replication-secret-value")
+
+
+def passwords(group: str) -> postgres.PostgresPasswords:
+    return postgres.PostgresPasswords(app=f"{group}-app-secret", replication=f"{group}-replication-secret")
+
+
 POOLED = postgres.PostgresSpec(replicas=2, pooler=postgres.PoolerSpec(enabled=True))
 
 
 def test_each_group_is_a_postgres_group_under_its_own_names() -> None:
-    groups = shards.group_objects(META, shards.ShardsSpec(groups=2, replicas=1), POOLED, PASSWORDS)
+    groups = shards.group_objects(META, shards.ShardsSpec(groups=2, replicas=1), POOLED, passwords)
     assert [name for name, _ in groups] == ["pg-shard-0", "pg-shard-1"]
     names = {(o["kind"], o["metadata"]["name"]) for o in groups[1][1]}
     assert {
@@ -38,6 +43,8 @@ def test_each_group_is_a_postgres_group_under_its_own_names() -> None:
         o for o in groups[1][1] if o["metadata"]["name"] == "pg-shard-1-replica" and o["kind"] == "StatefulSet"
     )
     assert replica["spec"]["replicas"] == 1
+    secret = next(o for o in groups[1][1] if o["kind"] == "Secret")
+    assert secret["stringData"]["password"] == "pg-shard-1-app-secret"  # each group its own credentials
     bootstrap = replica["spec"]["template"]["spec"]["initContainers"][0]
     assert {"name": "PRIMARY_HOST", "value": "pg-shard-1-rw"} in bootstrap["env"]
     for _, objects in groups:
