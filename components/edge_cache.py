@@ -18,7 +18,7 @@ from typing import Any
 
 from components.edge_cache_vcl import HEALTH_PATH, PREFIX, PURGE_SOCKET, CachePolicy, ordered_rules, render_vcl
 from components.labels import Meta
-from components.pods import Resources, config_map, container_security, http_probe, pod_security, spread
+from components.pods import Resources, config_map, container_security, http_probe, job, pod_security, spread
 from components.settings import setting
 
 NAME = "edge-cache"
@@ -283,30 +283,19 @@ def purge_job(meta: Meta, spec: EdgeCacheSpec, revision: str) -> dict[str, Any]:
         "securityContext": container_security(user=JOB_RUN_AS),
         "volumeMounts": [{"name": "script", "mountPath": SCRIPT_DIR, "readOnly": True}],
     }
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": meta.metadata(NAME, "cache-purge", object_name=f"{NAME}-purge-{digest}"),
-        "spec": {
-            "backoffLimit": 4,
-            "activeDeadlineSeconds": purge.wait_seconds + 300,
-            "template": {
-                "metadata": {"labels": meta.labels(f"{NAME}-purge", "cache-purge")},
-                "spec": {
-                    "restartPolicy": "OnFailure",
-                    "automountServiceAccountToken": False,
-                    "securityContext": pod_security(JOB_RUN_AS),
-                    "containers": [container],
-                    "volumes": [
-                        {
-                            "name": "script",
-                            "configMap": {"name": NAME, "items": [{"key": SCRIPT_FILE, "path": SCRIPT_FILE}]},
-                        }
-                    ],
-                },
-            },
-        },
-    }
+    volume = {"name": "script", "configMap": {"name": NAME, "items": [{"key": SCRIPT_FILE, "path": SCRIPT_FILE}]}}
+    return job(
+        meta,
+        NAME,
+        "purge",
+        digest,
+        component="cache-purge",
+        user=JOB_RUN_AS,
+        containers=[container],
+        volumes=[volume],
+        backoff_limit=4,
+        deadline_seconds=purge.wait_seconds + 300,
+    )
 
 
 def cacheable_prefixes(spec: EdgeCacheSpec) -> list[str]:

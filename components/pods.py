@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from components.labels import Meta
 from components.settings import setting
 
 QUANTITY = r"[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi)?"
@@ -86,3 +87,44 @@ def spread(selector: dict[str, str]) -> list[dict[str, Any]]:
 
 def config_map(metadata: dict[str, Any], data: dict[str, str]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
+
+
+def job(
+    meta: Meta,
+    owner: str,
+    task: str,
+    suffix: str,
+    *,
+    component: str,
+    user: int,
+    containers: list[dict[str, Any]],
+    volumes: list[dict[str, Any]],
+    backoff_limit: int,
+    deadline_seconds: int,
+) -> dict[str, Any]:
+    """A run-to-completion Job `<owner>-<task>-<suffix>` (the suffix names what it ran for: an image,
+    a shape, a definition digest, so a change runs it anew).
+
+    Its pods are labelled `<owner>-<task>`, never `<owner>`: no Service or PodDisruptionBudget of
+    the owner may select them (a Service would send traffic to a pod that does not serve it).
+    """
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta.metadata(owner, component, object_name=f"{owner}-{task}-{suffix}"),
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "activeDeadlineSeconds": deadline_seconds,
+            "template": {
+                "metadata": {"labels": meta.labels(f"{owner}-{task}", component)},
+                "spec": {
+                    "restartPolicy": "OnFailure",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security(user),
+                    "containers": containers,
+                    "volumes": volumes,
+                },
+            },
+        },
+    }

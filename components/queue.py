@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from components.labels import Meta
-from components.pods import Resources, config_map, container_security, http_probe, pod_security, spread
+from components.pods import Resources, config_map, container_security, http_probe, job, pod_security, spread
 from components.settings import setting
 from components.web import RUN_AS as SAMPLE_USER
 
@@ -386,35 +386,27 @@ def disruption_budget(meta: Meta) -> dict[str, Any]:
 def provision_job(meta: Meta, provision: dict[str, str], image: str) -> dict[str, Any]:
     """Applies the definitions (create, or update in place); named after them, so a change reruns it."""
     digest = hashlib.sha256("".join(provision.values()).encode()).hexdigest()[:8]
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": meta.metadata(NAME, "provisioning", object_name=f"{NAME}-provision-{digest}"),
-        "spec": {
-            "backoffLimit": 10,
-            "activeDeadlineSeconds": 900,
-            "template": {
-                "metadata": {"labels": meta.labels(f"{NAME}-provision", "provisioning")},
-                "spec": {
-                    "restartPolicy": "OnFailure",
-                    "automountServiceAccountToken": False,
-                    "securityContext": pod_security(SAMPLE_USER),
-                    "containers": [
-                        {
-                            "name": "provision",
-                            "image": image,
-                            "command": ["python", f"{PROVISION_DIR}/provision.py", f"{PROVISION_DIR}/jetstream.json"],
-                            "env": [{"name": "NATS_URL", "value": client_url(meta)}],
-                            "resources": Resources(cpu_limit="200m", memory_limit="128Mi").render(),
-                            "securityContext": container_security(),
-                            "volumeMounts": [{"name": "provision", "mountPath": PROVISION_DIR, "readOnly": True}],
-                        }
-                    ],
-                    "volumes": [{"name": "provision", "configMap": {"name": f"{NAME}-provision"}}],
-                },
-            },
-        },
+    container = {
+        "name": "provision",
+        "image": image,
+        "command": ["python", f"{PROVISION_DIR}/provision.py", f"{PROVISION_DIR}/jetstream.json"],
+        "env": [{"name": "NATS_URL", "value": client_url(meta)}],
+        "resources": Resources(cpu_limit="200m", memory_limit="128Mi").render(),
+        "securityContext": container_security(),
+        "volumeMounts": [{"name": "provision", "mountPath": PROVISION_DIR, "readOnly": True}],
     }
+    return job(
+        meta,
+        NAME,
+        "provision",
+        digest,
+        component="provisioning",
+        user=SAMPLE_USER,
+        containers=[container],
+        volumes=[{"name": "provision", "configMap": {"name": f"{NAME}-provision"}}],
+        backoff_limit=10,
+        deadline_seconds=900,
+    )
 
 
 def worker_scaler(meta: Meta, spec: QueueSpec, *, deployment: str) -> dict[str, Any]:

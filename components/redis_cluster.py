@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from components.labels import Meta
-from components.pods import Resources, container_security, exec_probe, pod_security, spread
+from components.pods import Resources, container_security, exec_probe, job, spread
 from components.redis import (
     CONF_DIR,
     NAME,
@@ -129,51 +129,41 @@ def disruption_budget(meta: Meta) -> dict[str, Any]:
 
 def bootstrap_job(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
     """cluster-bootstrap.sh as a Job named after the shape (`redis-bootstrap-3x1`): a scale-out runs it anew."""
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": meta.metadata(
-            NAME, "bootstrap", object_name=f"{NAME}-bootstrap-{spec.masters}x{spec.replicas_per_master}"
-        ),
-        "spec": {
-            "backoffLimit": 6,
-            "activeDeadlineSeconds": 1200,
-            "template": {
-                "metadata": {"labels": meta.labels(f"{NAME}-bootstrap", "bootstrap")},
-                "spec": {
-                    "restartPolicy": "OnFailure",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": pod_security(RUN_AS),
-                    "containers": [
-                        {
-                            "name": "bootstrap",
-                            "image": spec.image,
-                            "command": ["sh", f"{SCRIPTS_DIR}/cluster-bootstrap.sh"],
-                            "env": [
-                                {"name": "REDIS_NODES", "value": members(meta, spec)},
-                                {"name": "REDIS_MASTERS", "value": str(spec.masters)},
-                                {"name": "REDIS_REPLICAS", "value": str(spec.replicas_per_master)},
-                                {"name": "REDIS_TIMEOUT_SECONDS", "value": "600"},
-                                {"name": "TMPDIR", "value": "/tmp"},
-                                password_env("REDISCLI_AUTH"),
-                            ],
-                            "resources": HELPER_RESOURCES.render(),
-                            "securityContext": container_security(),
-                            "volumeMounts": [
-                                {"name": "scripts", "mountPath": SCRIPTS_DIR, "readOnly": True},
-                                {"name": "tmp", "mountPath": "/tmp"},
-                            ],
-                        }
-                    ],
-                    "volumes": [
-                        {"name": "scripts", "configMap": {"name": f"{NAME}-scripts", "defaultMode": 0o555}},
-                        {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
-                    ],
-                },
-            },
-        },
+    container = {
+        "name": "bootstrap",
+        "image": spec.image,
+        "command": ["sh", f"{SCRIPTS_DIR}/cluster-bootstrap.sh"],
+        "env": [
+            {"name": "REDIS_NODES", "value": members(meta, spec)},
+            {"name": "REDIS_MASTERS", "value": str(spec.masters)},
+            {"name": "REDIS_REPLICAS", "value": str(spec.replicas_per_master)},
+            {"name": "REDIS_TIMEOUT_SECONDS", "value": "600"},
+            {"name": "TMPDIR", "value": "/tmp"},
+            password_env("REDISCLI_AUTH"),
+        ],
+        "resources": HELPER_RESOURCES.render(),
+        "securityContext": container_security(),
+        "volumeMounts": [
+            {"name": "scripts", "mountPath": SCRIPTS_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
     }
+    volumes = [
+        {"name": "scripts", "configMap": {"name": f"{NAME}-scripts", "defaultMode": 0o555}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
+    ]
+    return job(
+        meta,
+        NAME,
+        "bootstrap",
+        f"{spec.masters}x{spec.replicas_per_master}",
+        component="bootstrap",
+        user=RUN_AS,
+        containers=[container],
+        volumes=volumes,
+        backoff_limit=6,
+        deadline_seconds=1200,
+    )
 
 
 def cluster_objects(meta: Meta, spec: RedisSpec, password: Any) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.labels import Meta
-from components.pods import Resources, container_security, http_probe, pod_security, spread
+from components.pods import Resources, container_security, http_probe, job, pod_security, spread
 from components.settings import setting
 
 NAME = "web"
@@ -128,25 +128,18 @@ def web_objects(meta: Meta, spec: WebSpec, env: list[dict[str, Any]], tier: Tier
 def migrate_job(meta: Meta, spec: WebSpec, env: list[dict[str, Any]]) -> dict[str, Any]:
     """A Job named after the image: each version migrates once, and reruns are harmless."""
     digest = hashlib.sha256(spec.image.encode()).hexdigest()[:8]
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": meta.metadata(NAME, "migrations", object_name=f"{NAME}-migrate-{digest}"),
-        "spec": {
-            "backoffLimit": 6,
-            "activeDeadlineSeconds": 600,
-            "template": {
-                "metadata": {"labels": meta.labels(f"{NAME}-migrate", "migrations")},
-                "spec": {
-                    "restartPolicy": "OnFailure",
-                    "automountServiceAccountToken": False,
-                    "securityContext": pod_security(RUN_AS),
-                    "containers": [migrate_container(spec, env)],
-                    "volumes": [TMP_VOLUME],
-                },
-            },
-        },
-    }
+    return job(
+        meta,
+        NAME,
+        "migrate",
+        digest,
+        component="migrations",
+        user=RUN_AS,
+        containers=[migrate_container(spec, env)],
+        volumes=[TMP_VOLUME],
+        backoff_limit=6,
+        deadline_seconds=600,
+    )
 
 
 def server_selector(meta: Meta, name: str = NAME) -> dict[str, str]:
