@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from components import network_policy as derive
+from components import topology
 from policies.model import Finding, Object, ref
 
 
@@ -104,7 +105,7 @@ def _admits(
 
 
 def network_default_deny(objects: list[Object], phase: int | None) -> Iterator[Finding]:
-    namespaces = {w["metadata"].get("namespace", "") for w in derive.workloads(objects)}
+    namespaces = {w["metadata"].get("namespace", "") for w in topology.workloads(objects)}
     for namespace in sorted(namespaces):
         deny = [
             p
@@ -129,7 +130,7 @@ def network_default_deny(objects: list[Object], phase: int | None) -> Iterator[F
 
 
 def _needed_admitted(objects: list[Object], policies: list[Object]) -> Iterator[Finding]:
-    named = {w["metadata"]["name"]: w for w in derive.workloads(objects)}
+    named = {w["metadata"]["name"]: w for w in topology.workloads(objects)}
     for flow in derive.flows(objects):
         server = named[flow.server]
         namespace = server["metadata"].get("namespace", "")
@@ -137,7 +138,7 @@ def _needed_admitted(objects: list[Object], policies: list[Object]) -> Iterator[
             origin = "the Gateway's proxies" if flow.peer else "the Ingress controller"
             if not _admits(
                 policies,
-                derive.pod_labels(server),
+                topology.pod_labels(server),
                 "Ingress",
                 lambda peer, f=flow: _outside_peer(peer, f),
                 flow.port,
@@ -152,13 +153,13 @@ def _needed_admitted(objects: list[Object], policies: list[Object]) -> Iterator[
             continue
         client = named[flow.client]
         sides = [
-            ("Ingress", server, derive.pod_labels(client), f"{flow.server}-ingress"),
-            ("Egress", client, derive.pod_labels(server), f"{flow.client}-egress"),
+            ("Ingress", server, topology.pod_labels(client), f"{flow.server}-ingress"),
+            ("Egress", client, topology.pod_labels(server), f"{flow.client}-egress"),
         ]
         for direction, guarded, other, fix in sides:
             if not _admits(
                 policies,
-                derive.pod_labels(guarded),
+                topology.pod_labels(guarded),
                 direction,
                 lambda peer, labels=other, ns=namespace: _in_stack_peer(peer, labels, ns),
                 flow.port,
@@ -173,8 +174,8 @@ def _needed_admitted(objects: list[Object], policies: list[Object]) -> Iterator[
 
 
 def _dns_admitted(objects: list[Object], policies: list[Object]) -> Iterator[Finding]:
-    for workload in derive.workloads(objects):
-        rules = [r for p in _applying(policies, derive.pod_labels(workload), "Egress") for r in _rules(p, "Egress")]
+    for workload in topology.workloads(objects):
+        rules = [r for p in _applying(policies, topology.pod_labels(workload), "Egress") for r in _rules(p, "Egress")]
         for protocol in ("UDP", "TCP"):
             if not any(
                 any(_is_dns(peer) for peer in _peers(r, "Egress")) and _port_ok(r, derive.DNS_PORT, protocol, None)
@@ -198,7 +199,9 @@ def _rule_excess(
 ) -> Iterator[str]:
     """What one allow rule admits beyond the needed connections."""
     namespace = policy["metadata"].get("namespace", "")
-    guarded = [w for w in derive.workloads(objects) if _match(policy["spec"].get("podSelector"), derive.pod_labels(w))]
+    guarded = [
+        w for w in topology.workloads(objects) if _match(policy["spec"].get("podSelector"), topology.pod_labels(w))
+    ]
     peers = _peers(rule, direction)
     if not peers:
         yield "admits every peer (no from/to)"
@@ -221,7 +224,7 @@ def _rule_excess(
         if "namespaceSelector" in peer:
             yield f"admits {peer}, pods of other namespaces, which no workload of the stack calls"
             continue
-        matched = [w for w in derive.workloads(objects) if _in_stack_peer(peer, derive.pod_labels(w), namespace)]
+        matched = [w for w in topology.workloads(objects) if _in_stack_peer(peer, topology.pod_labels(w), namespace)]
         if not matched:
             yield f"admits {peer}, which matches no workload in the stack"
         for workload in guarded:
@@ -261,7 +264,9 @@ def _excess(objects: list[Object], policies: list[Object]) -> Iterator[Finding]:
         else:
             needed.add((flow.client, flow.server, flow.port))
     for policy in policies:
-        if not any(_match(policy["spec"].get("podSelector"), derive.pod_labels(w)) for w in derive.workloads(objects)):
+        if not any(
+            _match(policy["spec"].get("podSelector"), topology.pod_labels(w)) for w in topology.workloads(objects)
+        ):
             yield policy, f"{ref(policy)}: spec.podSelector selects no workload in the stack; fix: remove it"
             continue
         for direction in ("Ingress", "Egress"):
@@ -272,7 +277,7 @@ def _excess(objects: list[Object], policies: list[Object]) -> Iterator[Finding]:
 
 
 def network_allows(objects: list[Object], phase: int | None) -> Iterator[Finding]:
-    if not derive.workloads(objects):
+    if not topology.workloads(objects):
         return
     policies = _policies(objects)
     yield from _needed_admitted(objects, policies)
