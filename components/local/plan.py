@@ -77,6 +77,11 @@ def helper(ctx: Context, *args: str) -> Argv:
     return (ctx.python, "-m", "components.local", "--root", str(ctx.root), *args)
 
 
+def pulumi_update(verb: str, stack: str, config: str) -> Argv:
+    """`pulumi up|destroy` of `stack` with its generated config file, unattended."""
+    return ("pulumi", verb, "--stack", stack, "--config-file", config, "--yes", "--skip-preview", "--non-interactive")
+
+
 def deploy_stack(ctx: Context, stack: str, image: str | None) -> list[Step]:
     """Write the stack's generated config, create or select the stack, `pulumi up`."""
     config = str(ctx.workspace.stack_file(stack))
@@ -105,17 +110,7 @@ def deploy_stack(ctx: Context, stack: str, image: str | None) -> list[Step]:
         ),
         Step(
             f"pulumi up {stack}",
-            (
-                "pulumi",
-                "up",
-                "--stack",
-                stack,
-                "--config-file",
-                config,
-                "--yes",
-                "--skip-preview",
-                "--non-interactive",
-            ),
+            pulumi_update("up", stack, config),
             env=ctx.pulumi_env,
             cwd=ctx.root,
             timeout=1800.0,
@@ -218,17 +213,7 @@ def destroy_stack(ctx: Context, stack: str) -> list[Step]:
         ),
         Step(
             f"pulumi destroy {stack}",
-            (
-                "pulumi",
-                "destroy",
-                "--stack",
-                stack,
-                "--config-file",
-                config,
-                "--yes",
-                "--skip-preview",
-                "--non-interactive",
-            ),
+            pulumi_update("destroy", stack, config),
             env=ctx.pulumi_env,
             cwd=ctx.root,
             only_if=(stack_exists(ctx, stack), cluster_exists(ctx)),
