@@ -31,18 +31,10 @@ import psycopg
 from components.labels import Meta
 from components.postgres import REPLICATION_USER, PostgresPasswords, PostgresSpec, scripts_config_map, server_settings
 from testsupport.postgres import OS_USER, PostgresServer, postgres_binary
+from testsupport.postgres import owned_tempdir as owned_dir
 from testsupport.process import LOOPBACK, free_port
 
 HBA = "local all all trust\nhost all all all scram-sha-256\n"
-
-
-def owned_dir(prefix: str) -> Path:
-    """A fresh temporary folder owned by the postgres OS user (when we are root), mode 0700."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    if os.geteuid() == 0:
-        shutil.chown(path, OS_USER, OS_USER)
-    path.chmod(0o700)
-    return path
 
 
 def write_scripts() -> Path:

@@ -57,7 +57,7 @@ def _version_key(path: str) -> int:
     return int(version) if version.isdigit() else 0
 
 
-def _owned_tempdir(prefix: str) -> Path:
+def owned_tempdir(prefix: str) -> Path:
     """A fresh temporary folder the postgres OS user owns (when we are root) with mode 0700."""
     path = Path(tempfile.mkdtemp(prefix=prefix))
     if os.geteuid() == 0:
@@ -83,7 +83,7 @@ class PostgresServer:
     @classmethod
     def primary(cls, settings: dict[str, str] | None = None) -> PostgresServer:
         """initdb a new cluster (superuser `postgres`, trust auth, UTF8) and start it."""
-        server = cls(_owned_tempdir("pg-primary-"), free_port(), settings)
+        server = cls(owned_tempdir("pg-primary-"), free_port(), settings)
         subprocess.run(
             _as_postgres(
                 [
@@ -106,7 +106,7 @@ class PostgresServer:
 
     def replica(self, settings: dict[str, str] | None = None) -> PostgresServer:
         """A streaming hot standby of this server: pg_basebackup -R (standby.signal + primary_conninfo), started."""
-        standby = PostgresServer(_owned_tempdir("pg-replica-"), free_port(), settings)
+        standby = PostgresServer(owned_tempdir("pg-replica-"), free_port(), settings)
         subprocess.run(
             _as_postgres(
                 [
