@@ -3,7 +3,8 @@ cluster-bootstrap.sh and cluster-rejoin.sh run with real redis-server processes.
 
 Each node stands in for a pod: it listens on its own 127.x.y.z address (its "pod IP"), on the
 same port as every other node (as every pod uses 6379), announces a stable hostname
-(`redis-N.test`) and keeps nodes.conf and its AOF in its own directory (its volume). A pod that
+(`redis-shard-S-N.test`, pod N of shard S) and keeps nodes.conf and its AOF in its own directory
+(its volume). A pod that
 comes back with a new IP is a node restarted on another 127.x.y.z with the same directory and
 hostname. Cluster clients reach nodes by announced hostname; `address_remap` plays the role of
 the cluster DNS for them.
@@ -46,7 +47,9 @@ class Node:
     def __init__(self, cluster: LoopbackCluster, index: int) -> None:
         self.cluster = cluster
         self.index = index
-        self.hostname = f"redis-{index}.test"
+        size = 1 + cluster.spec.replicas_per_master
+        self.shard = index // size
+        self.hostname = f"redis-shard-{self.shard}-{index % size}.test"
         self.dir = cluster.root / self.hostname
         self.run_dir = self.dir / "run"
         self.run_dir.mkdir(parents=True)
@@ -123,7 +126,11 @@ class Node:
 
 
 class LoopbackCluster:
-    """`spec.pods` nodes on their own loopback addresses, one shared port, redis.conf from the builder."""
+    """`spec.pods` nodes on their own loopback addresses, one shared port, redis.conf from the builder.
+
+    `nodes` are in REDIS_NODES order, shard by shard: node `index` is pod `index % (1 + replicas)`
+    of shard `index // (1 + replicas)`.
+    """
 
     def __init__(self, root: Path, spec: RedisSpec) -> None:
         require_binary("redis-server", INSTALL_HINT)
@@ -164,9 +171,9 @@ class LoopbackCluster:
             node.start(node.ip)
 
     def grow(self, spec: RedisSpec, first_host: int = 2) -> list[Node]:
-        """Start the pods a larger spec adds (as a StatefulSet scale-out does)."""
-        added = [Node(self, index) for index in range(len(self.nodes), spec.pods)]
+        """Start the pods a larger spec adds (a new shard's StatefulSet)."""
         self.spec = spec
+        added = [Node(self, index) for index in range(len(self.nodes), spec.pods)]
         self.nodes += added
         self.start(added, first_host)
         return added

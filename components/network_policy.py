@@ -4,9 +4,9 @@ Who talks to whom is read from the objects, never listed by hand (components/top
 also draws the diagrams):
 
 - a workload calls a Service when its containers or mounted config name it as a host;
-- a workload that calls its own pods is a cluster (Redis Cluster, NATS routes): its members may
-  reach each other on every port, since cluster protocols use ports no Service lists (the Redis
-  cluster bus is the client port + 10000);
+- a workload that calls a Service in front of its own pods is a cluster member (Redis Cluster
+  shards, NATS routes): it may reach every workload behind that Service on every port, since
+  cluster protocols use ports no Service lists (the Redis cluster bus is the client port + 10000);
 - a route (HTTPRoute) reaches the workloads behind its backend Services from the pods of the
   Gateway it attaches to (an Ingress: from its controller, wherever that runs);
 - every pod resolves names through kube-dns.
@@ -62,17 +62,20 @@ def _container_port(workload: dict[str, Any], target: int | str) -> int | None:
 def _service_flows(
     service: dict[str, Any], objects: list[dict[str, Any]], client: str | None, peer: tuple[tuple[str, str], ...]
 ) -> list[Flow]:
-    """Connections to the pods behind `service`: those its selector matches that serve its ports."""
+    """Connections to the pods behind `service`: those its selector matches that serve its ports
+    (every port when `client` is behind it too: a member of the cluster the Service fronts)."""
     selector = service["spec"].get("selector") or {}
+    servers = [w for w in workloads(objects) if selects(selector, pod_labels(w))]
+    member = any(server["metadata"]["name"] == client for server in servers)
     found = []
-    for server in (w for w in workloads(objects) if selects(selector, pod_labels(w))):
+    for server in servers:
         name = server["metadata"]["name"]
         ports = [
             (number, port.get("protocol", "TCP"))
             for port in service["spec"].get("ports", [])
             if (number := _container_port(server, port.get("targetPort", port["port"]))) is not None
         ]
-        if ports and name == client:
+        if ports and member:
             found.append(Flow(client, name, None, "any"))
         else:
             found += [Flow(client, name, number, protocol, peer) for number, protocol in ports]

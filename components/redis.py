@@ -80,11 +80,10 @@ class RedisSpec:
         maximum=60000,
     )
     anti_affinity: Literal["required", "preferred"] = setting(
-        "preferred",
-        "cluster mode: preferred: pods spread over as many nodes as there are (the kit's kind cluster has 3 "
-        "workers for 6 pods), so a master and its replica share a node only when pods outnumber nodes; "
-        "required: never two cluster pods on one node, so a master and its replica never share one (needs "
-        "masters x (1 + replicas_per_master) schedulable nodes, else pods stay Pending)",
+        "required",
+        "cluster mode: required: the pods of one shard (a master and its replicas) never share a node, so "
+        "losing a node never takes a master with its replica (needs 1 + replicas_per_master schedulable "
+        "nodes, else pods stay Pending); preferred: spread them when there are enough nodes (a one-node cluster)",
     )
     persistence: Persistence | None = setting(
         None,
@@ -238,7 +237,7 @@ def needs_claim(spec: RedisSpec) -> bool:
 
 
 def headless_service(meta: Meta, component: str) -> dict[str, Any]:
-    """`redis-nodes`: stable DNS names per pod (redis-0.redis-nodes), listed before they are ready."""
+    """`redis-nodes`: stable DNS names per pod (`redis-0.redis-nodes`), listed before they are ready."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -265,16 +264,31 @@ def client_service(meta: Meta, component: str) -> dict[str, Any]:
     }
 
 
-def stateful_set(meta: Meta, spec: RedisSpec, component: str, conf: str, pod_spec: dict[str, Any]) -> dict[str, Any]:
-    """The StatefulSet of `spec.pods` Redis pods; a changed redis.conf rolls them (checksum annotation)."""
+def stateful_set(
+    meta: Meta,
+    spec: RedisSpec,
+    component: str,
+    conf: str,
+    pod_spec: dict[str, Any],
+    *,
+    name: str = NAME,
+    replicas: int = 1,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A StatefulSet of `replicas` Redis pods; a changed redis.conf rolls them (checksum annotation).
+
+    `labels` are added to the pods' labels and to the selector: they tell several StatefulSets
+    behind one headless Service apart (a Redis Cluster's shards).
+    """
+    extra = labels or {}
     statefulset_spec: dict[str, Any] = {
         "serviceName": f"{NAME}-nodes",
-        "replicas": spec.pods,
-        "selector": {"matchLabels": meta.selector(NAME)},
+        "replicas": replicas,
+        "selector": {"matchLabels": {**meta.selector(NAME), **extra}},
         "podManagementPolicy": "Parallel",
         "template": {
             "metadata": {
-                "labels": meta.labels(NAME, component),
+                "labels": {**meta.labels(NAME, component), **extra},
                 "annotations": {"checksum/config": hashlib.sha256(conf.encode()).hexdigest()},
             },
             "spec": {
@@ -293,12 +307,9 @@ def stateful_set(meta: Meta, spec: RedisSpec, component: str, conf: str, pod_spe
                 "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": spec.storage}}},
             }
         ]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": meta.metadata(NAME, component),
-        "spec": statefulset_spec,
-    }
+    metadata = meta.metadata(NAME, component, object_name=name)
+    metadata["labels"].update(extra)
+    return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": metadata, "spec": statefulset_spec}
 
 
 def standalone_objects(meta: Meta, spec: RedisSpec, password: Any) -> list[dict[str, Any]]:

@@ -1,10 +1,17 @@
-"""Redis Cluster (phase 4): masters x (1 + replicas) pods of one StatefulSet, formed by a Job.
+"""Redis Cluster (phase 4): one StatefulSet per shard (a master and its replicas), formed by a Job.
 
-Every pod announces its stable DNS name (`redis-3.redis-nodes.<namespace>.svc`) and clients are
-redirected by name (`cluster-preferred-endpoint-type hostname`), so a pod that comes back with a
-new IP keeps both its identity (node ID in nodes.conf, on its volume) and its address. The
+Shard S is the StatefulSet `redis-shard-S` of 1 + replicas_per_master pods (`redis-shard-S-0`
+starts as its master). Its pods carry the label `scaleladder.dev/redis-shard: S`, and a required
+pod anti-affinity on that label keeps them on different nodes: the scheduler, not luck, ensures
+that losing a node never takes a master together with its replica. The bootstrap Job pairs
+replicas with the master of their own shard, and redis.conf forbids replica migration, so a
+failover only ever swaps roles inside a shard and the guarantee survives it.
+
+Every pod announces its stable DNS name (`redis-shard-1-0.redis-nodes.<namespace>.svc`) and clients
+are redirected by name (`cluster-preferred-endpoint-type hostname`), so a pod that comes back with
+a new IP keeps both its identity (node ID in nodes.conf, on its volume) and its address. The
 `rejoin` container reconnects members whose IPs all changed at once; the bootstrap Job creates
-the cluster, and after a scale-out joins the new pods, assigns replicas and rebalances slots.
+the cluster, and after a scale-out (a new shard) joins the new pods and rebalances slots.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ COMPONENT = "cache"
 SCRIPTS = ["node-start.sh", "node-stop.sh", "lib.sh", "cluster-rejoin.sh", "cluster-bootstrap.sh"]
 HELPER_RESOURCES = Resources(cpu_request="10m", memory_request="16Mi", cpu_limit="200m", memory_limit="64Mi")
 HEARTBEAT = f"{RUN_DIR}/rejoin.alive"
+SHARD_LABEL = "scaleladder.dev/redis-shard"
+POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
+"""Set by the StatefulSet controller on every pod: its ordinal (0 for every shard's first master)."""
 
 
 def cluster_conf(spec: RedisSpec) -> str:
@@ -51,8 +61,8 @@ def cluster_conf(spec: RedisSpec) -> str:
             # a slot without a master stops the cluster instead of serving a partial keyspace
             ("cluster-require-full-coverage", "yes"),
             ("cluster-allow-reads-when-down", "no"),
-            # a master keeps one replica before a spare one may migrate to an orphaned master
-            ("cluster-migration-barrier", "1"),
+            # a replica stays in its shard, whose pods the scheduler keeps on different nodes
+            ("cluster-allow-replica-migration", "no"),
         ],
     )
 
@@ -62,9 +72,20 @@ def pod_host(meta: Meta, pod: str) -> str:
     return f"{pod}.{NAME}-nodes.{meta.namespace}.svc"
 
 
+def shard_name(shard: int) -> str:
+    """The StatefulSet of shard `shard`: `redis-shard-0`, `redis-shard-1`, ..."""
+    return f"{NAME}-shard-{shard}"
+
+
 def members(meta: Meta, spec: RedisSpec) -> str:
-    """REDIS_NODES: every pod as host:port, in ordinal order (the first `masters` start as masters)."""
-    return " ".join(f"{pod_host(meta, f'{NAME}-{index}')}:{PORT}" for index in range(spec.pods))
+    """REDIS_NODES: every pod as host:port, shard by shard (each shard's pod 0 starts as its master)."""
+    pods = [f"{shard_name(shard)}-{index}" for shard in range(spec.masters) for index in range(shard_size(spec))]
+    return " ".join(f"{pod_host(meta, pod)}:{PORT}" for pod in pods)
+
+
+def shard_size(spec: RedisSpec) -> int:
+    """Pods per shard: the master and its replicas."""
+    return 1 + spec.replicas_per_master
 
 
 def rejoin_container(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
@@ -105,9 +126,10 @@ def rejoin_container(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
     }
 
 
-def affinity(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
-    """No two cluster pods on one node (required), or as few as possible (preferred)."""
-    term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": meta.selector(NAME)}}
+def affinity(meta: Meta, spec: RedisSpec, shard: int) -> dict[str, Any]:
+    """The pods of one shard on different nodes: always (required) or when there are nodes enough (preferred)."""
+    selector = {**meta.selector(NAME), SHARD_LABEL: str(shard)}
+    term = {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": selector}}
     if spec.anti_affinity == "required":
         return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]}}
     return {
@@ -117,8 +139,25 @@ def affinity(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
     }
 
 
+def spread_constraints(meta: Meta) -> list[dict[str, Any]]:
+    """Every cluster pod spread over nodes and zones; and the pods of one ordinal over nodes.
+
+    The second keeps the first masters (every shard's pod 0) on different nodes, so that losing
+    one node leaves a majority of masters to elect its replacements. Best effort: roles change
+    with every failover, the pods stay where they are.
+    """
+    by_ordinal = {
+        "maxSkew": 1,
+        "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": meta.selector(NAME)},
+        "matchLabelKeys": [POD_INDEX_LABEL],
+    }
+    return [*spread(meta.selector(NAME)), by_ordinal]
+
+
 def disruption_budget(meta: Meta) -> dict[str, Any]:
-    """One pod evicted at a time: every master keeps its replica or is one itself."""
+    """One cluster pod evicted at a time (over every shard): every master keeps its replica or is one itself."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
@@ -166,9 +205,8 @@ def bootstrap_job(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
     )
 
 
-def cluster_objects(meta: Meta, spec: RedisSpec, password: Any) -> list[dict[str, Any]]:
-    """Secret, ConfigMaps, Services `redis` and `redis-nodes`, StatefulSet, PDB and the bootstrap Job."""
-    conf = cluster_conf(spec)
+def shard_stateful_set(meta: Meta, spec: RedisSpec, conf: str, shard: int) -> dict[str, Any]:
+    """The StatefulSet of one shard; shards differ only in their label and the anti-affinity on it."""
     announce = ["--cluster-announce-hostname", pod_host(meta, "$(POD_NAME)")]
     pod_name = {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
     node = node_container(spec, announce, [pod_name, {"name": "REDIS_SELF", "value": f"127.0.0.1:{PORT}"}])
@@ -177,15 +215,30 @@ def cluster_objects(meta: Meta, spec: RedisSpec, password: Any) -> list[dict[str
     pod_spec = {
         "containers": [node, rejoin_container(meta, spec)],
         "volumes": pod_volumes(spec),
-        "affinity": affinity(meta, spec),
-        "topologySpreadConstraints": spread(meta.selector(NAME)),
+        "affinity": affinity(meta, spec, shard),
+        "topologySpreadConstraints": spread_constraints(meta),
     }
+    return stateful_set(
+        meta,
+        spec,
+        COMPONENT,
+        conf,
+        pod_spec,
+        name=shard_name(shard),
+        replicas=shard_size(spec),
+        labels={SHARD_LABEL: str(shard)},
+    )
+
+
+def cluster_objects(meta: Meta, spec: RedisSpec, password: Any) -> list[dict[str, Any]]:
+    """Secret, ConfigMaps, Services `redis` and `redis-nodes`, a StatefulSet per shard, PDB, bootstrap Job."""
+    conf = cluster_conf(spec)
     return [
         auth_secret(meta, COMPONENT, password),
         *files_config_maps(meta, COMPONENT, {"redis.conf": conf, "members": members(meta, spec)}, SCRIPTS),
         headless_service(meta, COMPONENT),
         client_service(meta, COMPONENT),
-        stateful_set(meta, spec, COMPONENT, conf, pod_spec),
+        *(shard_stateful_set(meta, spec, conf, shard) for shard in range(spec.masters)),
         disruption_budget(meta),
         bootstrap_job(meta, spec),
     ]

@@ -7,7 +7,7 @@
   Service (`PRIMARY_HOST=postgres-rw`); `host=<service>` or `<service>:<port>` in a ConfigMap the pod
   mounts (PgBouncer's `[databases]`, a Varnish backend's `.host`, a members file); the Service's DNS
   name anywhere (`edge-cache-peers.<ns>.svc`); or a pod of a headless Service by its DNS name
-  (`redis-0.redis-nodes.<ns>.svc:6379`).
+  (`redis-shard-0-0.redis-nodes.<ns>.svc:6379`).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def _hosts(workload: dict[str, Any], objects: list[dict[str, Any]]) -> list[str]
 
 def _names(host: str, service: dict[str, Any]) -> bool:
     """`host` is the Service (`redis`, `redis.<ns>`, `redis.<ns>.svc...`) or, for a headless one, one
-    of its pods (`redis-0.redis-nodes...`); a name in another namespace is not."""
+    of its pods (`redis-shard-0-0.redis-nodes...`); a name in another namespace is not."""
     labels = host.split(".")
     if "svc" in labels[2:]:
         end = labels.index("svc", 2)

@@ -1,4 +1,5 @@
-"""Phase 4 on kind: Redis Cluster covers all 16384 slots again after a master pod is deleted."""
+"""Phase 4 on kind: no master shares a node with its replica, and the Redis Cluster covers all 16384
+slots again after a master pod is deleted."""
 
 from __future__ import annotations
 
@@ -22,6 +23,25 @@ def healthy(kit: Any, namespace: str, pod: str) -> bool:
     except AssertionError:
         return False
     return info.get("cluster_state") == "ok" and info.get("cluster_slots_ok") == str(SLOTS)
+
+
+def replication(kit: Any, namespace: str, pod: str) -> dict[str, str]:
+    """Every replica pod and the pod of the master it replicates, from `cluster nodes` (announced hostnames)."""
+    lines = kit.exec(namespace, pod, "redis", "redis-cli", "cluster", "nodes").strip().splitlines()
+    fields = [line.split() for line in lines]
+    pod_of = {f[0]: f[1].partition(",")[2].split(".")[0] for f in fields}
+    return {pod_of[f[0]]: pod_of[f[3]] for f in fields if f[3] != "-"}
+
+
+def test_no_master_shares_a_node_with_its_replica(kit: Any, deployed: str) -> None:
+    pods = kit.ready_pods(deployed, "redis")
+    node_of = {pod["metadata"]["name"]: pod["spec"]["nodeName"] for pod in pods}
+    pairs = replication(kit, deployed, sorted(node_of)[0])
+    assert len(pairs) == len(pods) // 2, pairs
+    for replica, master in pairs.items():
+        # a replica follows the master of its own shard (StatefulSet redis-shard-N)
+        assert replica.rsplit("-", 1)[0] == master.rsplit("-", 1)[0], pairs
+        assert node_of[replica] != node_of[master], (replica, master, node_of)
 
 
 def test_slots_are_covered_again_after_a_master_is_deleted(kit: Any, deployed: str) -> None:

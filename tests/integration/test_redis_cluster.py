@@ -60,6 +60,17 @@ def shape(cluster: LoopbackCluster) -> dict[str, tuple[object, ...]]:
     return views
 
 
+def replicated(cluster: LoopbackCluster) -> dict[str, str]:
+    """Every replica's hostname and the hostname of the master it replicates, as the first node sees it."""
+    view = cluster.nodes[0].nodes()
+    by_id = {key: entry["hostname"] for key, entry in view.items()}
+    return {str(entry["hostname"]): str(by_id[entry["master"]]) for entry in view.values() if entry["master"] != "-"}
+
+
+def shard_of(cluster: LoopbackCluster, hostname: str) -> int:
+    return next(node.shard for node in cluster.nodes if node.hostname == hostname)
+
+
 def test_bootstrap_forms_the_cluster_with_every_slot_covered(make_cluster) -> None:
     cluster = make_cluster()
     assert_bootstrapped(cluster)
@@ -70,10 +81,13 @@ def test_bootstrap_forms_the_cluster_with_every_slot_covered(make_cluster) -> No
     for node in cluster.nodes:
         info = node.info()
         assert (info["cluster_state"], info["cluster_slots_ok"], info["cluster_known_nodes"]) == ("ok", "16384", "6")
+    # each shard's pod 0 is its master, pod 1 replicates it (and so never shares its Kubernetes node)
+    assert replicated(cluster) == {
+        "redis-shard-0-1.test": "redis-shard-0-0.test",
+        "redis-shard-1-1.test": "redis-shard-1-0.test",
+        "redis-shard-2-1.test": "redis-shard-2-0.test",
+    }
     view = cluster.nodes[0].nodes()
-    for master_id in masters:
-        replicas = [entry for entry in view.values() if entry["master"] == master_id]
-        assert len(replicas) == 1
     # every node announces its hostname, the name clients are sent to
     assert {entry["hostname"] for entry in view.values()} == {node.hostname for node in cluster.nodes}
     # the password from the Secret is required
@@ -122,6 +136,9 @@ def test_killing_a_master_promotes_its_replica(make_cluster) -> None:
         return me["master"] == replica_id and victim.info()["cluster_state"] == "ok"
 
     cluster.wait("rejoined as a replica", replicates_the_new_master, timeout=20)
+    # roles swapped inside the shard: every replica still replicates a member of its own shard
+    pairs = replicated(cluster).items()
+    assert all(shard_of(cluster, replica) == shard_of(cluster, master) for replica, master in pairs)
 
 
 def test_a_master_stopped_by_kubernetes_hands_its_slots_over_first(make_cluster) -> None:
@@ -219,13 +236,38 @@ def test_scale_out_from_three_to_four_masters_rebalances(make_cluster) -> None:
     )
     assert len(masters) == 4 and sum(after.values()) == SLOTS
     assert max(after.values()) - min(after.values()) <= SLOTS // 4 * 0.05
-    # one new pod became the fourth master, the other its replica
-    (new_replica,) = new_ids - {new_master}
-    assert view[new_replica]["master"] == new_master
+    # the new shard's pod 0 became the fourth master, its pod 1 that master's replica
+    assert [node.hostname for node in added] == ["redis-shard-3-0.test", "redis-shard-3-1.test"]
+    assert new_master == by_address[added[0].address]
+    assert replicated(cluster)["redis-shard-3-1.test"] == "redis-shard-3-0.test"
     for master_id in masters:
         assert sum(1 for entry in view.values() if entry["master"] == master_id) == 1
     with cluster.client() as client:
         assert {key: client.get(key) for key in keys} == keys
+
+
+def test_a_replica_of_another_shards_master_is_paired_back_with_its_own(make_cluster) -> None:
+    cluster = make_cluster()
+    assert_bootstrapped(cluster)
+    view = cluster.nodes[0].nodes()
+    ids = {entry["hostname"]: key for key, entry in view.items()}
+    stray = cluster.nodes[1]  # redis-shard-0-1, the replica of redis-shard-0-0
+    # as someone's manual CLUSTER REPLICATE leaves it: two replicas on shard 1's master (and its
+    # node), none on shard 0's
+    stray.raw("CLUSTER", "REPLICATE", str(ids["redis-shard-1-0.test"]))
+    cluster.wait(
+        "the stray replica moved",
+        lambda: replicated(cluster).get(stray.hostname) == "redis-shard-1-0.test",
+        timeout=20,
+    )
+
+    result = assert_bootstrapped(cluster)
+
+    assert f"{stray.address} replicates {ids['redis-shard-0-0.test']}, the master of its shard" in result.stderr
+    assert replicated(cluster)[stray.hostname] == "redis-shard-0-0.test"
+    # and a replica does not wander off on its own: replica migration is off in the rendered redis.conf
+    with stray.client() as client:
+        assert client.config_get("cluster-allow-replica-migration") == {"cluster-allow-replica-migration": "no"}
 
 
 def test_a_migration_left_open_is_closed_by_the_next_run(make_cluster) -> None:

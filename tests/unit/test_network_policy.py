@@ -77,7 +77,7 @@ def test_the_gateway_peer_is_its_proxies_in_any_namespace() -> None:
 
 def test_a_job_sharing_an_apps_name_is_not_selected_with_it() -> None:
     meta, objects = _phase("phase4")
-    redis = next(p for p in network_policies(meta, objects) if p["metadata"]["name"] == "redis-ingress")
+    redis = next(p for p in network_policies(meta, objects) if p["metadata"]["name"] == "redis-shard-0-ingress")
     assert redis["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "cache"
 
 
@@ -86,10 +86,13 @@ def test_cluster_members_reach_each_other_on_every_port() -> None:
     bootstrap = next(o["metadata"]["name"] for o in objects if o["kind"] == "Job" and "redis" in o["metadata"]["name"])
     found = flows(objects)
     # the members file (mounted redis-config) names the pods of the headless Service redis-nodes:
-    # the cluster bus (6379 + 10000) is on no Service, so members get every port among themselves
-    assert Flow("redis", "redis", None, "any") in found
-    # REDIS_NODES=redis-0.redis-nodes...:6379: the bootstrap Job meets every member on the client port
-    assert Flow(bootstrap, "redis", 6379, "TCP") in found
+    # the cluster bus (6379 + 10000) is on no Service, so the shards get every port among themselves
+    shards = [f"redis-shard-{index}" for index in range(3)]
+    for client in shards:
+        for server in shards:
+            assert Flow(client, server, None, "any") in found
+    # REDIS_NODES=redis-shard-0-0.redis-nodes...:6379: the bootstrap Job meets every member on the client port
+    assert Flow(bootstrap, "redis-shard-1", 6379, "TCP") in found
     # the Job's pods match the Services' selector too, but serve none of their ports
     assert not [f for f in found if f.server == bootstrap]
     policies = {p["metadata"]["name"]: p["spec"] for p in network_policies(meta, objects)}
@@ -98,8 +101,9 @@ def test_cluster_members_reach_each_other_on_every_port() -> None:
         "app.kubernetes.io/instance": "phase4",
         "app.kubernetes.io/component": "cache",
     }
-    assert {"to": [{"podSelector": {"matchLabels": cache}}]} in policies["redis-egress"]["egress"]
-    assert {"from": [{"podSelector": {"matchLabels": cache}}]} in policies["redis-ingress"]["ingress"]
+    shard_1 = {**cache, "scaleladder.dev/redis-shard": "1"}
+    assert {"to": [{"podSelector": {"matchLabels": shard_1}}]} in policies["redis-shard-0-egress"]["egress"]
+    assert {"from": [{"podSelector": {"matchLabels": shard_1}}]} in policies["redis-shard-0-ingress"]["ingress"]
 
 
 def test_no_workloads_no_policies() -> None:

@@ -1,4 +1,4 @@
-"""The Redis Cluster's objects: StatefulSet, rejoin container, PDB, anti-affinity and bootstrap Job."""
+"""The Redis Cluster's objects: a StatefulSet per shard, rejoin container, PDB, anti-affinity, bootstrap Job."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from components.labels import Meta
 from components.redis import SCRIPTS, RedisSpec, render_conf
-from components.redis_cluster import cluster_conf, cluster_objects, members
+from components.redis_cluster import SHARD_LABEL, cluster_conf, cluster_objects, members
 
 META = Meta(namespace="scaleladder-phase4", instance="phase4", version="0.1.0")
 PASSWORD = "s3cret-cluster-password"
@@ -22,9 +22,17 @@ def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return obj
 
 
+def shards(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [obj for obj in objects if obj["kind"] == "StatefulSet"]
+
+
+def pod_spec(objects: list[dict[str, Any]], shard: int = 0) -> dict[str, Any]:
+    spec: dict[str, Any] = shards(objects)[shard]["spec"]["template"]["spec"]
+    return spec
+
+
 def containers(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    pod = one(objects, "StatefulSet")["spec"]["template"]["spec"]
-    return {container["name"]: container for container in pod["containers"]}
+    return {container["name"]: container for container in pod_spec(objects)["containers"]}
 
 
 def env(container: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +47,9 @@ def test_objects_in_order() -> None:
         ("ConfigMap", "redis-scripts"),
         ("Service", "redis-nodes"),
         ("Service", "redis"),
-        ("StatefulSet", "redis"),
+        ("StatefulSet", "redis-shard-0"),
+        ("StatefulSet", "redis-shard-1"),
+        ("StatefulSet", "redis-shard-2"),
         ("PodDisruptionBudget", "redis"),
         ("Job", "redis-bootstrap-3x1"),
     ]
@@ -64,21 +74,28 @@ def test_cluster_conf_adds_the_cluster_settings_to_the_common_ones() -> None:
         "cluster-preferred-endpoint-type hostname\n"
         "cluster-require-full-coverage yes\n"
         "cluster-allow-reads-when-down no\n"
-        "cluster-migration-barrier 1\n"
+        "cluster-allow-replica-migration no\n"
     )
     assert "appendonly yes\n" in conf
 
 
-def test_masters_times_one_plus_replicas_pods_with_their_own_volumes() -> None:
-    statefulset = one(
-        cluster_objects(META, RedisSpec(mode="cluster", masters=4, replicas_per_master=2), PASSWORD), "StatefulSet"
-    )
-    assert statefulset["spec"]["replicas"] == 12
-    assert statefulset["spec"]["serviceName"] == "redis-nodes"
-    assert statefulset["spec"]["podManagementPolicy"] == "Parallel"
+def test_one_statefulset_per_shard_of_a_master_and_its_replicas_with_their_own_volumes() -> None:
+    sets = shards(cluster_objects(META, RedisSpec(mode="cluster", masters=4, replicas_per_master=2), PASSWORD))
+    assert [(s["metadata"]["name"], s["spec"]["replicas"]) for s in sets] == [
+        ("redis-shard-0", 3),
+        ("redis-shard-1", 3),
+        ("redis-shard-2", 3),
+        ("redis-shard-3", 3),
+    ]
+    for index, statefulset in enumerate(sets):
+        # one headless Service names every shard's pods; each set selects only its own
+        assert statefulset["spec"]["serviceName"] == "redis-nodes"
+        assert statefulset["spec"]["podManagementPolicy"] == "Parallel"
+        assert statefulset["spec"]["selector"]["matchLabels"][SHARD_LABEL] == str(index)
+        assert statefulset["spec"]["template"]["metadata"]["labels"][SHARD_LABEL] == str(index)
     # nodes.conf (the node's identity) outlives the pod even without persistence
-    statefulset = one(cluster_objects(META, RedisSpec(mode="cluster", persistence="none"), PASSWORD), "StatefulSet")
-    assert [claim["metadata"]["name"] for claim in statefulset["spec"]["volumeClaimTemplates"]] == ["data"]
+    for statefulset in shards(cluster_objects(META, RedisSpec(mode="cluster", persistence="none"), PASSWORD)):
+        assert [claim["metadata"]["name"] for claim in statefulset["spec"]["volumeClaimTemplates"]] == ["data"]
 
 
 def test_headless_service_publishes_pods_before_they_are_ready() -> None:
@@ -102,7 +119,7 @@ def test_every_node_announces_its_stable_name() -> None:
 
 
 def test_a_master_hands_over_before_it_is_stopped() -> None:
-    spec = one(cluster_objects(META, SPEC, PASSWORD), "StatefulSet")["spec"]["template"]["spec"]
+    spec = pod_spec(cluster_objects(META, SPEC, PASSWORD))
     node = containers(cluster_objects(META, SPEC, PASSWORD))["redis"]
     assert node["lifecycle"] == {"preStop": {"exec": {"command": ["sh", "/scripts/node-stop.sh"]}}}
     assert env(node)["REDIS_SELF"] == "127.0.0.1:6379"
@@ -110,12 +127,15 @@ def test_a_master_hands_over_before_it_is_stopped() -> None:
     assert spec["terminationGracePeriodSeconds"] == 30
 
 
-def test_members_are_the_pods_dns_names_in_ordinal_order() -> None:
-    assert members(META, RedisSpec(mode="cluster", masters=3, replicas_per_master=0)) == (
-        "redis-0.redis-nodes.scaleladder-phase4.svc:6379 "
-        "redis-1.redis-nodes.scaleladder-phase4.svc:6379 "
-        "redis-2.redis-nodes.scaleladder-phase4.svc:6379"
-    )
+def test_members_are_the_pods_dns_names_shard_by_shard() -> None:
+    assert members(META, RedisSpec(mode="cluster", masters=3, replicas_per_master=1)).split() == [
+        "redis-shard-0-0.redis-nodes.scaleladder-phase4.svc:6379",
+        "redis-shard-0-1.redis-nodes.scaleladder-phase4.svc:6379",
+        "redis-shard-1-0.redis-nodes.scaleladder-phase4.svc:6379",
+        "redis-shard-1-1.redis-nodes.scaleladder-phase4.svc:6379",
+        "redis-shard-2-0.redis-nodes.scaleladder-phase4.svc:6379",
+        "redis-shard-2-1.redis-nodes.scaleladder-phase4.svc:6379",
+    ]
 
 
 def test_rejoin_container_knows_itself_and_every_member() -> None:
@@ -149,18 +169,25 @@ def test_every_container_is_hardened_with_distinct_probes_and_limits() -> None:
         ("preferred", "preferredDuringSchedulingIgnoredDuringExecution"),
     ],
 )
-def test_no_two_cluster_pods_share_a_node(anti_affinity: str, rule: str) -> None:
+def test_a_master_and_its_replicas_never_share_a_node(anti_affinity: str, rule: str) -> None:
     spec = RedisSpec(mode="cluster", anti_affinity=anti_affinity)  # type: ignore[arg-type]
-    pod = one(cluster_objects(META, spec, PASSWORD), "StatefulSet")["spec"]["template"]["spec"]
-    (term,) = pod["affinity"]["podAntiAffinity"][rule]
-    term = term.get("podAffinityTerm", term)
-    assert term == {
-        "topologyKey": "kubernetes.io/hostname",
-        "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "redis", "app.kubernetes.io/instance": "phase4"}},
-    }
-    assert [constraint["topologyKey"] for constraint in pod["topologySpreadConstraints"]] == [
-        "kubernetes.io/hostname",
-        "topology.kubernetes.io/zone",
+    objects = cluster_objects(META, spec, PASSWORD)
+    for shard in range(3):
+        (term,) = pod_spec(objects, shard)["affinity"]["podAntiAffinity"][rule]
+        term = term.get("podAffinityTerm", term)
+        own_shard = {"app.kubernetes.io/name": "redis", "app.kubernetes.io/instance": "phase4", SHARD_LABEL: str(shard)}
+        assert term == {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": own_shard}}
+
+
+def test_required_is_the_default_and_every_pod_spreads_over_nodes_zones_and_ordinals() -> None:
+    assert RedisSpec().anti_affinity == "required"
+    constraints = pod_spec(cluster_objects(META, SPEC, PASSWORD))["topologySpreadConstraints"]
+    everyone = {"app.kubernetes.io/name": "redis", "app.kubernetes.io/instance": "phase4"}
+    assert [(c["topologyKey"], c["labelSelector"]["matchLabels"], c.get("matchLabelKeys")) for c in constraints] == [
+        ("kubernetes.io/hostname", everyone, None),
+        ("topology.kubernetes.io/zone", everyone, None),
+        # every shard's pod 0 (the first masters) on different nodes
+        ("kubernetes.io/hostname", everyone, ["apps.kubernetes.io/pod-index"]),
     ]
 
 
@@ -172,12 +199,11 @@ def test_one_pod_at_a_time_may_be_disrupted() -> None:
     }
 
 
-def test_a_scale_out_changes_no_pod_template() -> None:
-    def template(masters: int) -> dict[str, Any]:
-        spec = RedisSpec(mode="cluster", masters=masters)
-        return dict(one(cluster_objects(META, spec, PASSWORD), "StatefulSet")["spec"]["template"])
-
-    assert template(3) == template(4)
+def test_a_scale_out_adds_a_shard_and_changes_no_existing_one() -> None:
+    three = shards(cluster_objects(META, RedisSpec(mode="cluster", masters=3), PASSWORD))
+    four = shards(cluster_objects(META, RedisSpec(mode="cluster", masters=4), PASSWORD))
+    assert four[:3] == three
+    assert four[3]["metadata"]["name"] == "redis-shard-3"
 
 
 def test_bootstrap_job_runs_the_script_for_this_shape() -> None:
@@ -196,12 +222,12 @@ def test_bootstrap_job_runs_the_script_for_this_shape() -> None:
 def test_no_selector_takes_the_bootstrap_pod_for_a_node() -> None:
     objects = cluster_objects(META, SPEC, PASSWORD)
     job_pod = one(objects, "Job")["spec"]["template"]["metadata"]["labels"]
-    node_pod = one(objects, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
+    node_pod = shards(objects)[0]["spec"]["template"]["metadata"]["labels"]
     selectors = [obj["spec"]["selector"] for obj in objects if obj["kind"] == "Service"]
     selectors += [
         obj["spec"]["selector"]["matchLabels"]
         for obj in objects
-        if obj["kind"] in ("StatefulSet", "PodDisruptionBudget")
+        if obj["kind"] == "PodDisruptionBudget" or obj["metadata"]["name"] == "redis-shard-0"
     ]
     for selector in selectors:
         assert selector.items() <= node_pod.items()

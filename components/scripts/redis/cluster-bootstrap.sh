@@ -2,16 +2,21 @@
 # shellcheck shell=dash
 # Form or grow the Redis Cluster of REDIS_NODES (the bootstrap Job; the tests run this same file).
 #
+# REDIS_NODES lists the members shard by shard: REDIS_MASTERS shards of 1 + REDIS_REPLICAS
+# members each (in Kubernetes a shard is a StatefulSet whose pods never share a node). The first
+# member of a shard starts as its master; the others replicate whichever member of their own
+# shard serves its slots, never another shard's master.
+#
 # Idempotent, safe to run again at any time:
-#   - no member holds slots yet: create the cluster, REDIS_MASTERS masters with REDIS_REPLICAS
-#     replicas each (the first REDIS_MASTERS members in list order become the masters);
+#   - no member holds slots yet: create the cluster from each shard's first member, and have the
+#     other members replicate it;
 #   - a cluster exists: every member meets those it does not see (new pods, pods back with new
-#     IPs), empty members become masters until there are REDIS_MASTERS, the rest replicate the
-#     master with the fewest replicas, and slots are rebalanced onto new masters; slots left open
-#     by an interrupted migration are closed first.
+#     IPs); a member without a role, or replicating another shard's master, replicates its shard's
+#     master; a new shard's first member becomes a master and slots are rebalanced onto it; slots
+#     left open by an interrupted migration are closed first.
 # Exits 0 only when every member is connected, all 16384 slots are covered, every member reports
-# cluster_state:ok and every replica has synchronized with its master; exits 1 when that is not
-# so after REDIS_TIMEOUT_SECONDS (default 300), or when REDIS_NODES does not fit the shape.
+# cluster_state:ok and every replica has synchronized with the master of its shard; exits 1 when
+# that is not so after REDIS_TIMEOUT_SECONDS (default 300), or when REDIS_NODES does not fit the shape.
 set -eu
 . "$(dirname "$0")/lib.sh"
 : "${REDIS_NODES:?every member as host:port}"
@@ -34,6 +39,7 @@ retry() {
     done
 }
 
+size=$((1 + REDIS_REPLICAS))
 # shellcheck disable=SC2086 # one line per member
 count=$(printf '%s\n' $REDIS_NODES | grep -c .)
 [ "$count" -eq $((REDIS_MASTERS * (1 + REDIS_REPLICAS))) ] ||
@@ -64,9 +70,11 @@ create() {
         # members that met in an interrupted earlier run, before any slot was assigned
         [ "$(info "$member" cluster_known_nodes)" -eq 1 ] || at "$member" CLUSTER RESET SOFT >/dev/null
     done
-    log "creating the cluster: $members"
-    # shellcheck disable=SC2086 # one argument per member
-    redis-cli --cluster create $members --cluster-replicas "$REDIS_REPLICAS" --cluster-yes >&2
+    # shellcheck disable=SC2086 # one line per member
+    firsts=$(printf '%s\n' $members | awk -v size="$size" 'NR % size == 1')
+    log "creating the cluster from each shard's first member:" $firsts
+    # shellcheck disable=SC2086 # one argument per master
+    redis-cli --cluster create $firsts --cluster-replicas 0 --cluster-yes >&2
 }
 
 all_connected() {
@@ -97,32 +105,37 @@ close_open_slots() {
     fi
 }
 
-# roles: one line per empty member (a master without slots), "master ADDRESS" while fewer than
-# REDIS_MASTERS masters hold (or are chosen to take) slots, then "replica ADDRESS MASTER-ID" for the
-# master with the fewest replicas
+# roles: what members still have to become, one line each, shard by shard: "master ADDRESS" for
+# the first empty member (a master without slots) of a shard that has no master serving slots (a
+# new shard), then "replica ADDRESS MASTER-ID" for every other member of the shard that is empty
+# or replicates another master than its shard's. Prints nothing when every member has its role.
 roles() {
-    at "$seed" CLUSTER NODES | awk -v members="$members" -v want="$REDIS_MASTERS" '
+    at "$seed" CLUSTER NODES | awk -v members="$members" -v size="$size" '
         {
             address = $2; sub(/@.*/, "", address); id[address] = $1
-            if ($3 ~ /master/ && $3 !~ /fail|handshake|noaddr/ && NF > 8) { serving[$1] = 1; masters++ }
-            if ($3 ~ /slave/) replicas[$4]++
-            if ($3 ~ /master/ && NF == 8) empty[address] = 1
+            serving[$1] = $3 ~ /master/ && $3 !~ /fail|handshake|noaddr/ && NF > 8
+            empty[$1] = $3 ~ /master/ && NF == 8
+            follows[$1] = $3 ~ /slave/ ? $4 : ""
         }
         END {
             n = split(members, list, " ")
-            for (i = 1; i <= n; i++) {
-                address = list[i]
-                if (!(address in empty)) continue
-                if (masters < want) { masters++; serving[id[address]] = 1; print "master", address; continue }
-                best = ""
-                for (m in serving) if (best == "" || replicas[m] < replicas[best] || (replicas[m] == replicas[best] && m < best)) best = m
-                replicas[best]++
-                print "replica", address, best
+            for (first = 1; first <= n; first += size) {
+                master = ""
+                for (i = first; i < first + size; i++) if (serving[id[list[i]]]) master = id[list[i]]
+                for (i = first; i < first + size && master == ""; i++) {
+                    if (empty[id[list[i]]]) { master = id[list[i]]; print "master", list[i] }
+                }
+                if (master == "") continue
+                for (i = first; i < first + size; i++) {
+                    node = id[list[i]]
+                    if (node == master || node == "") continue
+                    if (empty[node] || (follows[node] != "" && follows[node] != master)) print "replica", list[i], master
+                }
             }
         }'
 }
 
-grow() {
+assign_roles() {
     local role address master new_masters=0
     roles >"${TMPDIR:-/tmp}/roles.$$"
     while read -r role address master; do
@@ -130,7 +143,7 @@ grow() {
             log "$address becomes a master"
             new_masters=$((new_masters + 1))
         else
-            log "$address replicates $master"
+            log "$address replicates $master, the master of its shard"
             at "$address" CLUSTER REPLICATE "$master" >/dev/null
         fi
     done <"${TMPDIR:-/tmp}/roles.$$"
@@ -144,17 +157,12 @@ grow() {
     fi
 }
 
-# settled: the seed sees REDIS_MASTERS masters serving slots, no member without a role (a master
-# without slots), and every master with a replica when replicas are wanted
+# settled: the seed sees REDIS_MASTERS masters serving slots and every member has its role in its shard
 settled() {
-    at "$seed" CLUSTER NODES | awk -v want="$REDIS_MASTERS" -v replicas="$REDIS_REPLICAS" '
-        $3 ~ /master/ && $3 !~ /fail/ && NF > 8 { serving[$1] = 1; masters++ }
-        $3 ~ /master/ && NF == 8 { idle++ }
-        $3 ~ /slave/ { covered[$4] = 1 }
-        END {
-            if (masters != want || idle) exit 1
-            if (replicas > 0) for (m in serving) if (!(m in covered)) exit 1
-        }'
+    [ -z "$(roles)" ] || return 1
+    at "$seed" CLUSTER NODES | awk -v want="$REDIS_MASTERS" '
+        $3 ~ /master/ && $3 !~ /fail/ && NF > 8 { masters++ }
+        END { exit masters != want }'
 }
 
 # replicating: a replica has its link to its master up (it has synchronized once and streams)
@@ -185,7 +193,7 @@ else
     log "a cluster exists (seed $seed)"
     retry "every member sees every other connected" all_connected
     close_open_slots
-    grow
 fi
+assign_roles
 retry "the cluster is healthy" healthy
 log "healthy: $count members, $REDIS_MASTERS masters, 16384 slots covered"
