@@ -2,10 +2,11 @@
 
 Runs the rendered redis.conf, node-start.sh, cluster-rejoin.sh and cluster-bootstrap.sh with real
 redis-server processes on loopback (bench/redis_support.py). Loads `--keys` keys, starts a reader
-(one cluster client, random GETs, checking every value) for a baseline, then adds two pods (the
-StatefulSet going from 6 to 8) and runs the bootstrap, which makes one a master, the other its
-replica, and moves slots (with their keys) to the new master. Measures, in one run: bootstrap
-time, slots and keys moved, and the reader's throughput and failed reads before and during it.
+(one cluster client, random GETs, checking every value) for a baseline, then adds a shard (the
+StatefulSet redis-shard-3, two pods) and runs the bootstrap, which makes its pod 0 a master, its
+pod 1 that master's replica, and moves slots (with their keys) to the new master. Measures, in
+one run: bootstrap time, slots and keys moved, and the reader's throughput and failed reads
+before and during it.
 
 Usage: `uv run python bench/redis_rebalance.py [--keys 50000]`. Prints a table; asserts nothing.
 """
