@@ -89,7 +89,8 @@ def shard_size(spec: RedisSpec) -> int:
 
 
 def rejoin_container(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
-    """cluster-rejoin.sh: meets members this node does not see, every 10 s; touches a heartbeat file.
+    """cluster-rejoin.sh, every 10 s: meets members this node does not see, forgets members replaced
+    by a new node, replicates its shard's master when it has no role; touches a heartbeat file.
 
     The members come from the `members` key of `redis-config`, not from the pod template: a
     scale-out updates the file in place instead of rolling every pod.
@@ -102,6 +103,7 @@ def rejoin_container(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "REDIS_SELF", "value": f"{pod_host(meta, '$(POD_NAME)')}:{PORT}"},
             {"name": "REDIS_NODES_FILE", "value": f"{CONF_DIR}/members"},
+            {"name": "REDIS_REPLICAS", "value": str(spec.replicas_per_master)},
             {"name": "REDIS_RUN_DIR", "value": RUN_DIR},
             {"name": "REDIS_REJOIN_INTERVAL", "value": "10"},
             password_env("REDISCLI_AUTH"),

@@ -7,6 +7,7 @@ bench/redis_failover.py measures.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -268,6 +269,43 @@ def test_a_replica_of_another_shards_master_is_paired_back_with_its_own(make_clu
     # and a replica does not wander off on its own: replica migration is off in the rendered redis.conf
     with stray.client() as client:
         assert client.config_get("cluster-allow-replica-migration") == {"cluster-allow-replica-migration": "no"}
+
+
+def test_a_master_back_without_its_volume_is_forgotten_and_rejoins_its_shard_as_a_replica(make_cluster) -> None:
+    cluster = make_cluster()
+    assert_bootstrapped(cluster)
+    cluster.write_acknowledged({"{lost}:acked": "yes"})
+    victim = cluster.owner("{lost}:acked")
+    old_id = next(key for key, entry in victim.nodes().items() if "myself" in entry["flags"])
+    shard_pods = {node.hostname for node in cluster.nodes if node.shard == victim.shard}
+
+    victim.stop()
+    # the pod is rescheduled on another node: a new IP, an empty volume (no nodes.conf, no AOF)
+    for path in victim.dir.iterdir():
+        if path.name not in ("run", "redis.log", "rejoin.log"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    cluster.start([victim], first_host=100)
+    new_id = next(key for key, entry in victim.nodes().items() if "myself" in entry["flags"])
+    assert new_id != old_id
+
+    def healed() -> bool:
+        views = [node.nodes() for node in cluster.nodes]
+        return (
+            all(old_id not in view and len(view) == 6 for view in views)
+            and replicated(cluster).get(victim.hostname) in shard_pods
+            and all(node.info()["cluster_state"] == "ok" for node in cluster.nodes)
+        )
+
+    # no Job runs: the rejoin sidecars forget the old ID and pair the new node with its shard
+    cluster.wait("the old ID forgotten, the new node its shard's replica", healed, timeout=60)
+    logs = "".join((node.dir / "rejoin.log").read_text() for node in cluster.nodes)
+    assert f"forgets {old_id}" in logs
+    assert f"{victim.address} replicates" in (victim.dir / "rejoin.log").read_text()
+    with cluster.client() as client:
+        assert client.get("{lost}:acked") == "yes"
+    # the Job, run again, finds it healthy and changes nothing
+    result = assert_bootstrapped(cluster)
+    assert "replicates" not in result.stderr and "meets" not in result.stderr
 
 
 def test_a_migration_left_open_is_closed_by_the_next_run(make_cluster) -> None:

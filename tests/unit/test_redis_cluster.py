@@ -145,6 +145,8 @@ def test_rejoin_container_knows_itself_and_every_member() -> None:
     assert values["REDIS_SELF"] == "$(POD_NAME).redis-nodes.scaleladder-phase4.svc:6379"
     # read from the mounted `members` key on every round: a scale-out does not roll the pods
     assert values["REDIS_NODES_FILE"] == "/etc/redis/members"
+    # shard by shard, 1 + REDIS_REPLICAS members each: which master this node replicates when it has no role
+    assert values["REDIS_REPLICAS"] == "1"
     assert {"name": "config", "mountPath": "/etc/redis", "readOnly": True} in rejoin["volumeMounts"]
     config = next(obj for obj in cluster_objects(META, SPEC, PASSWORD) if obj["kind"] == "ConfigMap")
     assert config["data"] == {"redis.conf": cluster_conf(SPEC), "members": members(META, SPEC)}

@@ -105,39 +105,9 @@ close_open_slots() {
     fi
 }
 
-# roles: what members still have to become, one line each, shard by shard: "master ADDRESS" for
-# the first empty member (a master without slots) of a shard that has no master serving slots (a
-# new shard), then "replica ADDRESS MASTER-ID" for every other member of the shard that is empty
-# or replicates another master than its shard's. Prints nothing when every member has its role.
-roles() {
-    at "$seed" CLUSTER NODES | awk -v members="$members" -v size="$size" '
-        {
-            address = $2; sub(/@.*/, "", address); id[address] = $1
-            serving[$1] = $3 ~ /master/ && $3 !~ /fail|handshake|noaddr/ && NF > 8
-            empty[$1] = $3 ~ /master/ && NF == 8
-            follows[$1] = $3 ~ /slave/ ? $4 : ""
-        }
-        END {
-            n = split(members, list, " ")
-            for (first = 1; first <= n; first += size) {
-                master = ""
-                for (i = first; i < first + size; i++) if (serving[id[list[i]]]) master = id[list[i]]
-                for (i = first; i < first + size && master == ""; i++) {
-                    if (empty[id[list[i]]]) { master = id[list[i]]; print "master", list[i] }
-                }
-                if (master == "") continue
-                for (i = first; i < first + size; i++) {
-                    node = id[list[i]]
-                    if (node == master || node == "") continue
-                    if (empty[node] || (follows[node] != "" && follows[node] != master)) print "replica", list[i], master
-                }
-            }
-        }'
-}
-
 assign_roles() {
     local role address master new_masters=0
-    roles >"${TMPDIR:-/tmp}/roles.$$"
+    roles "$seed" "$members" "$REDIS_REPLICAS" >"${TMPDIR:-/tmp}/roles.$$"
     while read -r role address master; do
         if [ "$role" = master ]; then
             log "$address becomes a master"
@@ -159,7 +129,7 @@ assign_roles() {
 
 # settled: the seed sees REDIS_MASTERS masters serving slots and every member has its role in its shard
 settled() {
-    [ -z "$(roles)" ] || return 1
+    [ -z "$(roles "$seed" "$members" "$REDIS_REPLICAS")" ] || return 1
     at "$seed" CLUSTER NODES | awk -v want="$REDIS_MASTERS" '
         $3 ~ /master/ && $3 !~ /fail/ && NF > 8 { masters++ }
         END { exit masters != want }'

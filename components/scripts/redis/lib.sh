@@ -60,3 +60,67 @@ meet_unseen() {
         at "$1" CLUSTER MEET "${member%:*}" "${member##*:}" >/dev/null || true
     done
 }
+
+# roles IP:PORT LIST REPLICAS: what the members of LIST (ip:port, shard by shard, 1 + REPLICAS
+# each) still have to become, as that node sees the cluster, one line each:
+#   "master ADDRESS": the first empty member (a master without slots) of a new shard, one whose
+#     members neither hold slots nor replicate a master that does;
+#   "replica ADDRESS MASTER-ID": every other member of a shard whose master serves its slots, when
+#     it is empty or replicates another master.
+# A shard whose master holds slots but is failing gets nothing: Redis elects one of its replicas
+# first. Prints nothing when every member has its role.
+roles() {
+    at "$1" CLUSTER NODES | awk -v members="$2" -v size="$((1 + $3))" '
+        {
+            address = $2; sub(/@.*/, "", address)
+            gone = $3 ~ /(^|,)fail(,|$)|noaddr|handshake/
+            # a live node wins over a gone one that had its address
+            if (!(address in id) || !gone) id[address] = $1
+            holds[$1] = $3 ~ /master/ && NF > 8
+            serving[$1] = holds[$1] && $3 !~ /fail|noaddr|handshake/
+            empty[$1] = $3 ~ /master/ && NF == 8 && !gone
+            follows[$1] = $3 ~ /slave/ ? $4 : ""
+        }
+        END {
+            n = split(members, list, " ")
+            for (first = 1; first <= n; first += size) {
+                master = ""; held = 0
+                for (i = first; i < first + size; i++) {
+                    node = id[list[i]]
+                    if (holds[node] || holds[follows[node]]) held = 1
+                    if (serving[node]) master = node
+                }
+                for (i = first; i < first + size && !held && master == ""; i++) {
+                    if (empty[id[list[i]]]) { master = id[list[i]]; print "master", list[i] }
+                }
+                if (master == "") continue
+                for (i = first; i < first + size; i++) {
+                    node = id[list[i]]
+                    if (node == master || node == "") continue
+                    if (empty[node] || (follows[node] != "" && follows[node] != master)) print "replica", list[i], master
+                }
+            }
+        }'
+}
+
+# replaced IP:PORT LIST: node IDs that node should forget: failed, holding no slots, replicated
+# by nobody, and either announcing a hostname that another node ID now announces, connected, or
+# at an address no member of LIST has any more. A pod that lost its volume (nodes.conf) and came
+# back as a new node leaves such an ID behind, in the views of the others and, through their
+# gossip, of the new node itself; it will never answer again. (A pod that kept its volume and is
+# only slow to come back is met again by its address, ID and all.)
+replaced() {
+    at "$1" CLUSTER NODES | awk -v members=" $2 " '
+        {
+            address = $2; sub(/@.*/, "", address); host = $2; sub(/^[^,]*,?/, "", host)
+            followed[$4] = 1
+        }
+        $3 ~ /(^|,)fail(,|$)/ && NF == 8 { old[$1] = host; at[$1] = address; next }
+        $3 ~ /myself/ || ($8 == "connected" && $3 !~ /fail|handshake|noaddr/) { live[host] = 1 }
+        END {
+            for (key in old) {
+                if (key in followed) continue
+                if ((old[key] != "" && old[key] in live) || index(members, " " at[key] " ") == 0) print key
+            }
+        }'
+}
