@@ -42,8 +42,8 @@ retry() {
 size=$((1 + REDIS_REPLICAS))
 # shellcheck disable=SC2086 # one line per member
 count=$(printf '%s\n' $REDIS_NODES | grep -c .)
-[ "$count" -eq $((REDIS_MASTERS * (1 + REDIS_REPLICAS))) ] ||
-    fail "REDIS_NODES lists $count members; REDIS_MASTERS=$REDIS_MASTERS x (1 + REDIS_REPLICAS=$REDIS_REPLICAS) needs $((REDIS_MASTERS * (1 + REDIS_REPLICAS)))"
+[ "$count" -eq $((REDIS_MASTERS * size)) ] ||
+    fail "REDIS_NODES lists $count members; REDIS_MASTERS=$REDIS_MASTERS x (1 + REDIS_REPLICAS=$REDIS_REPLICAS) needs $((REDIS_MASTERS * size))"
 
 all_answer() {
     local member
