@@ -104,12 +104,13 @@ plan() {
         }'
 }
 
-# replication IP:PORT: "ID OFFSET" of a replica (its node ID, slave_repl_offset)
+# replication IP:PORT: "ID OFFSET" of a replica (its node ID, slave_repl_offset), "ID master" of a master
 replication() {
     ask "$1" "CLUSTER MYID
 INFO replication" | awk -F: '
         { sub(/\r$/, "") }
         NR == 1 { id = $1 }
+        $1 == "role" && $2 == "master" { print id, "master" }
         $1 == "slave_repl_offset" { print id, $2 }'
 }
 
@@ -135,7 +136,7 @@ CONFIG GET repl-ping-replica-period" | awk -F: -v timeout="$timeout_ms" '
         }'
 }
 
-# note KEY MESSAGE: log MESSAGE once while the reason (KEY) stays the same
+# note KEY MESSAGE: log MESSAGE once while KEY (the reason not to act) stays the same
 note() {
     [ "$1" = "$noted" ] && return
     noted=$1
@@ -145,7 +146,7 @@ note() {
 # watch: one round of a replica (see the header); sets `role`, fails over when every check holds
 watch() {
     local now master_id silent unanswered link lost mine layout address voters voter total quorum report agree
-    local sibling best
+    local sibling ranking best
     # shellcheck disable=SC2046 # the words of one line
     set -- $(view "$self" | glance)
     role=${1:-}
@@ -187,25 +188,30 @@ watch() {
         END { printf "%d %.0f\n", agree, unanswered }')
     agree=$1 unanswered=$2
     if [ "$agree" -lt "$quorum" ]; then
-        note "quorum $master_id" "master $master_id ($address) unheard here, but by only $agree of $total masters (quorum $quorum): left to Redis"
+        note "quorum $master_id $agree" "master $master_id ($address) unheard here, but by only $agree of $total masters (quorum $quorum): left to Redis"
         return 0
     fi
     if [ "$unanswered" -le "$timeout_ms" ]; then
         note "down $master_id" "master $master_id ($address) unheard by $agree of $total masters, unreachable for less than $timeout_ms ms"
         return 0
     fi
-    # the best replica of the master acts: highest offset, then lowest node ID
-    best=$(
-        {
-            replication "$self" &
-            for sibling in $(printf '%s\n' "$layout" | awk '$1 == "sibling" { print $2 }'); do
-                replication "$sibling" &
-            done
-            wait
-        } | LC_ALL=C sort -k2,2nr -k1,1 | awk 'NR == 1 { print $1 }'
+    # the best replica of the master acts: highest offset, then lowest node ID; none once one of
+    # them is a master (it has just taken over)
+    ranking=$(
+        replication "$self" &
+        for sibling in $(printf '%s\n' "$layout" | awk '$1 == "sibling" { print $2 }'); do
+            replication "$sibling" &
+        done
+        wait
     )
+    best=$(printf '%s\n' "$ranking" | awk '$2 == "master" { print $1; exit }')
+    if [ -n "$best" ]; then
+        note "done $master_id" "master $master_id ($address) is down; replica $best has taken over"
+        return 0
+    fi
+    best=$(printf '%s\n' "$ranking" | LC_ALL=C sort -k2,2nr -k1,1 | awk 'NR == 1 { print $1 }')
     if [ "$best" != "$(printf '%s\n' "$mine" | awk '$3 ~ /myself/ { print $1 }')" ]; then
-        note "best $master_id" "master $master_id ($address) is down; replica ${best:-unknown} is ahead of this one: left to it"
+        note "best $master_id" "master $master_id ($address) is down; replica ${best:-unknown} goes first (higher offset, or the same and a lower node ID): left to it"
         return 0
     fi
     if ! may_promote; then
