@@ -41,8 +41,16 @@ noted=""
 newline='
 '
 
-# ask IP:PORT LINES: the commands of LINES, one a line, in one call; their replies one after the other;
-# nothing from a node that does not answer within a second (a blocked node must not block this loop)
+# cli IP:PORT COMMAND...: one command; nothing from a node that does not answer within a second (a
+# blocked node must not block this loop)
+cli() {
+    local address=$1
+    shift
+    timeout 1 redis-cli -h "${address%:*}" -p "${address##*:}" "$@" 2>/dev/null
+}
+
+# ask IP:PORT LINES: the commands of LINES, one a line, in one call (read from stdin: dearer than
+# cli); their replies one after the other; nothing from a node that does not answer within a second
 ask() {
     timeout 1 redis-cli -h "${1%:*}" -p "${1##*:}" 2>/dev/null <<EOF
 $2
@@ -213,7 +221,7 @@ watch() {
         return 0
     fi
     log "master $master_id ($address) unheard for over $timeout_ms ms by $agree of $total masters (quorum $quorum), unreachable for $unanswered ms: CLUSTER FAILOVER FORCE"
-    log "CLUSTER FAILOVER FORCE: $(ask "$self" "CLUSTER FAILOVER FORCE")"
+    log "CLUSTER FAILOVER FORCE: $(cli "$self" CLUSTER FAILOVER FORCE)"
     quiet_until=$((now + timeout_ms))
 }
 
@@ -224,7 +232,7 @@ while :; do
     if [ "$role" = slave ]; then
         watch
     elif [ -n "$self" ]; then
-        role=$(ask "$self" ROLE)
+        role=$(cli "$self" ROLE)
         role=${role%%"$newline"*}
     fi
     : >"$REDIS_RUN_DIR/failover-watch.alive"
