@@ -293,13 +293,31 @@ def test_a_replica_whose_data_is_too_old_is_not_promoted(make_cluster) -> None:
     time.sleep(4)  # with the node timeout the watcher waits, its data is over 3 s too old
 
     victim.process.kill()  # type: ignore[union-attr]
-    cluster.wait("the watcher refused", lambda: "too old to take over" in replica.watch_log.read_text(), timeout=30)
+    cluster.wait("the watcher refused", lambda: "may not take over" in replica.watch_log.read_text(), timeout=30)
     # Redis refuses too, once the master is flagged failing
     cluster.wait(
         "Redis refused",
         lambda: "Disconnected from master for longer than allowed" in (replica.dir / "redis.log").read_text(),
         timeout=30,
     )
+    assert not forced(replica)
+    assert replication(replica)["role"] == "slave"
+
+
+def test_a_replica_configured_never_to_fail_over_is_not_promoted(make_cluster) -> None:
+    cluster = make_cluster()
+    assert_bootstrapped(cluster)
+    victim = cluster.owner("{never}:key")
+    victim_id = victim.id()
+    (replica,) = cluster.replicas(victim)
+    # cluster-replica-no-failover: Redis never promotes it on its own; CLUSTER FAILOVER FORCE would
+    with replica.client() as client:
+        client.config_set("cluster-replica-no-failover", "yes")
+
+    victim.process.kill()  # type: ignore[union-attr]
+    cluster.wait("the watcher refused", lambda: "may not take over" in replica.watch_log.read_text(), timeout=30)
+    # Redis flags the master failed and leaves it so
+    cluster.wait("the master flagged failed", lambda: "fail" in replica.nodes()[victim_id]["flags"], timeout=30)
     assert not forced(replica)
     assert replication(replica)["role"] == "slave"
 

@@ -20,9 +20,10 @@
 #     master restarted or blocked for less than the node timeout keeps its slots (as with Redis);
 #   - this replica is the best one of its master: the highest replication offset among the
 #     replicas that answer, ties going to the lowest node ID (the others leave it to that one);
-#   - its data is as recent as Redis requires of an automatic failover (FORCE skips that check):
-#     synchronized once, and the master lost no longer ago than repl-ping-replica-period + node
-#     timeout x cluster-replica-validity-factor (after the node timeout itself).
+#   - Redis would let it take over automatically (FORCE skips these checks): cluster-replica-no-failover
+#     is off, and its data is recent enough: synchronized once, and the master lost no longer ago
+#     than repl-ping-replica-period + node timeout x cluster-replica-validity-factor (after the node
+#     timeout itself).
 # After a failover it leaves the master alone for a node timeout. Whatever is missing (no quorum, a
 # node that does not answer within a second) leaves the failover to Redis, as without this loop.
 # Writes REDIS_RUN_DIR/failover-watch.alive every round for the container's probes.
@@ -116,20 +117,23 @@ INFO replication" | awk -F: '
         $1 == "slave_repl_offset" { print id, $2 }'
 }
 
-# may_promote: this replica's data is recent enough by Redis's own rule for an automatic failover
-# (the data age of clusterHandleSlaveFailover)
+# may_promote: Redis's own rules would let this replica take over automatically: failover allowed,
+# and its data recent enough (the data age of clusterHandleSlaveFailover)
 may_promote() {
     ask "$self" "INFO replication
+CONFIG GET cluster-replica-no-failover
 CONFIG GET cluster-replica-validity-factor
 CONFIG GET repl-ping-replica-period" | awk -F: -v timeout="$timeout_ms" '
         { sub(/\r$/, "") }
         $1 == "master_link_status" { link = $2 }
         $1 == "master_last_io_seconds_ago" { io = $2 }
         $1 == "master_link_down_since_seconds" { down = $2 }
+        previous == "cluster-replica-no-failover" { barred = $0 }
         previous == "cluster-replica-validity-factor" { factor = $0 }
         previous == "repl-ping-replica-period" { period = $0 }
         { previous = $0 }
         END {
+            if (barred != "no") exit 1
             if (link == "up") age = io * 1000
             else if (down == "" || down < 0) exit 1
             else age = down * 1000
@@ -217,7 +221,7 @@ watch() {
         return 0
     fi
     if ! may_promote; then
-        note "stale $master_id" "master $master_id ($address) is down, but this replica's data is too old to take over: left to Redis"
+        note "stale $master_id" "master $master_id ($address) is down, but this replica may not take over (cluster-replica-no-failover, or its data is too old): left to Redis"
         return 0
     fi
     log "master $master_id ($address) unheard for over $timeout_ms ms by $agree of $total masters (quorum $quorum), unreachable for $unanswered ms: CLUSTER FAILOVER FORCE"
