@@ -1,19 +1,20 @@
 """The kit's Redis Cluster on loopback (tests and benchmarks): the rendered redis.conf, node-start.sh,
-cluster-bootstrap.sh and cluster-rejoin.sh run with real redis-server processes.
+cluster-bootstrap.sh, cluster-rejoin.sh and failover-watch.sh run with real redis-server processes.
 
 Each node stands in for a pod: it listens on its own 127.x.y.z address (its "pod IP"), on the
 same port as every other node (as every pod uses 6379), announces a stable hostname
 (`redis-shard-S-N.test`, pod N of shard S) and keeps nodes.conf and its AOF in its own directory
-(its volume). A pod that
-comes back with a new IP is a node restarted on another 127.x.y.z with the same directory and
-hostname. Cluster clients reach nodes by announced hostname; `address_remap` plays the role of
-the cluster DNS for them.
+(its volume). A pod that comes back with a new IP is a node restarted on another 127.x.y.z with
+the same directory and hostname. Each node runs its pod's helper containers as sidecar processes: cluster-rejoin.sh and,
+unless the spec turns it off, failover-watch.sh. Cluster clients reach nodes by announced
+hostname; `address_remap` plays the role of the cluster DNS for them.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
 import subprocess
 import time
@@ -56,13 +57,15 @@ class Node:
         self.ip = ""
         self.process: ServerProcess | None = None
         self.sidecar: ServerProcess | None = None
+        self.watcher: ServerProcess | None = None
+        self.paused = False
 
     @property
     def address(self) -> str:
         return f"{self.ip}:{self.cluster.port}"
 
     def start(self, ip: str) -> None:
-        """Start redis-server on `ip` (as a pod on a new IP), and the sidecar unless it still runs."""
+        """Start redis-server on `ip` (as a pod on a new IP), and the sidecars unless they still run."""
         self.ip = ip
         # the loopback stand-in for a pod's network: listen on, and connect from, this one address
         argv = ["sh", str(SCRIPTS / "node-start.sh"), "--bind", ip, "--bind-source-addr", ip]
@@ -74,6 +77,8 @@ class Node:
         )
         if self.sidecar is None or not self.sidecar.running:
             self.start_sidecar()
+        if self.cluster.spec.failover_watch and (self.watcher is None or not self.watcher.running):
+            self.start_watcher()
 
     def start_sidecar(self) -> None:
         """cluster-rejoin.sh, as the pod's `rejoin` container, with 1 s rounds instead of 10 s."""
@@ -84,6 +89,34 @@ class Node:
         self.sidecar = ServerProcess(
             ["sh", str(SCRIPTS / "cluster-rejoin.sh")], ready=heartbeat.exists, log=self.dir / "rejoin.log", env=env
         )
+
+    def start_watcher(self) -> None:
+        """failover-watch.sh, as the pod's `failover-watch` container; its log is `watch_log`."""
+        env = {**self.cluster.env(), "REDIS_SELF": self.address, "REDIS_RUN_DIR": str(self.run_dir)}
+        env["REDIS_NODE_TIMEOUT_MS"] = str(self.cluster.spec.node_timeout_ms)
+        heartbeat = self.run_dir / "failover-watch.alive"
+        heartbeat.unlink(missing_ok=True)
+        self.watcher = ServerProcess(
+            ["sh", str(SCRIPTS / "failover-watch.sh")], ready=heartbeat.exists, log=self.watch_log, env=env
+        )
+
+    @property
+    def watch_log(self) -> Path:
+        return self.dir / "failover-watch.log"
+
+    def pause(self) -> None:
+        """SIGSTOP redis-server: alive, its connections open, but answering nothing (a blocked server)."""
+        assert self.process is not None
+        self.process.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def id(self) -> str:
+        return self.raw("CLUSTER MYID")
 
     def answers(self) -> bool:
         try:
@@ -120,7 +153,9 @@ class Node:
         return dict(line.split(":", 1) for line in self.raw("CLUSTER INFO").splitlines() if ":" in line)
 
     def stop(self) -> None:
-        for process in (self.sidecar, self.process):
+        if self.paused:
+            self.resume()
+        for process in (self.watcher, self.sidecar, self.process):
             if process is not None:
                 process.stop()
 
@@ -215,7 +250,15 @@ class LoopbackCluster:
         )
 
     def running(self) -> list[Node]:
-        return [node for node in self.nodes if node.process is not None and node.process.running]
+        """The nodes whose redis-server runs and is not paused."""
+        return [node for node in self.nodes if node.process is not None and node.process.running and not node.paused]
+
+    def replicas(self, master: Node) -> list[Node]:
+        """The replicas of `master`, as the first running node sees them."""
+        view = self.running()[0].nodes()
+        master_id = next(key for key, entry in view.items() if entry["address"] == master.address)
+        addresses = {entry["address"] for entry in view.values() if entry["master"] == master_id}
+        return [node for node in self.nodes if node.address in addresses]
 
     def masters(self) -> dict[str, dict[str, object]]:
         """Masters holding slots, as the first running node sees them."""
@@ -245,7 +288,7 @@ class LoopbackCluster:
             with owners[address].client() as direct:
                 for key, value in group.items():
                     direct.set(key, value)
-                assert direct.wait(1, 5000) == 1, f"no replica acknowledged the writes to {address}"
+                assert direct.wait(1, 5000) >= 1, f"no replica acknowledged the writes to {address}"
 
     def wait(self, condition: str, check: object, timeout: float) -> float:
         """Poll `check()` every 20 ms until true; the seconds it took."""
@@ -261,24 +304,29 @@ class LoopbackCluster:
 
     def fail_over(self, key: str) -> tuple[float, Node, str]:
         """SIGKILL the master of `key`; seconds until every survivor serves all slots again, the
-        victim, and the ID of the replica that took over its slots."""
+        victim, and the ID of the replica that took over its slots (one of its replicas)."""
         victim = self.owner(key)
         view = self.running()[0].nodes()
         victim_id, victim_entry = next((i, entry) for i, entry in view.items() if entry["address"] == victim.address)
-        replica_id = next(i for i, entry in view.items() if entry["master"] == victim_id)
+        replica_ids = [i for i, entry in view.items() if entry["master"] == victim_id]
         survivors = [node for node in self.running() if node is not victim]
         victim.process.kill()  # type: ignore[union-attr]
+
+        def successor() -> str | None:
+            now = survivors[0].nodes()
+            taken = [i for i in replica_ids if "master" in now[i]["flags"] and now[i]["slots"] == victim_entry["slots"]]
+            return taken[0] if taken else None
 
         def served_again() -> bool:
             for node in survivors:
                 info = node.info()
                 if info["cluster_state"] != "ok" or info["cluster_slots_ok"] != str(SLOTS):
                     return False
-            entry = survivors[0].nodes()[replica_id]
-            return "master" in entry["flags"] and entry["slots"] == victim_entry["slots"]
+            return successor() is not None
 
         timeout = self.spec.node_timeout_ms / 1000 * 3 + 10
-        return self.wait("served again", served_again, timeout=timeout), victim, replica_id
+        elapsed = self.wait("served again", served_again, timeout=timeout)
+        return elapsed, victim, str(successor())
 
     def close(self) -> None:
         for node in self.nodes:

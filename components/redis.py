@@ -75,9 +75,17 @@ class RedisSpec:
     node_timeout_ms: int = setting(
         5000,
         "cluster mode: peers flag a node failing after this long without an answer; its replica takes over "
-        "its slots a few seconds later (bench/redis_failover.py measures how many)",
+        "its slots just after it with failover_watch, a few seconds later without (bench/redis_failover.py "
+        "measures how many)",
         minimum=500,
         maximum=60000,
+    )
+    failover_watch: bool = setting(
+        True,
+        "cluster mode: a failover-watch sidecar in every pod promotes a replica as soon as its master has "
+        "been unreachable for the node timeout, once most masters confirm it, instead of Redis's own "
+        "detection about half a node timeout + 1 s later (bench/redis_failover.py measures both); "
+        "false: Redis alone decides",
     )
     anti_affinity: Literal["required", "preferred"] = setting(
         "required",

@@ -1,8 +1,13 @@
-"""The kit's Redis Cluster, for real: rendered redis.conf, node-start.sh, cluster-bootstrap.sh and
-cluster-rejoin.sh run against redis-server processes on loopback, each node with its rejoin
-sidecar, standing in for a pod (its own 127.x.y.z address, a stable announced hostname, its own
-directory as volume): see bench/redis_support.py. The timings printed are for information;
-bench/redis_failover.py measures.
+"""The kit's Redis Cluster, for real: rendered redis.conf, node-start.sh, cluster-bootstrap.sh,
+cluster-rejoin.sh and failover-watch.sh run against redis-server processes on loopback, each node
+with its rejoin and failover-watch sidecars, standing in for a pod (its own 127.x.y.z address, a
+stable announced hostname, its own directory as volume): see bench/redis_support.py. The timings
+printed are for information; bench/redis_failover.py measures.
+
+Not made real here: a master that only its replica cannot reach (a network partition between two
+nodes). Loopback has no way to cut one pair of addresses apart without packet filtering (root,
+iptables/nftables); the watcher leaves such a master alone by the same quorum check as
+`test_no_failover_without_a_quorum_of_masters`.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from bench.redis_support import SLOTS, LoopbackCluster, slot_count
+from bench.redis_support import SLOTS, LoopbackCluster, Node, slot_count
 from components.redis import SCRIPTS, RedisSpec
 
 pytestmark = pytest.mark.integration
 
 SPEC = RedisSpec(enabled=True, mode="cluster", node_timeout_ms=2000)
+FORCE = "CLUSTER FAILOVER FORCE"
 
 
 @pytest.fixture
@@ -45,6 +51,21 @@ def assert_bootstrapped(cluster: LoopbackCluster) -> subprocess.CompletedProcess
     result = cluster.bootstrap()
     assert result.returncode == 0, f"bootstrap failed:\n{result.stdout}\n{result.stderr}"
     return result
+
+
+def forced(node: Node) -> bool:
+    """Whether the node's failover-watch ran CLUSTER FAILOVER FORCE."""
+    return FORCE in node.watch_log.read_text()
+
+
+def replication(node: Node) -> dict[str, str]:
+    return dict(line.split(":", 1) for line in node.raw("INFO replication").splitlines() if ":" in line)
+
+
+def replicates(node: Node, master: Node) -> bool:
+    """`node` is a replica of `master` with its replication link up."""
+    info = replication(node)
+    return (info["role"], info.get("master_host"), info.get("master_link_status")) == ("slave", master.ip, "up")
 
 
 def shape(cluster: LoopbackCluster) -> dict[str, tuple[object, ...]]:
@@ -113,14 +134,17 @@ def test_running_the_bootstrap_twice_changes_nothing(make_cluster) -> None:
     assert "creating" not in second.stderr and "meets" not in second.stderr
 
 
-def test_killing_a_master_promotes_its_replica(make_cluster) -> None:
-    cluster = make_cluster()
+def test_without_the_watcher_redis_promotes_the_replica_of_a_killed_master(make_cluster) -> None:
+    cluster = make_cluster(replace(SPEC, failover_watch=False))
     assert_bootstrapped(cluster)
+    assert all(node.watcher is None for node in cluster.nodes)
     cluster.write_acknowledged({"{failover}:acked": "yes"})
 
     elapsed, victim, replica_id = cluster.fail_over("{failover}:acked")
 
-    print(f"\nfailover: every slot served again {elapsed:.2f} s after SIGKILL (node timeout {SPEC.node_timeout_ms} ms)")
+    print(
+        f"\nRedis alone: every slot served again {elapsed:.2f} s after SIGKILL (node timeout {SPEC.node_timeout_ms} ms)"
+    )
     # The failure detector's bound, not a benchmark (bench/redis_failover.py measures): peers send
     # their next ping to the dead master within node_timeout/2, flag it PFAIL node_timeout later,
     # exchange failure reports within another node_timeout/2 (+1 s of cron cadence), then the
@@ -140,6 +164,184 @@ def test_killing_a_master_promotes_its_replica(make_cluster) -> None:
     # roles swapped inside the shard: every replica still replicates a member of its own shard
     pairs = replicated(cluster).items()
     assert all(shard_of(cluster, replica) == shard_of(cluster, master) for replica, master in pairs)
+
+
+def test_the_watcher_promotes_the_replica_of_a_killed_master(make_cluster) -> None:
+    cluster = make_cluster()
+    assert_bootstrapped(cluster)
+    cluster.write_acknowledged({"{watch}:acked": "yes"})
+    victim = cluster.owner("{watch}:acked")
+    (replica,) = cluster.replicas(victim)
+
+    elapsed, _, replica_id = cluster.fail_over("{watch}:acked")
+
+    print(f"\nwatcher: every slot served again {elapsed:.2f} s after SIGKILL (node timeout {SPEC.node_timeout_ms} ms)")
+    assert replica_id == replica.id()
+    # the replica's watcher forced the election while it was still a replica (FORCE fails on a
+    # master): both other masters confirmed, and the node accepted the forced failover
+    log = replica.watch_log.read_text()
+    assert "by 2 of 3 masters (quorum 2)" in log and f"{FORCE}: OK" in log, log
+    assert "Forced failover user request accepted" in (replica.dir / "redis.log").read_text()
+    # no other node's watcher acted: masters only read their role, other replicas' masters answer
+    assert [node.hostname for node in cluster.nodes if forced(node)] == [replica.hostname]
+    with cluster.client() as client:
+        assert client.get("{watch}:acked") == "yes"
+    # the killed pod comes back as the new master's replica
+    victim.start(victim.ip)
+    cluster.wait("rejoined as a replica", lambda: replicates(victim, replica), timeout=20)
+
+
+@pytest.mark.parametrize("outage", ["restarted", "paused"])
+def test_a_master_down_for_less_than_the_node_timeout_keeps_its_slots(make_cluster, outage: str) -> None:
+    spec = replace(SPEC, node_timeout_ms=4000)
+    cluster = make_cluster(spec)
+    assert_bootstrapped(cluster)
+    cluster.write_acknowledged({"{blip}:acked": "yes"})
+    victim = cluster.owner("{blip}:acked")
+    (replica,) = cluster.replicas(victim)
+    before = {key: entry["slots"] for key, entry in cluster.masters().items()}
+    timeout = spec.node_timeout_ms / 1000
+
+    # out for 60% of the node timeout: its container restarted by the kubelet (same address, its
+    # AOF reloaded), or the server blocked (stopped, its connections open)
+    if outage == "restarted":
+        victim.process.kill()  # type: ignore[union-attr]
+        time.sleep(0.6 * timeout)
+        victim.start(victim.ip)
+    else:
+        victim.pause()
+        time.sleep(0.6 * timeout)
+        victim.resume()
+    # longer than any failover, the watcher's or Redis's, would take to start
+    time.sleep(timeout)
+
+    cluster.wait("every node ok", lambda: all(node.info()["cluster_state"] == "ok" for node in cluster.nodes), 10)
+    assert {key: entry["slots"] for key, entry in cluster.masters().items()} == before
+    cluster.wait("its replica follows it again", lambda: replicates(replica, victim), timeout=10)
+    assert not any(forced(node) for node in cluster.nodes)
+    with cluster.client() as client:
+        assert client.get("{blip}:acked") == "yes"
+    # its last PONG may be up to half a node timeout older than the outage: then the masters had not
+    # heard from it for longer than the node timeout, and the watcher saw it had been out for less
+    log = replica.watch_log.read_text()
+    print(f"\n{outage} for {0.6 * timeout:.1f} s: " + ("the watcher waited: " + log if log else "not suspected"))
+
+
+def test_no_failover_without_a_quorum_of_masters(make_cluster) -> None:
+    cluster = make_cluster()
+    assert_bootstrapped(cluster)
+    cluster.write_acknowledged({"{quorum}:acked": "yes"})
+    victim = cluster.owner("{quorum}:acked")
+    victim_id = victim.id()
+    (replica,) = cluster.replicas(victim)
+    by_address = {node.address: node for node in cluster.nodes}
+    blocked = next(by_address[str(e["address"])] for e in cluster.masters().values() if e["address"] != victim.address)
+
+    # a second master blocked: only the third can confirm the victim is gone, 1 of 3 (quorum 2)
+    blocked.pause()
+    victim.process.kill()  # type: ignore[union-attr]
+    cluster.wait(
+        "the watcher finds no quorum",
+        lambda: (
+            f"master {victim_id}" in replica.watch_log.read_text()
+            and "by only 1 of 3 masters (quorum 2)" in replica.watch_log.read_text()
+        ),
+        timeout=30,
+    )
+    assert not forced(replica)
+    assert replication(replica)["role"] == "slave"
+
+    # the blocked master answers again and confirms: the replica takes over (the watcher or Redis)
+    blocked.resume()
+    cluster.wait(
+        "the replica took over",
+        lambda: (
+            replication(replica)["role"] == "master"
+            and all(node.info()["cluster_state"] == "ok" for node in cluster.running())
+        ),
+        timeout=30,
+    )
+    with cluster.client() as client:
+        assert client.get("{quorum}:acked") == "yes"
+
+
+def test_of_two_replicas_only_the_best_takes_over(make_cluster) -> None:
+    cluster = make_cluster(replace(SPEC, replicas_per_master=2))
+    assert_bootstrapped(cluster)
+    cluster.write_acknowledged({"{best}:acked": "yes"})
+    victim = cluster.owner("{best}:acked")
+    replicas = cluster.replicas(victim)
+    assert len(replicas) == 2
+
+    def offsets() -> dict[str, int]:
+        return {node.id(): int(replication(node)["slave_repl_offset"]) for node in replicas}
+
+    master_offset = int(replication(victim)["master_repl_offset"])
+    cluster.wait("both replicas caught up", lambda: set(offsets().values()) == {master_offset}, timeout=10)
+    # the same offset: the lower node ID is the best
+    best, other = sorted(replicas, key=lambda node: node.id())
+
+    _, _, replica_id = cluster.fail_over("{best}:acked")
+
+    # only the best replica's watcher forces an election; the other leaves it to that one
+    assert forced(best)
+    assert not forced(other)
+    # The best wins unless Redis's own election (either replica: their offsets are equal) gets its
+    # votes first, which a loaded machine sometimes sees: both are valid, one takes over.
+    assert replica_id in {best.id(), other.id()}
+    winner, loser = (best, other) if replica_id == best.id() else (other, best)
+    # Redis points the other replica at the new master
+    cluster.wait("the other replica follows the new master", lambda: replicates(loser, winner), timeout=20)
+    with cluster.client() as client:
+        assert client.get("{best}:acked") == "yes"
+    print(f"\nthe other replica's watcher: {other.watch_log.read_text() or 'nothing to do'}")
+
+
+def test_a_replica_whose_data_is_too_old_is_not_promoted(make_cluster) -> None:
+    cluster = make_cluster()
+    assert_bootstrapped(cluster)
+    victim = cluster.owner("{stale}:key")
+    (replica,) = cluster.replicas(victim)
+    # Redis promotes a replica only if it lost its master at most repl-ping-replica-period + node
+    # timeout x cluster-replica-validity-factor ago, the node timeout not counted: 1 + 2 s here.
+    # CLUSTER FAILOVER FORCE skips that rule; the watcher keeps it.
+    with replica.client() as client:
+        client.config_set("repl-ping-replica-period", 1)
+        client.config_set("cluster-replica-validity-factor", 1)
+        client.config_set("masterauth", "wrong")  # its replication link cannot come back
+    with victim.client() as client:
+        client.client_kill_filter(_type="replica")
+    cluster.wait("the replica lost its master", lambda: replication(replica)["master_link_status"] == "down", 10)
+    time.sleep(4)  # with the node timeout the watcher waits, its data is over 3 s too old
+
+    victim.process.kill()  # type: ignore[union-attr]
+    cluster.wait("the watcher refused", lambda: "may not take over" in replica.watch_log.read_text(), timeout=30)
+    # Redis refuses too, once the master is flagged failing
+    cluster.wait(
+        "Redis refused",
+        lambda: "Disconnected from master for longer than allowed" in (replica.dir / "redis.log").read_text(),
+        timeout=30,
+    )
+    assert not forced(replica)
+    assert replication(replica)["role"] == "slave"
+
+
+def test_a_replica_configured_never_to_fail_over_is_not_promoted(make_cluster) -> None:
+    cluster = make_cluster()
+    assert_bootstrapped(cluster)
+    victim = cluster.owner("{never}:key")
+    victim_id = victim.id()
+    (replica,) = cluster.replicas(victim)
+    # cluster-replica-no-failover: Redis never promotes it on its own; CLUSTER FAILOVER FORCE would
+    with replica.client() as client:
+        client.config_set("cluster-replica-no-failover", "yes")
+
+    victim.process.kill()  # type: ignore[union-attr]
+    cluster.wait("the watcher refused", lambda: "may not take over" in replica.watch_log.read_text(), timeout=30)
+    # Redis flags the master failed and leaves it so
+    cluster.wait("the master flagged failed", lambda: "fail" in replica.nodes()[victim_id]["flags"], timeout=30)
+    assert not forced(replica)
+    assert replication(replica)["role"] == "slave"
 
 
 def test_a_master_stopped_by_kubernetes_hands_its_slots_over_first(make_cluster) -> None:
@@ -282,7 +484,7 @@ def test_a_master_back_without_its_volume_is_forgotten_and_rejoins_its_shard_as_
     victim.stop()
     # the pod is rescheduled on another node: a new IP, an empty volume (no nodes.conf, no AOF)
     for path in victim.dir.iterdir():
-        if path.name not in ("run", "redis.log", "rejoin.log"):
+        if path.name != "run" and path.suffix != ".log":
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     cluster.start([victim], first_host=100)
     new_id = next(key for key, entry in victim.nodes().items() if "myself" in entry["flags"])

@@ -1,4 +1,5 @@
-"""The Redis Cluster's objects: a StatefulSet per shard, rejoin container, PDB, anti-affinity, bootstrap Job."""
+"""The Redis Cluster's objects: a StatefulSet per shard, rejoin and failover-watch containers, PDB,
+anti-affinity and bootstrap Job."""
 
 from __future__ import annotations
 
@@ -155,6 +156,43 @@ def test_rejoin_container_knows_itself_and_every_member() -> None:
     assert names.index("POD_NAME") < names.index("REDIS_SELF")
 
 
+def test_failover_watch_container_watches_its_own_node_with_the_node_timeout() -> None:
+    spec = RedisSpec(enabled=True, mode="cluster", node_timeout_ms=3000)
+    pod = containers(cluster_objects(META, spec, PASSWORD))
+    assert list(pod) == ["redis", "rejoin", "failover-watch"]
+    watch = pod["failover-watch"]
+    assert watch["command"] == ["sh", "/scripts/failover-watch.sh"]
+    assert watch["image"] == spec.image
+    assert env(watch) == {
+        # its node is in the same pod; the masters it asks are found at their pod IPs in CLUSTER NODES
+        "REDIS_SELF": "127.0.0.1:6379",
+        "REDIS_RUN_DIR": "/run/redis",
+        "REDIS_NODE_TIMEOUT_MS": "3000",
+        "REDIS_WATCH_INTERVAL": "0.5",
+        "REDISCLI_AUTH": {"secretKeyRef": {"name": "redis-auth", "key": "password"}},
+    }
+    assert [(mount["name"], mount["mountPath"]) for mount in watch["volumeMounts"]] == [
+        ("scripts", "/scripts"),
+        ("run", "/run/redis"),
+    ]
+    # its probes look at its own heartbeat file, not the rejoin loop's
+    for name in ("startupProbe", "readinessProbe", "livenessProbe"):
+        command = " ".join(watch[name]["exec"]["command"])
+        assert "/run/redis/failover-watch.alive" in command
+        assert "rejoin.alive" not in command
+        assert json.dumps(watch[name]) != json.dumps(pod["rejoin"][name])
+
+
+def test_failover_watch_can_be_turned_off() -> None:
+    objects = cluster_objects(META, RedisSpec(enabled=True, mode="cluster", failover_watch=False), PASSWORD)
+    assert list(containers(objects)) == ["redis", "rejoin"]
+    # everything else is as with the watcher
+    with_watch = cluster_objects(META, SPEC, PASSWORD)
+    assert [obj for obj in objects if obj["kind"] != "StatefulSet"] == [
+        obj for obj in with_watch if obj["kind"] != "StatefulSet"
+    ]
+
+
 def test_every_container_is_hardened_with_distinct_probes_and_limits() -> None:
     for container in containers(cluster_objects(META, SPEC, PASSWORD)).values():
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
@@ -240,7 +278,14 @@ def test_scripts_config_map_holds_the_repository_files() -> None:
     scripts = [obj for obj in cluster_objects(META, SPEC, PASSWORD) if obj["kind"] == "ConfigMap"][1]
     assert scripts["data"] == {
         name: (SCRIPTS / name).read_text()
-        for name in ("node-start.sh", "node-stop.sh", "lib.sh", "cluster-rejoin.sh", "cluster-bootstrap.sh")
+        for name in (
+            "node-start.sh",
+            "node-stop.sh",
+            "lib.sh",
+            "cluster-rejoin.sh",
+            "failover-watch.sh",
+            "cluster-bootstrap.sh",
+        )
     }
 
 

@@ -1,8 +1,8 @@
 # shellcheck shell=dash
-# Shared by cluster-bootstrap.sh and cluster-rejoin.sh (sourced, not run).
+# Shared by cluster-bootstrap.sh, cluster-rejoin.sh, failover-watch.sh and node-stop.sh (sourced, not run).
 #
 # REDIS_NODES    every member as host:port, space separated, in pod order: pod DNS names in
-#                Kubernetes (redis-0.redis-nodes:6379 ...), 127.0.0.x:port on loopback in the tests
+#                Kubernetes (redis-shard-0-0.redis-nodes:6379 ...), 127.x.y.z:port on loopback in the tests
 # REDISCLI_AUTH  the password; redis-cli reads it from the environment
 
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
