@@ -5,9 +5,9 @@ Each node stands in for a pod: it listens on its own 127.x.y.z address (its "pod
 same port as every other node (as every pod uses 6379), announces a stable hostname
 (`redis-shard-S-N.test`, pod N of shard S) and keeps nodes.conf and its AOF in its own directory
 (its volume). A pod that comes back with a new IP is a node restarted on another 127.x.y.z with
-the same directory and hostname. Each node runs its pod's helper containers as sidecar processes: cluster-rejoin.sh and,
-unless the spec turns it off, failover-watch.sh. Cluster clients reach nodes by announced
-hostname; `address_remap` plays the role of the cluster DNS for them.
+the same directory and hostname. Each node runs its pod's helper containers as sidecar
+processes: cluster-rejoin.sh and, unless the spec turns it off, failover-watch.sh. Cluster clients
+reach nodes by announced hostname; `address_remap` plays the role of the cluster DNS for them.
 """
 
 from __future__ import annotations

@@ -54,7 +54,8 @@ SCRIPTS = [
 ]
 HELPER_RESOURCES = Resources(cpu_request="10m", memory_request="16Mi", cpu_limit="200m", memory_limit="64Mi")
 WATCH_RESOURCES = Resources(cpu_request="25m", memory_request="16Mi", cpu_limit="200m", memory_limit="64Mi")
-"""failover-watch runs redis-cli twice a second: 1-2 % of a core measured on loopback, 2 % on a replica."""
+"""failover-watch runs redis-cli twice a second: about 1 % of a core in a master's pod, 2 % in a replica's
+(measured on loopback)."""
 HEARTBEAT = f"{RUN_DIR}/rejoin.alive"
 WATCH_HEARTBEAT = f"{RUN_DIR}/failover-watch.alive"
 SHARD_LABEL = "scaleladder.dev/redis-shard"
@@ -142,7 +143,7 @@ def rejoin_container(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
     }
 
 
-def failover_container(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
+def failover_container(spec: RedisSpec) -> dict[str, Any]:
     """failover-watch.sh: every 0.5 s, a replica checks that its master answers; touches a heartbeat file.
 
     It talks to its own node on loopback and to the masters at the pod IPs CLUSTER NODES lists.
@@ -265,7 +266,7 @@ def shard_stateful_set(meta: Meta, spec: RedisSpec, conf: str, shard: int) -> di
     node["lifecycle"] = {"preStop": {"exec": {"command": ["sh", f"{SCRIPTS_DIR}/node-stop.sh"]}}}
     helpers = [rejoin_container(meta, spec)]
     if spec.failover_watch:
-        helpers.append(failover_container(meta, spec))
+        helpers.append(failover_container(spec))
     pod_spec = {
         "containers": [node, *helpers],
         "volumes": pod_volumes(spec),
