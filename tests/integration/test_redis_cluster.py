@@ -455,19 +455,35 @@ def test_a_replica_of_another_shards_master_is_paired_back_with_its_own(make_clu
     view = cluster.nodes[0].nodes()
     ids = {entry["hostname"]: key for key, entry in view.items()}
     stray = cluster.nodes[1]  # redis-shard-0-1, the replica of redis-shard-0-0
-    # as someone's manual CLUSTER REPLICATE leaves it: two replicas on shard 1's master (and its
-    # node), none on shard 0's
-    stray.raw("CLUSTER", "REPLICATE", str(ids["redis-shard-1-0.test"]))
+    own_master = f"{stray.address} replicates {ids['redis-shard-0-0.test']}, the master of its shard"
+
+    def stray_to_shard_1() -> None:
+        # as someone's manual CLUSTER REPLICATE leaves it: two replicas on shard 1's master (and
+        # its node), none on shard 0's
+        stray.raw("CLUSTER", "REPLICATE", str(ids["redis-shard-1-0.test"]))
+
+    def back_home() -> bool:
+        return replicated(cluster).get(stray.hostname) == "redis-shard-0-0.test"
+
+    # the bootstrap Job pairs it back (its rejoin sidecar stopped, so that the Job finds it astray)
+    assert stray.sidecar is not None
+    stray.sidecar.stop()
+    stray_to_shard_1()
     cluster.wait(
         "the stray replica moved",
         lambda: replicated(cluster).get(stray.hostname) == "redis-shard-1-0.test",
         timeout=20,
     )
-
     result = assert_bootstrapped(cluster)
+    assert own_master in result.stderr
+    assert back_home()
 
-    assert f"{stray.address} replicates {ids['redis-shard-0-0.test']}, the master of its shard" in result.stderr
-    assert replicated(cluster)[stray.hostname] == "redis-shard-0-0.test"
+    # and so does its rejoin sidecar, within a round, without a Job
+    stray.start_sidecar()
+    stray_to_shard_1()
+    cluster.wait("paired back by the sidecar", lambda: own_master in (stray.dir / "rejoin.log").read_text(), 20)
+    cluster.wait("back with its own shard's master", back_home, timeout=20)
+
     # and a replica does not wander off on its own: replica migration is off in the rendered redis.conf
     with stray.client() as client:
         assert client.config_get("cluster-allow-replica-migration") == {"cluster-allow-replica-migration": "no"}
