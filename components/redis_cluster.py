@@ -103,6 +103,20 @@ def shard_size(spec: RedisSpec) -> int:
     return 1 + spec.replicas_per_master
 
 
+def heartbeat_probes(heartbeat: str) -> dict[str, Any]:
+    """Probes of a sidecar loop that touches `heartbeat` every round: started once it has run,
+    ready while it ran within the last minute, restarted when it has not come round for two."""
+    return {
+        "startupProbe": exec_probe(["test", "-f", heartbeat], period=2, failure_threshold=30),
+        "readinessProbe": exec_probe(
+            ["sh", "-c", f"find {heartbeat} -mmin -1 | grep -q ."], period=10, failure_threshold=3
+        ),
+        "livenessProbe": exec_probe(
+            ["sh", "-c", f"find {heartbeat} -mmin -2 | grep -q ."], period=30, failure_threshold=3
+        ),
+    }
+
+
 def rejoin_container(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
     """cluster-rejoin.sh, every 10 s: meets members this node does not see, forgets members replaced
     by a new node, replicates its shard's master when it has no role; touches a heartbeat file.
@@ -124,16 +138,7 @@ def rejoin_container(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
             password_env("REDISCLI_AUTH"),
         ],
         "resources": HELPER_RESOURCES.render(),
-        # the loop has run once
-        "startupProbe": exec_probe(["test", "-f", HEARTBEAT], period=2, failure_threshold=30),
-        # the loop ran within the last minute
-        "readinessProbe": exec_probe(
-            ["sh", "-c", f"find {HEARTBEAT} -mmin -1 | grep -q ."], period=10, failure_threshold=3
-        ),
-        # restarted when the loop has not come round for two minutes
-        "livenessProbe": exec_probe(
-            ["sh", "-c", f"find {HEARTBEAT} -mmin -2 | grep -q ."], period=30, failure_threshold=3
-        ),
+        **heartbeat_probes(HEARTBEAT),
         "securityContext": container_security(),
         "volumeMounts": [
             {"name": "config", "mountPath": CONF_DIR, "readOnly": True},
@@ -160,16 +165,7 @@ def failover_container(spec: RedisSpec) -> dict[str, Any]:
             password_env("REDISCLI_AUTH"),
         ],
         "resources": WATCH_RESOURCES.render(),
-        # the loop has run once
-        "startupProbe": exec_probe(["test", "-f", WATCH_HEARTBEAT], period=2, failure_threshold=30),
-        # the loop ran within the last minute
-        "readinessProbe": exec_probe(
-            ["sh", "-c", f"find {WATCH_HEARTBEAT} -mmin -1 | grep -q ."], period=10, failure_threshold=3
-        ),
-        # restarted when the loop has not come round for two minutes
-        "livenessProbe": exec_probe(
-            ["sh", "-c", f"find {WATCH_HEARTBEAT} -mmin -2 | grep -q ."], period=30, failure_threshold=3
-        ),
+        **heartbeat_probes(WATCH_HEARTBEAT),
         "securityContext": container_security(),
         "volumeMounts": [
             {"name": "scripts", "mountPath": SCRIPTS_DIR, "readOnly": True},
