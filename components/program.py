@@ -8,23 +8,23 @@ from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
-import pulumi_random as random
 
 from components.charts import HelmRelease
 from components.config import StackConfig
+from components.passwords import GeneratedPassword
 from components.resources import ManifestComponent, child_name
 from components.stack import Secrets, build
 
 
 def generated_secrets() -> Secrets:
-    """Passwords created once per stack by the random provider, secret in state and outputs.
+    """Passwords created once per stack (components/passwords.py), secret in state and outputs.
 
     Alphanumeric: they are spliced into connection URLs by $(VAR) expansion, unescaped.
     """
 
     @functools.cache
     def password(purpose: str) -> pulumi.Output[str]:
-        return random.RandomPassword(f"{purpose}-password", length=32, special=False).result  # type: ignore[no-any-return]
+        return GeneratedPassword(f"{purpose}-password").result
 
     return Secrets(password)
 

@@ -58,10 +58,13 @@ class RecordingMonitor(mocks.MockMonitor):
         return response
 
 
+PASSWORD_TYPE = "pulumi-python:dynamic/scaleladder:GeneratedPassword"
+
+
 class EchoMocks(mocks.Mocks):
     def new_resource(self, args: mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         outputs = dict(args.inputs)
-        if args.typ == "random:index/randomPassword:RandomPassword":
+        if args.typ == PASSWORD_TYPE:
             outputs["result"] = f"mock-password-{args.name}"
         return f"{args.name}-id", outputs
 
@@ -170,11 +173,11 @@ def test_configuration_is_created_before_the_workloads_that_read_it(deployed: tu
 
 def test_passwords_are_generated_secrets_never_development_values(deployed: tuple[str, RecordingMonitor]) -> None:
     name, monitor = deployed
-    passwords = [r for r in monitor.registrations if r.type == "random:index/randomPassword:RandomPassword"]
+    passwords = [r for r in monitor.registrations if r.type == PASSWORD_TYPE]
     secrets = [r for r in monitor.registrations if r.type == "kubernetes:core/v1:Secret"]
     # one generated password per purpose the stack has (the cluster layer has none)
     assert bool(passwords) == bool(secrets), name
-    assert all(r.inputs["length"] >= 32 and r.inputs["special"] is False for r in passwords)
+    assert all(r.inputs["length"] >= 32 for r in passwords)
     assert len({r.name for r in passwords}) == len(passwords)
     for registration in monitor.registrations:
         assert "dev-only-not-a-secret" not in repr(registration.inputs)
