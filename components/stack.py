@@ -185,9 +185,12 @@ def _redis_part(meta: Meta, spec: redis.RedisSpec, password: Any) -> Part:
 
 
 def _cluster_layer(name: str, config: StackConfig) -> Stack:
-    """Helm releases for the add-ons, then the shared Gateway that phase stacks attach to."""
+    """Helm releases (or only their CRDs) for the add-ons, then the shared Gateway that phase stacks attach to."""
     meta = Meta(namespace=config.namespace or cluster_layer.GATEWAY_NAMESPACE, instance=name, version=VERSION)
-    parts = [Part("gateway", "SharedGateway", cluster_layer.gateway_objects(meta, config.cluster))]
+    crds = cluster_layer.crd_objects(config.cluster)
+    parts = [Part("crds", "CustomResourceDefinitions", crds)] if crds else []
+    gateway = cluster_layer.gateway_objects(meta, config.cluster)
+    parts.append(Part("gateway", "SharedGateway", gateway, tuple(part.name for part in parts)))
     releases = tuple(cluster_layer.releases(config.cluster))
     outputs = {
         "gateway": f"{meta.namespace}/{cluster_layer.GATEWAY_NAME}",

@@ -4,6 +4,10 @@ scaleladder-local check                  which tools are missing, with install h
 scaleladder-local up --phase 3           cluster, cluster layer, image, phase 3; then where to browse
 scaleladder-local down [--keep-cluster]  every stack, add-ons and CRDs, namespaces, the cluster
 scaleladder-local plan up --phase 3      print the commands `up` would run, run nothing
+scaleladder-local toolchain [--check]    build (or check) the offline engine and control plane from Go modules
+scaleladder-local sim up [--phase N]     the simulated cluster (no Docker), its cluster layer, phase N
+scaleladder-local sim down               stop the simulated cluster, forget its stacks
+scaleladder-local pulumi ARGS...         pulumi with the program served in-process (no language plugin needed)
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from components.local import cluster_config, crds, guide, image, plan, prerequisites, workspace
+from components.local import cluster_config, crds, engine, guide, image, plan, prerequisites, sim, toolchain, workspace
 from components.local.runner import Runner, StepFailed
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PHASES = range(1, 7)
-GATEWAY_NODE_PORT = 30080  # the cluster layer's Gateway NodePort (cluster.node_port)
+GATEWAY_NODE_PORT = cluster_config.GATEWAY_NODE_PORT
 
 
 def context(root: Path, env: Mapping[str, str]) -> plan.Context:
@@ -88,6 +92,28 @@ def check(env: Mapping[str, str]) -> bool:
     return not blocking
 
 
+def run_sim(args: argparse.Namespace, root: Path, env: dict[str, str]) -> int:
+    """`sim up` / `sim down`: needs a complete toolchain; runs its steps with the toolchain first on PATH."""
+    tools = toolchain.Toolchain.load(env)
+    tools_env = tools.env(env)
+    if args.sim_action == "down":
+        steps = sim.down(env)
+    else:
+        if toolchain.check(tools, env, sys.stdout) != 0:
+            return 2
+        if args.phase is not None:
+            require_stack(root, args.phase)
+        _, steps = sim.up(root, env, tools, args.phase)
+    try:
+        Runner(tools_env, sys.stdout).run(steps)
+    except StepFailed as failure:
+        print(f"scaleladder-local sim {args.sim_action}: {failure}", file=sys.stderr)
+        return 1
+    if args.sim_action == "up":
+        print(sim.after_up(args.phase))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="scaleladder-local", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -109,6 +135,19 @@ def parser() -> argparse.ArgumentParser:
     prepare.add_argument("stack")
     prepare.add_argument("--context", required=True, help="kubeconfig context Pulumi must deploy to")
     prepare.add_argument("--image", help="web image of this run")
+    prepare.add_argument(
+        "--crds", action="append", default=[], metavar="DIR", help="install only the CRDs in DIR, not the add-ons"
+    )
+    tools = commands.add_parser("toolchain", help="build the offline toolchain from Go modules (local/toolchain.yaml)")
+    tools.add_argument("--check", action="store_true", help="only check every binary's version; exit 1 if any is off")
+    tools.add_argument("--only", action="append", default=[], metavar="FAMILY", help="build only this family")
+    simulated = commands.add_parser("sim", help="the simulated cluster: real control plane, kwok nodes, no Docker")
+    sim_actions = simulated.add_subparsers(dest="sim_action", required=True)
+    sim_up = sim_actions.add_parser("up", help="start it (or reuse it), deploy the cluster layer and a phase")
+    sim_up.add_argument("--phase", type=int, choices=PHASES, help="also deploy this rung of the ladder")
+    sim_actions.add_parser("down", help="stop every process of it and forget its stacks")
+    run_pulumi = commands.add_parser("pulumi", help="run pulumi with the program served in-process")
+    run_pulumi.add_argument("args", nargs=argparse.REMAINDER, help="pulumi's own arguments")
     delete = commands.add_parser("delete-crds", help="(a step of down) delete the CRDs of API groups")
     delete.add_argument("--context", required=True)
     delete.add_argument("--group", action="append", required=True)
@@ -132,14 +171,23 @@ def main(argv: list[str] | None = None, root: Path = ROOT, env: Mapping[str, str
             return 0 if check(env) else 2
         if args.command == "workspace":
             space = workspace.Workspace.from_env(env)
-            print(workspace.write(space, root, args.stack, args.context, args.image))
+            print(workspace.write(space, root, args.stack, args.context, args.image, args.crds))
             return 0
         if args.command == "delete-crds":
             return crds.delete(args.context, args.group, env)
+        if args.command == "toolchain":
+            tools = toolchain.Toolchain.load(env)
+            if args.check:
+                return toolchain.check(tools, env, sys.stdout)
+            return toolchain.build(tools, env, sys.stdout, args.only)
+        if args.command == "sim":
+            return run_sim(args, root, env)
+        if args.command == "pulumi":
+            return engine.run(args.args, root, {**env, "PULUMI_PYTHON_CMD": sys.executable})
         ctx, steps = steps_for(args, root, env)
         if args.command == "up":
             require_dockerfile(root)
-    except ValueError as error:
+    except (ValueError, toolchain.ToolchainError) as error:
         print(f"scaleladder-local: {error}", file=sys.stderr)
         return 2
     if args.command == "plan":

@@ -40,6 +40,7 @@ NODE_FIELDS = {
     "kubeadmConfigPatches",
     "kubeadmConfigPatchesJSON6902",
 }
+GATEWAY_NODE_PORT = 30080  # the cluster layer's Gateway NodePort (cluster.node_port)
 PORT_MAPPING_FIELDS = {"containerPort", "hostPort", "listenAddress", "protocol"}
 
 

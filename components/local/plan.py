@@ -46,6 +46,22 @@ class Context:
     workspace: Workspace
     pulumi_env: dict[str, str]
     python: str
+    pulumi: Argv = ("pulumi",)
+    """How pulumi runs: the CLI itself (kind), or `scaleladder-local pulumi` (the simulated cluster)."""
+    kube_context: str = ""
+    """The kubeconfig context stacks deploy to; empty means the kind cluster's."""
+    cluster_exists: Argv | None = None
+    """A probe that exits 0 only when the cluster is there; None means kind's."""
+    cluster_stack_args: tuple[str, ...] = ()
+    """Extra arguments of the `workspace` helper for the cluster layer's stack file (`--crds DIR`)."""
+
+    @property
+    def context(self) -> str:
+        return self.kube_context or self.cluster.context
+
+    @property
+    def exists(self) -> Argv:
+        return self.cluster_exists or ("kind", "get", "kubeconfig", "--name", self.cluster.name)
 
 
 def phase_stack(phase: int) -> str:
@@ -59,17 +75,12 @@ def namespace(stack: str) -> str:
 
 def kubectl(ctx: Context, *args: str) -> Argv:
     """kubectl pinned to the kind cluster's context, never whatever context is current."""
-    return ("kubectl", "--context", ctx.cluster.context, *args)
-
-
-def cluster_exists(ctx: Context) -> Argv:
-    """Exits 0 only when the kind cluster exists."""
-    return ("kind", "get", "kubeconfig", "--name", ctx.cluster.name)
+    return ("kubectl", "--context", ctx.context, *args)
 
 
 def stack_exists(ctx: Context, stack: str) -> Argv:
     """Exits 0 only when the stack exists in the local backend."""
-    return ("pulumi", "stack", "select", stack, "--cwd", str(ctx.workspace.project), "--non-interactive")
+    return (*ctx.pulumi, "stack", "select", stack, "--cwd", str(ctx.workspace.project), "--non-interactive")
 
 
 def helper(ctx: Context, *args: str) -> Argv:
@@ -77,15 +88,26 @@ def helper(ctx: Context, *args: str) -> Argv:
     return (ctx.python, "-m", "components.local", "--root", str(ctx.root), *args)
 
 
-def pulumi_update(verb: str, stack: str, config: str) -> Argv:
+def pulumi_update(ctx: Context, verb: str, stack: str, config: str) -> Argv:
     """`pulumi up|destroy` of `stack` with its generated config file, unattended."""
-    return ("pulumi", verb, "--stack", stack, "--config-file", config, "--yes", "--skip-preview", "--non-interactive")
+    return (
+        *ctx.pulumi,
+        verb,
+        "--stack",
+        stack,
+        "--config-file",
+        config,
+        "--yes",
+        "--skip-preview",
+        "--non-interactive",
+    )
 
 
 def deploy_stack(ctx: Context, stack: str, image: str | None) -> list[Step]:
     """Write the stack's generated config, create or select the stack, `pulumi up`."""
     config = str(ctx.workspace.stack_file(stack))
-    prepare = ["workspace", stack, "--context", ctx.cluster.context, *(["--image", image] if image else [])]
+    extra = ctx.cluster_stack_args if stack == CLUSTER_STACK else ()
+    prepare = ["workspace", stack, "--context", ctx.context, *(["--image", image] if image else []), *extra]
     return [
         Step(
             f"write {config} (stacks/Pulumi.{stack}.yaml + kube context{' + image' if image else ''})",
@@ -95,7 +117,7 @@ def deploy_stack(ctx: Context, stack: str, image: str | None) -> list[Step]:
         Step(
             f"create or select Pulumi stack {stack} (local backend, passphrase secrets)",
             (
-                "pulumi",
+                *ctx.pulumi,
                 "stack",
                 "select",
                 "--create",
@@ -110,7 +132,7 @@ def deploy_stack(ctx: Context, stack: str, image: str | None) -> list[Step]:
         ),
         Step(
             f"pulumi up {stack}",
-            pulumi_update("up", stack, config),
+            pulumi_update(ctx, "up", stack, config),
             env=ctx.pulumi_env,
             cwd=ctx.root,
             timeout=1800.0,
@@ -125,7 +147,7 @@ def cluster_up(ctx: Context) -> list[Step]:
         Step(
             f"create kind cluster {ctx.cluster.name} (1 control plane, 3 workers in 3 zones)",
             ("kind", "create", "cluster", "--config", str(ctx.cluster.path), "--wait", "5m"),
-            skip_if=cluster_exists(ctx),
+            skip_if=ctx.exists,
             timeout=900.0,
         ),
         Step(
@@ -203,26 +225,27 @@ def up(ctx: Context, phase: int, image: str) -> list[Step]:
 def destroy_stack(ctx: Context, stack: str) -> list[Step]:
     """`pulumi destroy` while the cluster is there, then forget the stack."""
     config = str(ctx.workspace.stack_file(stack))
+    extra = ctx.cluster_stack_args if stack == CLUSTER_STACK else ()
     return [
         Step(
             f"write {config} for the teardown",
-            helper(ctx, "workspace", stack, "--context", ctx.cluster.context),
+            helper(ctx, "workspace", stack, "--context", ctx.context, *extra),
             env=ctx.pulumi_env,
             cwd=ctx.root,
             only_if=(stack_exists(ctx, stack),),
         ),
         Step(
             f"pulumi destroy {stack}",
-            pulumi_update("destroy", stack, config),
+            pulumi_update(ctx, "destroy", stack, config),
             env=ctx.pulumi_env,
             cwd=ctx.root,
-            only_if=(stack_exists(ctx, stack), cluster_exists(ctx)),
+            only_if=(stack_exists(ctx, stack), ctx.exists),
             timeout=1800.0,
         ),
         Step(
             f"remove stack {stack} from the local backend",
             (
-                "pulumi",
+                *ctx.pulumi,
                 "stack",
                 "rm",
                 stack,
@@ -246,9 +269,9 @@ def down(ctx: Context, phase_stacks: list[str], keep_cluster: bool) -> list[Step
     steps.append(
         Step(
             "delete the add-ons' CRDs (Helm leaves them behind)",
-            helper(ctx, "delete-crds", "--context", ctx.cluster.context, *crd_groups),
+            helper(ctx, "delete-crds", "--context", ctx.context, *crd_groups),
             cwd=ctx.root,
-            only_if=(cluster_exists(ctx),),
+            only_if=(ctx.exists,),
         )
     )
     leftover = [namespace(stack) for stack in sorted(phase_stacks)] + [GATEWAY[1], *ADDON_NAMESPACES]
@@ -256,7 +279,7 @@ def down(ctx: Context, phase_stacks: list[str], keep_cluster: bool) -> list[Step
         Step(
             "delete the kit's namespaces that are left",
             kubectl(ctx, "delete", "namespace", *leftover, "--ignore-not-found", "--wait", "--timeout=5m"),
-            only_if=(cluster_exists(ctx),),
+            only_if=(ctx.exists,),
         )
     )
     if not keep_cluster:

@@ -10,7 +10,7 @@ runs from the repository.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,13 +54,24 @@ def pulumi_env(workspace: Workspace, env: Mapping[str, str]) -> dict[str, str]:
 
 
 def stack_document(
-    checked_in: Mapping[str, Any], previous: Mapping[str, Any], context: str, image: str | None
+    checked_in: Mapping[str, Any],
+    previous: Mapping[str, Any],
+    context: str,
+    image: str | None,
+    crds: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The generated stack file: checked-in config + context + image, keeping the salt Pulumi wrote."""
+    """The generated stack file: checked-in config + context + image (+ CRD folders that replace the
+    cluster layer's Helm releases), keeping the salt Pulumi wrote."""
     config = dict(checked_in.get("config") or {})
     config["kubernetes:context"] = context
     if image is not None:
         config["scaleladder:web"] = {**(config.get("scaleladder:web") or {}), "image": image}
+    if crds:
+        config["scaleladder:cluster"] = {
+            **(config.get("scaleladder:cluster") or {}),
+            "addons": "crds",
+            "crds": list(crds),
+        }
     document: dict[str, Any] = {}
     if "encryptionsalt" in previous:
         document["encryptionsalt"] = previous["encryptionsalt"]
@@ -68,7 +79,9 @@ def stack_document(
     return document
 
 
-def write(workspace: Workspace, root: Path, stack: str, context: str, image: str | None) -> Path:
+def write(
+    workspace: Workspace, root: Path, stack: str, context: str, image: str | None, crds: Sequence[str] = ()
+) -> Path:
     """Write the project folder and the stack's generated file; returns the file's path."""
     source = root / "stacks" / f"Pulumi.{stack}.yaml"
     if not source.exists():
@@ -84,6 +97,6 @@ def write(workspace: Workspace, root: Path, stack: str, context: str, image: str
     (workspace.project / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
     target = workspace.stack_file(stack)
     previous = yaml.safe_load(target.read_text()) if target.exists() else {}
-    document = stack_document(yaml.safe_load(source.read_text()) or {}, previous or {}, context, image)
+    document = stack_document(yaml.safe_load(source.read_text()) or {}, previous or {}, context, image, crds)
     target.write_text(yaml.safe_dump(document, sort_keys=False))
     return target

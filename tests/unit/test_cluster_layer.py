@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from components import charts
-from components.cluster_layer import ClusterSpec, gateway_objects, releases
+from components.cluster_layer import ClusterSpec, crd_objects, gateway_objects, releases
 from components.labels import Meta
 
 META = Meta(namespace="scaleladder-gateway", instance="kind", version="0.0.0")
@@ -64,3 +64,38 @@ def test_chart_file_mistakes_are_named(tmp_path: Path, text: str, message: str) 
     with pytest.raises(ValueError) as caught:
         charts.load("x", "kind", tmp_path)
     assert str(caught.value) == f"{tmp_path / 'x.yaml'}: {message}"
+
+
+CRD = """apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: {name}
+spec:
+  group: example.com
+"""
+
+
+def test_crds_mode_installs_no_release_and_reads_every_crd_of_the_folders(tmp_path: Path) -> None:
+    (tmp_path / "gateway-api").mkdir()
+    (tmp_path / "gateway-api" / "b.yaml").write_text(CRD.format(name="httproutes.example.com"))
+    (tmp_path / "keda").mkdir()
+    (tmp_path / "keda" / "a.yaml").write_text(CRD.format(name="gateways.example.com") + "---\n# empty\n")
+    spec = ClusterSpec(addons="crds", crds=(str(tmp_path / "gateway-api"), str(tmp_path / "keda")))
+    assert releases(spec) == []
+    assert [crd["metadata"]["name"] for crd in crd_objects(spec)] == ["gateways.example.com", "httproutes.example.com"]
+    assert crd_objects(ClusterSpec()) == []
+
+
+def test_crds_mode_needs_folders_of_crds(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nowhere")
+    assert list(ClusterSpec(addons="crds").problems()) == [
+        ("crds", "must list the folders of CRD YAML files when addons is crds, got none")
+    ]
+    assert list(ClusterSpec(addons="crds", crds=(str(tmp_path), missing)).problems()) == [
+        ("crds[1]", f"must be a folder, got {missing!r}")
+    ]
+    assert list(ClusterSpec(crds=(str(tmp_path),)).problems()) == [
+        ("crds", f"is read only when addons is crds, got {[str(tmp_path)]!r} with addons helm")
+    ]
+    with pytest.raises(ValueError, match=r"scaleladder:cluster.crds: no CustomResourceDefinition in "):
+        crd_objects(ClusterSpec(addons="crds", crds=(str(tmp_path),)))
