@@ -69,7 +69,8 @@ def crd_objects(spec: ClusterSpec) -> list[dict[str, Any]]:
     found = []
     for folder in spec.crds if spec.addons == "crds" else ():
         crds = [
-            document
+            # the generators write an empty status; the API server owns it (and Pulumi cannot set it)
+            {key: value for key, value in document.items() if key != "status"}
             for path in sorted(Path(folder).glob("*.yaml"))
             for document in yaml.safe_load_all(path.read_text())
             if document and document.get("kind") == "CustomResourceDefinition"

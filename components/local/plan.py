@@ -88,6 +88,11 @@ def helper(ctx: Context, *args: str) -> Argv:
     return (ctx.python, "-m", "components.local", "--root", str(ctx.root), *args)
 
 
+def workspace_env(ctx: Context) -> dict[str, str]:
+    """The `workspace` helper writes into the plan's workspace, whatever SCALELADDER_HOME says."""
+    return {"SCALELADDER_HOME": str(ctx.workspace.home)}
+
+
 def pulumi_update(ctx: Context, verb: str, stack: str, config: str) -> Argv:
     """`pulumi up|destroy` of `stack` with its generated config file, unattended."""
     return (
@@ -112,6 +117,7 @@ def deploy_stack(ctx: Context, stack: str, image: str | None) -> list[Step]:
         Step(
             f"write {config} (stacks/Pulumi.{stack}.yaml + kube context{' + image' if image else ''})",
             helper(ctx, *prepare),
+            env=workspace_env(ctx),
             cwd=ctx.root,
         ),
         Step(
@@ -230,7 +236,7 @@ def destroy_stack(ctx: Context, stack: str) -> list[Step]:
         Step(
             f"write {config} for the teardown",
             helper(ctx, "workspace", stack, "--context", ctx.context, *extra),
-            env=ctx.pulumi_env,
+            env={**ctx.pulumi_env, **workspace_env(ctx)},
             cwd=ctx.root,
             only_if=(stack_exists(ctx, stack),),
         ),

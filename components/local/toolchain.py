@@ -97,7 +97,8 @@ class Family:
     pins: Pins
     build: Callable[[Family, Path, Shell], None]
     binaries: tuple[Binary, ...] = ()
-    generated: tuple[str, ...] = ()  # files under crds/ the build must have written
+    files: tuple[str, ...] = ()  # files (relative to the family's folder) the build must have written
+    on_path: bool = True  # False: only the engine loads its binaries, from the plugin cache
 
     @property
     def version(self) -> str:
@@ -189,6 +190,7 @@ def build_pulumi(family: Family, home: Path, shell: Shell) -> None:
 
 
 PROVIDER = "github.com/pulumi/pulumi-kubernetes/provider/v4"
+PULUMI_HOME = "pulumi-home"  # the provider family's plugin cache, the engine's PULUMI_HOME
 
 
 def build_pulumi_kubernetes(family: Family, home: Path, shell: Shell) -> None:
@@ -208,6 +210,15 @@ def build_pulumi_kubernetes(family: Family, home: Path, shell: Shell) -> None:
     main = "./cmd/pulumi-resource-kubernetes"
     shell.run(["go", "generate", main], src, {"VERSION": family.version})
     go_build(shell, src, home / "bin", [main], [f"{PROVIDER}/pkg/version.Version={family.version}"])
+    install_plugin(family, home, shell)
+
+
+def install_plugin(family: Family, home: Path, shell: Shell) -> None:
+    """Install the provider into the toolchain's own plugin cache (PULUMI_HOME), under its version:
+    the engine then loads it for exactly the version the SDK asks for, and never downloads one."""
+    binary = home / "bin" / "pulumi-resource-kubernetes"
+    argv = ["pulumi", "plugin", "install", "resource", "kubernetes", f"v{family.version}", "--file", str(binary)]
+    shell.run([*argv, "--reinstall"], home, {"PULUMI_HOME": str(home / PULUMI_HOME)})
 
 
 # --- the control plane ---------------------------------------------------------------------------
@@ -379,6 +390,8 @@ def load_pins(path: Path = PINS_FILE) -> list[Family]:
             provider,
             build_pulumi_kubernetes,
             (Binary("pulumi-resource-kubernetes", (), provider["version"]),),
+            files=(f"{PULUMI_HOME}/plugins/resource-kubernetes-v{provider['version']}/pulumi-resource-kubernetes",),
+            on_path=False,
         ),
         Family(
             "kubernetes",
@@ -400,15 +413,18 @@ def load_pins(path: Path = PINS_FILE) -> list[Family]:
             "gateway-api",
             gateway_api,
             build_gateway_api_crds,
-            generated=tuple(f"gateway.networking.k8s.io_{plural}.yaml" for plural in GATEWAY_API_STANDARD),
+            files=tuple(f"crds/gateway.networking.k8s.io_{plural}.yaml" for plural in GATEWAY_API_STANDARD),
         ),
         Family(
             "envoy-gateway",
             envoy_gateway,
             build_envoy_gateway_crds,
-            generated=("gateway.envoyproxy.io_backendtrafficpolicies.yaml", "gateway.envoyproxy.io_envoyproxies.yaml"),
+            files=(
+                "crds/gateway.envoyproxy.io_backendtrafficpolicies.yaml",
+                "crds/gateway.envoyproxy.io_envoyproxies.yaml",
+            ),
         ),
-        Family("keda", keda, build_keda_crds, generated=("keda.sh_scaledobjects.yaml",)),
+        Family("keda", keda, build_keda_crds, files=("crds/keda.sh_scaledobjects.yaml",)),
     ]
 
 
@@ -445,11 +461,17 @@ class Toolchain:
         return self.root / family.folder_name
 
     def bin_dirs(self) -> list[Path]:
-        """Every family's bin folder, then the kit's plugin scripts: what PATH needs, in front."""
-        return [self.home(family) / "bin" for family in self.families if family.binaries] + [PLUGINS]
+        """The bin folders of the families on PATH, then the kit's plugin scripts: what PATH needs, in front."""
+        return [self.home(f) / "bin" for f in self.families if f.binaries and f.on_path] + [PLUGINS]
 
     def crd_dirs(self) -> list[Path]:
-        return [self.home(family) / "crds" for family in self.families if family.generated]
+        """The folders of generated CRDs, one per family that generates them."""
+        return [self.home(f) / "crds" for f in self.families if any(name.startswith("crds/") for name in f.files)]
+
+    def pulumi_home(self) -> Path:
+        """The engine's PULUMI_HOME: the plugin cache the provider is installed into."""
+        provider = next(f for f in self.families if f.name == "pulumi-kubernetes")
+        return self.home(provider) / PULUMI_HOME
 
     def binary(self, name: str) -> Path:
         for family in self.families:
@@ -463,6 +485,7 @@ class Toolchain:
         return {
             **base,
             "PATH": path,
+            "PULUMI_HOME": str(self.pulumi_home()),
             # every plugin is local: a missing one is an error, never a download
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
             "PULUMI_SKIP_UPDATE_CHECK": "true",
@@ -481,9 +504,9 @@ def problems(toolchain: Toolchain, family: Family, env: Mapping[str, str]) -> li
         reported = reported_version(path, binary, env)
         if binary.expect not in reported:
             found.append(f"{binary.name}: expected {binary.expect!r}, it reports {reported!r}")
-    for name in family.generated:
-        if not (home / "crds" / name).is_file():
-            found.append(f"{name}: not generated ({home / 'crds'})")
+    for name in family.files:
+        if not (home / name).is_file():
+            found.append(f"{name}: not written ({home})")
     return found
 
 
@@ -511,7 +534,7 @@ def build(toolchain: Toolchain, env: Mapping[str, str], out: TextIO, only: Seque
     unknown = [name for name in only if name not in names]
     if unknown:
         raise ToolchainError(f"unknown families {', '.join(unknown)}; families: {', '.join(names)}")
-    shell = Shell(out, go_env(env))
+    shell = Shell(out, go_env(toolchain.env(env)))  # later families may run earlier ones (pulumi)
     started = time.monotonic()
     for family in toolchain.families:
         if only and family.name not in only:

@@ -72,6 +72,8 @@ metadata:
   name: {name}
 spec:
   group: example.com
+status:
+  acceptedNames: {{kind: "", plural: ""}}
 """
 
 
@@ -83,6 +85,7 @@ def test_crds_mode_installs_no_release_and_reads_every_crd_of_the_folders(tmp_pa
     spec = ClusterSpec(addons="crds", crds=(str(tmp_path / "gateway-api"), str(tmp_path / "keda")))
     assert releases(spec) == []
     assert [crd["metadata"]["name"] for crd in crd_objects(spec)] == ["gateways.example.com", "httproutes.example.com"]
+    assert all("status" not in crd for crd in crd_objects(spec))  # the API server owns it
     assert crd_objects(ClusterSpec()) == []
 
 
