@@ -188,20 +188,16 @@ def affinity(meta: Meta, spec: RedisSpec, shard: int) -> dict[str, Any]:
 
 
 def spread_constraints(meta: Meta) -> list[dict[str, Any]]:
-    """Every cluster pod spread over nodes and zones; and the pods of one ordinal over nodes.
+    """The pods of one ordinal spread over nodes, and every cluster pod over zones.
 
-    The second keeps the first masters (every shard's pod 0) on different nodes, so that losing
-    one node leaves a majority of masters to elect its replacements. Best effort: roles change
-    with every failover, the pods stay where they are.
+    Spreading each ordinal keeps the first masters (every shard's pod 0) on different nodes, so
+    that losing one node leaves a majority of masters to elect its replacements, and spreads all
+    pods over nodes as well. Best effort: roles change with every failover, the pods stay where
+    they are. (The API server keys these constraints by topology key and `whenUnsatisfiable`: a
+    second hostname constraint of the same kind would be rejected.)
     """
-    by_ordinal = {
-        "maxSkew": 1,
-        "topologyKey": "kubernetes.io/hostname",
-        "whenUnsatisfiable": "ScheduleAnyway",
-        "labelSelector": {"matchLabels": meta.selector(NAME)},
-        "matchLabelKeys": [POD_INDEX_LABEL],
-    }
-    return [*spread(meta.selector(NAME)), by_ordinal]
+    by_node, by_zone = spread(meta.selector(NAME))
+    return [{**by_node, "matchLabelKeys": [POD_INDEX_LABEL]}, by_zone]
 
 
 def disruption_budget(meta: Meta) -> dict[str, Any]:

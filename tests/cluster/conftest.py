@@ -14,14 +14,13 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
 from components.local import plan, sim, toolchain
 from components.local.cli import ROOT
-from components.local.runner import Runner
 from components.local.plan import Step
+from components.local.runner import Runner
 
 
 @dataclass

@@ -26,7 +26,9 @@ def kubectl_json(cluster: SimulatedCluster, *args: str) -> dict:
 def preview_no_changes(cluster: SimulatedCluster, stack: str) -> plan.Step:
     config = str(cluster.ctx.workspace.stack_file(stack))
     argv = (*cluster.ctx.pulumi, "preview", "--stack", stack, "--config-file", config, "--expect-no-changes")
-    return plan.Step(f"pulumi preview {stack}: no changes", (*argv, "--non-interactive"), env=cluster.ctx.pulumi_env, cwd=ROOT)
+    return plan.Step(
+        f"pulumi preview {stack}: no changes", (*argv, "--non-interactive"), env=cluster.ctx.pulumi_env, cwd=ROOT
+    )
 
 
 def test_phase1_up_noop_destroy(simulated_cluster: SimulatedCluster) -> None:

@@ -224,10 +224,9 @@ def test_required_is_the_default_and_every_pod_spreads_over_nodes_zones_and_ordi
     constraints = pod_spec(cluster_objects(META, SPEC, PASSWORD))["topologySpreadConstraints"]
     everyone = {"app.kubernetes.io/name": "redis", "app.kubernetes.io/instance": "phase4"}
     assert [(c["topologyKey"], c["labelSelector"]["matchLabels"], c.get("matchLabelKeys")) for c in constraints] == [
-        ("kubernetes.io/hostname", everyone, None),
-        ("topology.kubernetes.io/zone", everyone, None),
-        # every shard's pod 0 (the first masters) on different nodes
+        # the pods of each ordinal over nodes: every shard's pod 0 (the first masters) on different nodes
         ("kubernetes.io/hostname", everyone, ["apps.kubernetes.io/pod-index"]),
+        ("topology.kubernetes.io/zone", everyone, None),
     ]
 
 
