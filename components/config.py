@@ -151,10 +151,20 @@ def from_stack_file(path: Path) -> StackConfig:
         if isinstance(value, Mapping) and set(value) == {"secure"}:
             problems.append(Problem(name, "is encrypted; no scaleladder setting is a secret, set it in plain text"))
             continue
-        values[name] = value
+        # Pulumi writes plain values back as strings (`scaleladder:phase: "3"`) and hands them to the
+        # program as strings: decode them as from_pulumi_config does
+        values[name] = decoded(value) if isinstance(value, str) else value
     if problems:
         raise ConfigError(problems)
     return from_values(values)
+
+
+def decoded(raw: str) -> Any:
+    """A config string as the program reads it: JSON if it parses (`3`, `true`, objects), else the text."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
 
 
 def from_pulumi_config(config: Mapping[str, str]) -> StackConfig:
@@ -164,8 +174,5 @@ def from_pulumi_config(config: Mapping[str, str]) -> StackConfig:
         owner, _, name = key.partition(":")
         if owner != NAMESPACE:
             continue
-        try:
-            values[name] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[name] = raw
+        values[name] = decoded(raw)
     return from_values(values)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from policies.model import WORKLOAD_KINDS, Finding, Object, pod_template_labels, ref
+from policies.model import WORKLOAD_KINDS, Finding, Object, pod_template_labels, ref, set_by_deployer
 
 SCALABLE = ("Deployment", "StatefulSet", "ReplicaSet")
 
@@ -126,7 +126,7 @@ def hpa_target(objects: list[Object], phase: int | None) -> Iterator[Finding]:
                 f"{ref(hpa)}: spec.scaleTargetRef {target.get('kind')}/{target.get('name')} is not in the stack; "
                 "fix: point it at the workload it scales",
             )
-        elif "replicas" in workload["spec"]:
+        elif set_by_deployer(workload, "spec", "replicas"):
             yield (
                 workload,
                 f"{ref(workload)}: spec.replicas is set ({workload['spec']['replicas']}) although {ref(hpa)} owns "

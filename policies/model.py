@@ -59,6 +59,30 @@ def ref(obj: Object) -> str:
     return f"{obj.get('kind', '?')}/{obj.get('metadata', {}).get('name', '?')}"
 
 
+def set_by_deployer(obj: Object, *path: str) -> bool:
+    """Whether the field at `path` is set by whoever deploys the object, not by a controller.
+
+    A rendered object says only what the kit sets. A live one — what the engine hands the stack
+    rules for a deployed resource — also holds what the API server and controllers wrote (an HPA's
+    `spec.replicas`); its managedFields tell them apart: only a server-side Apply counts.
+    """
+    node: Any = obj
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    managed = (obj.get("metadata") or {}).get("managedFields")
+    if not managed:
+        return True
+    for entry in managed:
+        fields: Any = entry.get("fieldsV1") if entry.get("operation") == "Apply" else None
+        for key in path:
+            fields = fields.get(f"f:{key}") if isinstance(fields, dict) else None
+        if fields is not None:
+            return True
+    return False
+
+
 def annotations_of(obj: Object) -> dict[str, str]:
     found: dict[str, str] = obj.get("metadata", {}).get("annotations") or {}
     return found

@@ -7,7 +7,7 @@ scaleladder-local plan up --phase 3      print the commands `up` would run, run 
 scaleladder-local toolchain [--check]    build (or check) the offline engine and control plane from Go modules
 scaleladder-local sim up [--phase N]     the simulated cluster (no Docker), its cluster layer, phase N
 scaleladder-local sim down               stop the simulated cluster, forget its stacks
-scaleladder-local pulumi ARGS...         pulumi with the program served in-process (no language plugin needed)
+scaleladder-local pulumi ARGS...         the toolchain's pulumi, on the simulated cluster's state
 """
 
 from __future__ import annotations
@@ -146,7 +146,9 @@ def parser() -> argparse.ArgumentParser:
     sim_up = sim_actions.add_parser("up", help="start it (or reuse it), deploy the cluster layer and a phase")
     sim_up.add_argument("--phase", type=int, choices=PHASES, help="also deploy this rung of the ladder")
     sim_actions.add_parser("down", help="stop every process of it and forget its stacks")
-    run_pulumi = commands.add_parser("pulumi", help="run pulumi with the program served in-process")
+    run_pulumi = commands.add_parser(
+        "pulumi", help="the toolchain's pulumi, on the simulated cluster's state, with the program served in-process"
+    )
     run_pulumi.add_argument("args", nargs=argparse.REMAINDER, help="pulumi's own arguments")
     delete = commands.add_parser("delete-crds", help="(a step of down) delete the CRDs of API groups")
     delete.add_argument("--context", required=True)
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None, root: Path = ROOT, env: Mapping[str, str
         if args.command == "sim":
             return run_sim(args, root, env)
         if args.command == "pulumi":
-            return engine.run(args.args, root, {**env, "PULUMI_PYTHON_CMD": sys.executable})
+            return engine.run(args.args, root, sim.pulumi_env(env, toolchain.Toolchain.load(env)))
         ctx, steps = steps_for(args, root, env)
         if args.command == "up":
             require_dockerfile(root)

@@ -134,6 +134,14 @@ def context(root: Path, env: Mapping[str, str], tools: Toolchain) -> plan.Contex
     )
 
 
+def pulumi_env(env: Mapping[str, str], tools: Toolchain) -> dict[str, str]:
+    """What `scaleladder-local pulumi` runs with: the toolchain first on PATH, the engine offline, the
+    simulated cluster's state and passphrase (unless set), and this interpreter for Python plugins."""
+    space = workspace.Workspace(home(env))
+    chosen = tools.env(env)
+    return {**chosen, **workspace.pulumi_env(space, chosen), "PULUMI_PYTHON_CMD": sys.executable}
+
+
 def kwokctl(*args: str) -> Argv:
     return ("kwokctl", "--name", NAME, *args)
 

@@ -456,3 +456,20 @@ def test_rule_fails_with_its_message(
     rule_id: str, objects: list[dict[str, Any]], phase: int | None, expected: str
 ) -> None:
     assert expected in messages(rule_id, objects, phase)
+
+
+def live(obj: dict[str, Any], *owners: tuple[str, str, dict[str, Any]]) -> dict[str, Any]:
+    """`obj` as the API server returns it: with managedFields (manager, operation, fieldsV1)."""
+    managed = [{"manager": m, "operation": op, "fieldsV1": fields} for m, op, fields in owners]
+    return {**obj, "metadata": {**obj["metadata"], "managedFields": managed}}
+
+
+def test_a_live_replica_count_the_autoscaler_wrote_is_not_the_deployers() -> None:
+    """The engine hands stack rules the live object of a deployed resource: `spec.replicas` is there, but
+    the HPA (kube-controller-manager, an Update through the scale subresource) owns it, not the kit."""
+    applied = ("pulumi-kubernetes-8411f3eb", "Apply", {"f:spec": {"f:template": {}}})
+    scaled = ("kube-controller-manager", "Update", {"f:spec": {"f:replicas": {}}})
+    assert messages("hpa-target", [live(deployment(replicas=3), applied, scaled), autoscaler()], 3) == []
+    set_by_kit = ("pulumi-kubernetes-8411f3eb", "Apply", {"f:spec": {"f:replicas": {}, "f:template": {}}})
+    found = messages("hpa-target", [live(deployment(replicas=3), set_by_kit), autoscaler()], 3)
+    assert [m for m in found if "spec.replicas is set (3)" in m]

@@ -181,6 +181,31 @@ def test_stack_file_ignores_other_providers_settings(tmp_path: Path) -> None:
     assert isinstance(config, StackConfig) and config.web.replicas == 3
 
 
+def test_stack_file_pulumi_rewrote_reads_as_the_program_does(tmp_path: Path) -> None:
+    """`pulumi stack select --create` and `pulumi config set` write plain values back as strings."""
+    path = write_stack(
+        tmp_path,
+        """
+        config:
+          scaleladder:phase: "3"
+          scaleladder:namespace: "team-a"
+          scaleladder:web:
+            image: scaleladder/sample:0123456789ab
+        encryptionsalt: v1:abc
+        """,
+    )
+    config = from_stack_file(path)
+    assert config.phase == 3
+    assert config.namespace == "team-a"
+    assert config == from_pulumi_config(
+        {
+            "scaleladder:phase": "3",
+            "scaleladder:namespace": "team-a",
+            "scaleladder:web": '{"image": "scaleladder/sample:0123456789ab"}',
+        }
+    )
+
+
 def test_stack_file_with_encrypted_value_is_refused(tmp_path: Path) -> None:
     path = write_stack(tmp_path, "config:\n  scaleladder:namespace:\n    secure: AAABAKx\n")
     with pytest.raises(ConfigError) as caught:
