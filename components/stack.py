@@ -87,7 +87,9 @@ class Stack:
 
 
 def namespace_object(meta: Meta) -> dict[str, Any]:
-    """The stack's namespace; Pod Security admission enforces `baseline`, warns on `restricted`."""
+    """The stack's namespace; Pod Security admission enforces the `restricted` standard on every pod.
+
+    Every pod of every phase meets it (the cluster tier deploys them all under it)."""
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
@@ -95,7 +97,7 @@ def namespace_object(meta: Meta) -> dict[str, Any]:
             "name": meta.namespace,
             "labels": {
                 **meta.labels("scaleladder", "namespace"),
-                "pod-security.kubernetes.io/enforce": "baseline",
+                "pod-security.kubernetes.io/enforce": "restricted",
                 "pod-security.kubernetes.io/warn": "restricted",
                 "pod-security.kubernetes.io/audit": "restricted",
             },

@@ -74,7 +74,7 @@ def namespace(stack: str) -> str:
 
 
 def kubectl(ctx: Context, *args: str) -> Argv:
-    """kubectl pinned to the kind cluster's context, never whatever context is current."""
+    """kubectl pinned to the plan's cluster context (kind or simulated), never whatever context is current."""
     return ("kubectl", "--context", ctx.context, *args)
 
 

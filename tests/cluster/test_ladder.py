@@ -88,6 +88,8 @@ def test_every_rendered_object_is_on_the_api_server_as_the_kit_set_it(ladder: Si
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_workload_is_ready_and_every_pod_scheduled(ladder: SimulatedCluster, stack: str) -> None:
     namespace = plan.namespace(stack)
+    labels = kubectl_json(ladder, "get", "namespace", namespace)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"  # the API server admitted every pod under it
     for deployment in kubectl_json(ladder, "get", "deployment.apps", "-n", namespace)["items"]:
         conditions = {c["type"]: c["status"] for c in deployment["status"].get("conditions", [])}
         assert conditions.get("Available") == "True", deployment["metadata"]["name"]
