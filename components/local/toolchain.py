@@ -33,7 +33,7 @@ from components.local.runner import elapsed
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 PINS_FILE = ROOT / "local" / "toolchain.yaml"
-PLUGINS = ROOT / "local" / "pulumi-plugins"  # the kit's own two plugin scripts (see their comments)
+PLUGINS = ROOT / "local" / "pulumi-plugins"  # the kit's own plugin script (see its comment)
 COMMAND_TIMEOUT = 3600.0
 VERSION_TIMEOUT = 60.0
 STAMP = "complete.json"
