@@ -49,22 +49,11 @@ def run(argv: tuple[str, ...], env: Mapping[str, str], ok: tuple[int, ...] = (0,
 
 
 def ready(ctx: plan.Context, env: Mapping[str, str], namespace: str) -> bool:
-    """The readiness the kit's waits give: Deployments Available, StatefulSets ready, Jobs complete."""
+    """The readiness the kit's waits give (components.local.sim.unready), once there are workloads."""
     listing = json.loads(
         run(plan.kubectl(ctx, "get", "deployment,statefulset,job", "-n", namespace, "-o", "json"), env)
     )
-    if not listing["items"]:
-        return False
-    for item in listing["items"]:
-        status = item.get("status") or {}
-        conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
-        if item["kind"] == "Deployment" and conditions.get("Available") != "True":
-            return False
-        if item["kind"] == "StatefulSet" and status.get("readyReplicas") != item["spec"]["replicas"]:
-            return False
-        if item["kind"] == "Job" and conditions.get("Complete") != "True":
-            return False
-    return True
+    return bool(listing["items"]) and not sim.unready(listing["items"])
 
 
 def wait_ready(ctx: plan.Context, env: Mapping[str, str], namespace: str) -> None:

@@ -46,7 +46,7 @@ def kwokctl_config(tools: Toolchain) -> list[dict[str, Any]]:
     options = {
         "runtime": "binary",
         "bindAddress": "127.0.0.1",  # kwokctl's default is 0.0.0.0
-        "kubeVersion": _version(tools, "kubernetes"),
+        "kubeVersion": tools.family("kubernetes").version,
         "etcdBinary": str(tools.binary("etcd")),
         "kubeApiserverBinary": str(tools.binary("kube-apiserver")),
         "kubeControllerManagerBinary": str(tools.binary("kube-controller-manager")),
@@ -63,10 +63,6 @@ def kwokctl_config(tools: Toolchain) -> list[dict[str, Any]]:
             "componentsPatches": [{"name": "kube-controller-manager", "extraArgs": [provisioner]}],
         }
     ]
-
-
-def _version(tools: Toolchain, family: str) -> str:
-    return next(f.version for f in tools.families if f.name == family)
 
 
 def nodes(kind_document: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -140,6 +136,23 @@ def pulumi_env(env: Mapping[str, str], tools: Toolchain) -> dict[str, str]:
     space = workspace.Workspace(home(env))
     chosen = tools.env(env)
     return {**chosen, **workspace.pulumi_env(space, chosen), "PULUMI_PYTHON_CMD": sys.executable}
+
+
+def unready(items: list[dict[str, Any]]) -> list[str]:
+    """`Kind/name` of each workload in a `kubectl get -o json` list that is not where the kit's waits
+    leave it: a Deployment Available, a StatefulSet with every replica ready, a Job Complete."""
+    found = []
+    for item in items:
+        status = item.get("status") or {}
+        conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
+        done = {
+            "Deployment": conditions.get("Available") == "True",
+            "StatefulSet": status.get("readyReplicas") == item["spec"].get("replicas"),
+            "Job": conditions.get("Complete") == "True",
+        }.get(item["kind"], True)
+        if not done:
+            found.append(f"{item['kind']}/{item['metadata']['name']}")
+    return found
 
 
 def kwokctl(*args: str) -> Argv:

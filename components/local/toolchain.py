@@ -470,8 +470,14 @@ class Toolchain:
 
     def pulumi_home(self) -> Path:
         """The engine's PULUMI_HOME: the plugin cache the provider is installed into."""
-        provider = next(f for f in self.families if f.name == "pulumi-kubernetes")
-        return self.home(provider) / PULUMI_HOME
+        return self.home(self.family("pulumi-kubernetes")) / PULUMI_HOME
+
+    def family(self, name: str) -> Family:
+        """The family called `name` (KeyError if none is)."""
+        for family in self.families:
+            if family.name == name:
+                return family
+        raise KeyError(name)
 
     def binary(self, name: str) -> Path:
         for family in self.families:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from components import cli
-from components.local import image, plan
+from components.local import image, plan, sim
 from components.local.cli import ROOT
 from tests.cluster.conftest import SimulatedCluster
 
@@ -90,15 +90,9 @@ def test_every_workload_is_ready_and_every_pod_scheduled(ladder: SimulatedCluste
     namespace = plan.namespace(stack)
     labels = kubectl_json(ladder, "get", "namespace", namespace)["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "restricted"  # the API server admitted every pod under it
-    for deployment in kubectl_json(ladder, "get", "deployment.apps", "-n", namespace)["items"]:
-        conditions = {c["type"]: c["status"] for c in deployment["status"].get("conditions", [])}
-        assert conditions.get("Available") == "True", deployment["metadata"]["name"]
-    for statefulset in kubectl_json(ladder, "get", "statefulset.apps", "-n", namespace)["items"]:
-        status = statefulset["status"]
-        assert status.get("readyReplicas") == statefulset["spec"]["replicas"], statefulset["metadata"]["name"]
-    for job in kubectl_json(ladder, "get", "job.batch", "-n", namespace)["items"]:
-        conditions = {c["type"]: c["status"] for c in job["status"].get("conditions", [])}
-        assert conditions.get("Complete") == "True", job["metadata"]["name"]
+    workloads = kubectl_json(ladder, "get", "deployment.apps,statefulset.apps,job.batch", "-n", namespace)["items"]
+    assert workloads
+    assert sim.unready(workloads) == []
     pods = kubectl_json(ladder, "get", "pods", "-n", namespace)["items"]
     assert pods
     for pod in pods:

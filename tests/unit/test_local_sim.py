@@ -65,3 +65,20 @@ def test_only_program_verbs_get_the_in_process_language_host() -> None:
     assert engine.runs_program(["--non-interactive", "preview"])
     assert not engine.runs_program(["stack", "select", "phase1"])
     assert not engine.runs_program(["plugin", "ls"])
+
+
+def test_unready_names_each_workload_the_waits_would_still_wait_for() -> None:
+    def item(kind: str, name: str, status: dict[str, object], spec: dict[str, object] | None = None) -> dict:
+        return {"kind": kind, "metadata": {"name": name}, "spec": spec or {}, "status": status}
+
+    available = {"conditions": [{"type": "Available", "status": "True"}]}
+    complete = {"conditions": [{"type": "Complete", "status": "True"}]}
+    items = [
+        item("Deployment", "web", available),
+        item("Deployment", "pgbouncer", {"conditions": [{"type": "Available", "status": "False"}]}),
+        item("StatefulSet", "postgres", {"readyReplicas": 3}, {"replicas": 3}),
+        item("StatefulSet", "redis", {"readyReplicas": 1}, {"replicas": 2}),
+        item("Job", "migrate", complete),
+        item("Job", "setup", {}),
+    ]
+    assert sim.unready(items) == ["Deployment/pgbouncer", "StatefulSet/redis", "Job/setup"]

@@ -86,13 +86,13 @@ def fake_binary(path: Path, output: str) -> None:
 def test_check_names_every_missing_or_wrong_binary(tmp_path: Path) -> None:
     env = {"SCALELADDER_TOOLCHAIN": str(tmp_path), "PATH": os.environ["PATH"]}
     tools = Toolchain.load(env)
-    etcd = next(f for f in tools.families if f.name == "etcd")
+    etcd = tools.family("etcd")
     fake_binary(tools.home(etcd) / "bin" / "etcd", "etcd Version: 3.6.16")
     out = io.StringIO()
     assert toolchain.check(tools, env, out) == 1
     report = out.getvalue()
     assert "[FAIL] etcd v3.6.17: etcd: expected 'etcd Version: 3.6.17', it reports 'etcd Version: 3.6.16'" in report
-    assert f"kube-apiserver: missing ({tools.home(tools.families[2])}/bin/kube-apiserver)" in report
+    assert f"kube-apiserver: missing ({tools.home(tools.family('kubernetes'))}/bin/kube-apiserver)" in report
     assert "crds/keda.sh_scaledobjects.yaml: not written" in report
     assert report.endswith("8 families incomplete: run `uv run scaleladder-local toolchain`\n")
 
@@ -100,7 +100,7 @@ def test_check_names_every_missing_or_wrong_binary(tmp_path: Path) -> None:
 def test_a_complete_family_passes_the_check(tmp_path: Path) -> None:
     env = {"SCALELADDER_TOOLCHAIN": str(tmp_path), "PATH": os.environ["PATH"]}
     tools = Toolchain.load(env)
-    kwok = next(f for f in tools.families if f.name == "kwok")
+    kwok = tools.family("kwok")
     for name in ("kwok", "kwokctl"):
         fake_binary(tools.home(kwok) / "bin" / name, f"{name} version v0.8.0 go1.26.8 (linux/amd64)")
     assert toolchain.problems(tools, kwok, env) == []
