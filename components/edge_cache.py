@@ -264,9 +264,8 @@ def fanout_env(meta: Meta) -> list[dict[str, str]]:
 
 
 def purge_job(meta: Meta, spec: EdgeCacheSpec, revision: str) -> dict[str, Any]:
-    """A Job named after the release: each release bans `deploy_purge.ban_prefixes` once, on every replica."""
+    """A Job per release (`revision`): each release bans `deploy_purge.ban_prefixes` once, on every replica."""
     purge = spec.deploy_purge
-    digest = hashlib.sha256(f"{revision}\n{purge.ban_prefixes}".encode()).hexdigest()[:8]
     prefixes = [arg for prefix in purge.ban_prefixes for arg in ("--prefix", prefix)]
     container = {
         "name": "purge",
@@ -288,7 +287,7 @@ def purge_job(meta: Meta, spec: EdgeCacheSpec, revision: str) -> dict[str, Any]:
         meta,
         NAME,
         "purge",
-        digest,
+        ran_for=revision,
         component="cache-purge",
         user=JOB_RUN_AS,
         containers=[container],

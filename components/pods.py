@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,8 +95,8 @@ def job(
     meta: Meta,
     owner: str,
     task: str,
-    suffix: str,
     *,
+    ran_for: str = "",
     component: str,
     user: int,
     containers: list[dict[str, Any]],
@@ -102,29 +104,35 @@ def job(
     backoff_limit: int,
     deadline_seconds: int,
 ) -> dict[str, Any]:
-    """A run-to-completion Job `<owner>-<task>-<suffix>` (the suffix names what it ran for: an image,
-    a shape, a definition digest, so a change runs it anew).
+    """A run-to-completion Job `<owner>-<task>-<digest>`, the digest of its spec and of `ran_for`.
+
+    Kubernetes never lets a Job's pod template change, so any change to what the Job runs (an
+    image, an env var, a shape) gives it a new name: the deployer creates the new Job and deletes
+    the old one instead of replacing one under the same name. `ran_for` is a reason to run again
+    that the spec does not show (the web release an edge-cache purge is for).
 
     Its pods are labelled `<owner>-<task>`, never `<owner>`: no Service or PodDisruptionBudget of
     the owner may select them (a Service would send traffic to a pod that does not serve it).
     """
+    spec = {
+        "backoffLimit": backoff_limit,
+        "activeDeadlineSeconds": deadline_seconds,
+        "template": {
+            "metadata": {"labels": meta.labels(f"{owner}-{task}", component)},
+            "spec": {
+                "restartPolicy": "OnFailure",
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "securityContext": pod_security(user),
+                "containers": containers,
+                "volumes": volumes,
+            },
+        },
+    }
+    digest = hashlib.sha256(json.dumps([ran_for, spec], sort_keys=True).encode()).hexdigest()[:8]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": meta.metadata(owner, component, object_name=f"{owner}-{task}-{suffix}"),
-        "spec": {
-            "backoffLimit": backoff_limit,
-            "activeDeadlineSeconds": deadline_seconds,
-            "template": {
-                "metadata": {"labels": meta.labels(f"{owner}-{task}", component)},
-                "spec": {
-                    "restartPolicy": "OnFailure",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": pod_security(user),
-                    "containers": containers,
-                    "volumes": volumes,
-                },
-            },
-        },
+        "metadata": meta.metadata(owner, component, object_name=f"{owner}-{task}-{digest}"),
+        "spec": spec,
     }

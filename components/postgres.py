@@ -60,6 +60,8 @@ SCRIPTS = Path(__file__).parent / "scripts" / "postgres"
 IDENTIFIER = r"[a-z_][a-z0-9_]{0,62}"
 STORAGE = r"[1-9][0-9]*(Mi|Gi|Ti)"
 SIZE = r"[1-9][0-9]*(kB|MB|GB)"
+MAX_REPLICAS = 5  # streaming read replicas per group, the most `replicas` allows
+WAL_SENDERS = MAX_REPLICAS + 5  # one per replica, plus base backups (two each) and spare for tools
 RESERVED_CONNECTIONS = 10  # superuser_reserved_connections (3), probes, migrations and operators
 
 
@@ -161,7 +163,7 @@ class PostgresSpec:
     resources: Resources = setting(Resources, "requests and limits of each Postgres container")
     max_connections: int = setting(100, "server connections each member accepts", minimum=20, maximum=5000)
     shared_buffers: str = setting("32MB", "shared buffer cache; keep well under the memory limit", pattern=SIZE)
-    replicas: int = setting(0, "streaming read replicas (phase 3: 2)", minimum=0, maximum=5)
+    replicas: int = setting(0, "streaming read replicas (phase 3: 2)", minimum=0, maximum=MAX_REPLICAS)
     replication: ReplicationSpec = setting(ReplicationSpec, "replica lag limits and WAL retention")
     pooler: PoolerSpec = setting(PoolerSpec, "PgBouncer")
 
@@ -244,14 +246,18 @@ def script_names() -> list[str]:
 
 
 def server_settings(spec: PostgresSpec) -> dict[str, str]:
-    """Server parameters of every member (primary and replicas alike), passed as `-c key=value`."""
+    """Server parameters of every member (primary and replicas alike), passed as `-c key=value`.
+
+    None depends on `replicas`: the WAL senders and slots are sized for the most replicas the
+    setting allows, because changing them needs a restart, and adding a replica must not restart
+    the primary (or the standbys, whose values may not be lower than the primary's)."""
     return {
         "max_connections": str(spec.max_connections),
         "shared_buffers": spec.shared_buffers,
         "password_encryption": "scram-sha-256",
         "wal_level": "replica",
-        "max_wal_senders": str(spec.replicas + 5),
-        "max_replication_slots": str(spec.replicas + 5),
+        "max_wal_senders": str(WAL_SENDERS),
+        "max_replication_slots": str(WAL_SENDERS),
         "max_slot_wal_keep_size": f"{spec.replication.max_slot_wal_keep_mb}MB",
         "hot_standby": "on",
         "hot_standby_feedback": "on" if spec.replication.hot_standby_feedback else "off",

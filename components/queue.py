@@ -384,7 +384,7 @@ def disruption_budget(meta: Meta) -> dict[str, Any]:
 
 
 def provision_job(meta: Meta, provision: dict[str, str], image: str) -> dict[str, Any]:
-    """Applies the definitions (create, or update in place); named after them, so a change reruns it."""
+    """Applies the definitions (create, or update in place); a change to them or to the image reruns it."""
     digest = hashlib.sha256("".join(provision.values()).encode()).hexdigest()[:8]
     container = {
         "name": "provision",
@@ -399,7 +399,7 @@ def provision_job(meta: Meta, provision: dict[str, str], image: str) -> dict[str
         meta,
         NAME,
         "provision",
-        digest,
+        ran_for=digest,  # the definitions it applies are in a ConfigMap, not in its spec
         component="provisioning",
         user=SAMPLE_USER,
         containers=[container],

@@ -211,7 +211,7 @@ def disruption_budget(meta: Meta) -> dict[str, Any]:
 
 
 def bootstrap_job(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
-    """cluster-bootstrap.sh as a Job named after the shape (`redis-bootstrap-3x1`): a scale-out runs it anew."""
+    """cluster-bootstrap.sh as a Job; a scale-out (its `REDIS_MASTERS`, `REDIS_NODES`) runs it anew."""
     container = {
         "name": "bootstrap",
         "image": spec.image,
@@ -239,7 +239,6 @@ def bootstrap_job(meta: Meta, spec: RedisSpec) -> dict[str, Any]:
         meta,
         NAME,
         "bootstrap",
-        f"{spec.masters}x{spec.replicas_per_master}",
         component="bootstrap",
         user=RUN_AS,
         containers=[container],

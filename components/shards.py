@@ -24,6 +24,7 @@ from typing import Any
 
 from components.labels import Meta
 from components.postgres import (
+    MAX_REPLICAS,
     PORT,
     GroupNames,
     PostgresPasswords,
@@ -60,7 +61,7 @@ class ShardsSpec:
         1,
         "streaming read replicas per shard group (the main group's postgres.replicas is its own)",
         minimum=0,
-        maximum=5,
+        maximum=MAX_REPLICAS,
     )
 
     def problems(self) -> Iterator[tuple[str, str]]:

@@ -139,10 +139,11 @@ def selected(objects: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[s
 def calls(objects: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """(workload, Service) pairs: the workload connects to the Service (see the module docstring)."""
     services = [o for o in objects if o["kind"] == "Service"]
+    hosts = [(workload, set(_hosts(workload, objects))) for workload in workloads(objects)]
     found = [
         (workload, service)
-        for workload in workloads(objects)
+        for workload, names in hosts
         for service in services
-        if any(_names(host, service) for host in _hosts(workload, objects))
+        if any(_names(host, service) for host in names)
     ]
     return list({(node_id(w), node_id(s)): (w, s) for w, s in found}.values())

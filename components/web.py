@@ -8,7 +8,6 @@ once before it serves.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -126,13 +125,11 @@ def web_objects(meta: Meta, spec: WebSpec, env: list[dict[str, Any]], tier: Tier
 
 
 def migrate_job(meta: Meta, spec: WebSpec, env: list[dict[str, Any]]) -> dict[str, Any]:
-    """A Job named after the image: each version migrates once, and reruns are harmless."""
-    digest = hashlib.sha256(spec.image.encode()).hexdigest()[:8]
+    """The migrations of this image and its settings; a new image runs them anew (reruns are harmless)."""
     return job(
         meta,
         NAME,
         "migrate",
-        digest,
         component="migrations",
         user=RUN_AS,
         containers=[migrate_container(spec, env)],

@@ -242,9 +242,11 @@ def test_replicas_bootstrap_from_the_rw_service_and_probe_their_lag() -> None:
     ]
 
 
-def test_server_settings_size_replication_for_the_replicas() -> None:
+def test_server_settings_size_replication_for_the_most_replicas_allowed() -> None:
     settings = postgres.server_settings(postgres.PostgresSpec(replicas=3))
-    assert settings["max_wal_senders"] == "8" and settings["max_replication_slots"] == "8"
+    assert settings["max_wal_senders"] == "10" and settings["max_replication_slots"] == "10"
+    # adding a replica restarts no member: nothing here follows the replica count
+    assert postgres.server_settings(postgres.PostgresSpec(replicas=postgres.MAX_REPLICAS)) == settings
     assert settings["max_slot_wal_keep_size"] == "256MB" and settings["hot_standby_feedback"] == "on"
 
 
