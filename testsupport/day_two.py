@@ -17,6 +17,7 @@ from typing import Any
 from components.config import from_values, merge
 from components.stack import Secrets, build
 
+WAYS = ("egress", "ingress")
 JOB_DIGEST = re.compile(r"-[0-9a-f]{8}(?=-|$)")
 
 
@@ -57,7 +58,9 @@ CHANGES = (
         changes(["Deployment/web"], rerun=["web-migrate"]),
     ),
     DayTwoChange("one more read replica", 3, {"postgres": {"replicas": 3}}, changes(["StatefulSet/postgres-replica"])),
-    DayTwoChange("HPA bound", 3, {"web": {"autoscaling": {"max_replicas": 6}}}, changes(["HorizontalPodAutoscaler/web"])),
+    DayTwoChange(
+        "HPA bound", 3, {"web": {"autoscaling": {"max_replicas": 6}}}, changes(["HorizontalPodAutoscaler/web"])
+    ),
     DayTwoChange(
         "PgBouncer setting",
         3,
@@ -71,10 +74,10 @@ CHANGES = (
         changes(
             [
                 "ConfigMap/redis-config",
-                *(f"NetworkPolicy/redis-shard-{shard}-{way}" for shard in range(3) for way in ("egress", "ingress")),
+                *(f"NetworkPolicy/redis-shard-{shard}-{way}" for shard in range(3) for way in WAYS),
                 "NetworkPolicy/web-egress",
             ],
-            created=["StatefulSet/redis-shard-3", "NetworkPolicy/redis-shard-3-egress", "NetworkPolicy/redis-shard-3-ingress"],
+            created=["StatefulSet/redis-shard-3", *(f"NetworkPolicy/redis-shard-3-{way}" for way in WAYS)],
             rerun=["redis-bootstrap"],
         ),
     ),

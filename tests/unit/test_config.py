@@ -7,7 +7,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
+from components.cli import STACKS
 from components.config import StackConfig, defaults_for, from_pulumi_config, from_stack_file, from_values
 from components.settings import ConfigError
 
@@ -219,3 +221,11 @@ def test_stack_file_that_is_not_yaml_is_named(tmp_path: Path) -> None:
     path = write_stack(tmp_path, "config: [unclosed\n")
     with pytest.raises(ConfigError, match=r"Pulumi.test.yaml is not valid YAML"):
         from_stack_file(path)
+
+
+def test_every_phase_stack_lets_the_provider_update_configmaps_in_place() -> None:
+    """The provider's default replaces a changed ConfigMap (deleting it first under its fixed name,
+    under the pods that mount it); the kit rolls those pods by checksum annotations instead."""
+    for path in sorted(STACKS.glob("Pulumi.phase*.yaml")):
+        config = yaml.safe_load(path.read_text())["config"]
+        assert config.get("kubernetes:enableConfigMapMutable") is True, path.name
