@@ -33,6 +33,7 @@ from components.labels import Meta
 
 VERSION = version("scaleladder")
 DEVELOPMENT_VALUE = "dev-only-not-a-secret-{}"
+SKIP_AWAIT = {"pulumi.com/skipAwait": "true"}
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,31 @@ def build(name: str, config: StackConfig, secrets: Secrets) -> Stack:
         outputs["public_host"] = routing.hostname(meta, config.routing)
     if config.edge_cache.enabled:
         outputs["cdn"] = edge_cache.cdn_document(config.edge_cache)
-    return Stack(name, config, meta, namespace_object(meta), tuple(parts), outputs)
+    return Stack(name, config, meta, namespace_object(meta), tuple(not_awaited(part) for part in parts), outputs)
+
+
+def not_awaited(part: Part) -> Part:
+    """The part with its Services marked `pulumi.com/skipAwait`.
+
+    A part is done when its workloads are: Pulumi awaits every pod of them Ready, and every Service
+    selects pods of its own part's workloads only (tests/unit/test_stack_parts.py). Awaiting the
+    Service as well would add nothing but time: the Kubernetes provider waits 10 s more after every
+    change to its Endpoints (pkg/await/service.go), and the parts run one after another."""
+    return dataclasses.replace(
+        part,
+        objects=[
+            {
+                **obj,
+                "metadata": {
+                    **obj["metadata"],
+                    "annotations": {**obj["metadata"].get("annotations", {}), **SKIP_AWAIT},
+                },
+            }
+            if obj["kind"] == "Service"
+            else obj
+            for obj in part.objects
+        ],
+    )
 
 
 def _database_and_web(

@@ -17,14 +17,16 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from components import cli
+from components.config import merge
 from components.local import image, plan, sim, toolchain
 from components.local.cli import ROOT
 from components.local.plan import Step
@@ -103,6 +105,15 @@ class SimulatedCluster:
         done = self.pulumi(stack, *args, "--json")
         assert done.returncode == 0, f"pulumi {' '.join(args)} {stack}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         return json.loads(done.stdout)
+
+    def config_with(self, stack: str, settings: Mapping[str, Any]) -> str:
+        """The stack's generated file with `settings` (`scaleladder:` values) merged in, as
+        `pulumi config set` would leave it."""
+        document = yaml.safe_load(self.stack_file(stack).read_text())
+        for key, value in settings.items():
+            entry = f"scaleladder:{key}"
+            document["config"][entry] = merge(document["config"].get(entry) or {}, value)
+        return yaml.safe_dump(document, sort_keys=False)
 
     def stack(self, stack: str) -> Stack:
         """What `scaleladder render` builds from the stack file Pulumi deployed."""

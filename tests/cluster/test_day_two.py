@@ -15,9 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-import yaml
 
-from components.config import merge
 from components.local import plan, sim
 from tests.cluster.conftest import SimulatedCluster
 from testsupport.day_two import CHANGES, Changes, DayTwoChange, object_name
@@ -26,15 +24,6 @@ pytestmark = pytest.mark.cluster
 
 REPLACING = {"replace", "create-replacement", "delete-replaced", "discard-replaced", "read-replacement"}
 PLANNED = {"update": "updated", "create": "created", "delete": "deleted"}
-
-
-def apply_settings(cluster: SimulatedCluster, change: DayTwoChange) -> None:
-    """Merge the change into the stack's generated file, as `pulumi config set` would."""
-    path = cluster.stack_file(change.stack)
-    document = yaml.safe_load(path.read_text())
-    for key, value in change.settings.items():
-        document["config"][f"scaleladder:{key}"] = merge(document["config"].get(f"scaleladder:{key}") or {}, value)
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
 
 
 def planned(cluster: SimulatedCluster, stack: str) -> tuple[Changes, set[str]]:
@@ -100,7 +89,7 @@ def test_a_day_two_change_is_planned_exactly_and_applied_without_touching_data(
 ) -> None:
     namespace = plan.namespace(change.stack)
     before = data_holders(ladder, namespace)
-    apply_settings(ladder, change)
+    ladder.stack_file(change.stack).write_text(ladder.config_with(change.stack, change.settings))
 
     changes, replaced = planned(ladder, change.stack)
     assert replaced == set(), f"{change.name}: the engine would replace {sorted(replaced)}"

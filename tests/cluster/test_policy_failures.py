@@ -6,10 +6,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from components.config import from_values, merge
 from components.stack import Secrets, build
@@ -29,16 +27,6 @@ BROKEN = {
 }
 
 
-def broken_file(cluster: SimulatedCluster, stack: str, settings: dict[str, Any], folder: Path) -> Path:
-    """A copy of the stack's generated file with `settings` merged in; the deployed stack is untouched."""
-    document = yaml.safe_load(cluster.stack_file(stack).read_text())
-    for key, value in settings.items():
-        document["config"][f"scaleladder:{key}"] = merge(document["config"].get(f"scaleladder:{key}") or {}, value)
-    path = folder / f"Pulumi.{stack}.yaml"
-    path.write_text(yaml.safe_dump(document, sort_keys=False))
-    return path
-
-
 @pytest.mark.parametrize("case", BROKEN, ids=str)
 def test_a_broken_configuration_fails_the_preview_with_the_rules_message(
     ladder: SimulatedCluster, case: str, tmp_path: Path
@@ -47,7 +35,8 @@ def test_a_broken_configuration_fails_the_preview_with_the_rules_message(
     stack = f"phase{phase}"
     offline = check(build(stack, from_values(merge({"phase": phase}, settings)), Secrets.development()))
     assert {violation.rule for violation in offline} == rules, offline
-    config = broken_file(ladder, stack, settings, tmp_path)
+    config = tmp_path / f"Pulumi.{stack}.yaml"  # a copy: the deployed stack keeps its file
+    config.write_text(ladder.config_with(stack, settings))
 
     done = ladder.pulumi(stack, "preview", "--policy-pack", "policies/analyzer", config=config)
     output = done.stdout + done.stderr
