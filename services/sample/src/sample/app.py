@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
@@ -25,6 +25,7 @@ from sample.errors import HANDLERS
 from sample.metrics import MetricsMiddleware
 from sample.ratelimit import RateLimitMiddleware
 from sample.responses import encode
+from sample.routing import PathRoute
 from sample.services import Services
 
 STATIC_MAX_AGE = 86400
@@ -69,7 +70,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *orders.ROUTES,
         *jobs.ROUTES,
         *events.ROUTES,
-        Route("/openapi.json", openapi_json, methods=["GET"]),
+        PathRoute("/openapi.json", get=openapi_json),
         Mount("/static", CachedStaticFiles(directory=str(static)), name="static"),
     ]
     app = Starlette(

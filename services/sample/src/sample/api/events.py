@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
 
 from sample.errors import ApiError
 from sample.events import END, Event, EventBus, parse_id
 from sample.metrics import SSE_CLIENTS
+from sample.routing import PathRoute
 from sample.services import of
 
 HEARTBEAT = b": heartbeat\n\n"
@@ -67,4 +67,4 @@ async def events(request: Request) -> Response:
     )
 
 
-ROUTES = [Route("/events", events, methods=["GET"])]
+ROUTES = [PathRoute("/events", get=events)]

@@ -6,10 +6,10 @@ import asyncio
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from sample import lifecycle, metrics, redisconn
 from sample.responses import encode
+from sample.routing import PathRoute
 from sample.services import of
 
 HEALTHY = encode({"status": "ok"})
@@ -47,7 +47,7 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
-    Route("/metrics", metrics_endpoint, methods=["GET"]),
+    PathRoute("/healthz", get=healthz),
+    PathRoute("/readyz", get=readyz),
+    PathRoute("/metrics", get=metrics_endpoint),
 ]

@@ -12,7 +12,6 @@ from typing import Any
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from sample.api.users import current_user_id
 from sample.errors import ApiError
@@ -21,6 +20,7 @@ from sample.models import Strict
 from sample.queue import JobQueue, QueueUnavailable
 from sample.repo import orders, sharded
 from sample.responses import encode, json_response
+from sample.routing import PathRoute
 from sample.services import of
 from sample.validation import _describe, parse_body
 
@@ -100,6 +100,6 @@ async def get_job(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/jobs", submit_job, methods=["POST"]),
-    Route("/jobs/{id}", get_job, methods=["GET"]),
+    PathRoute("/jobs", post=submit_job),
+    PathRoute("/jobs/{id}", get=get_job),
 ]

@@ -8,7 +8,6 @@ import asyncpg
 from msgspec import UNSET
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from sample import consistency, cursor, remote
 from sample.api.products import cache_key
@@ -18,6 +17,7 @@ from sample.errors import ApiError
 from sample.models import Order, OrderCreate
 from sample.repo import orders, sharded
 from sample.responses import PRIVATE, encode, json_response
+from sample.routing import PathRoute
 from sample.services import Services, of
 from sample.shards import Shards
 from sample.validation import parse_body, path_id, query_int
@@ -108,7 +108,6 @@ async def list_orders(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/orders", place_order, methods=["POST"]),
-    Route("/orders", list_orders, methods=["GET"]),
-    Route("/orders/{id}", get_order, methods=["GET"]),
+    PathRoute("/orders", get=list_orders, post=place_order),
+    PathRoute("/orders/{id}", get=get_order),
 ]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from sample import consistency, cursor
 from sample.errors import ApiError
 from sample.models import PRODUCT_FIELDS, BatchGet, ProductCreate, ProductUpdate
 from sample.repo import products
 from sample.responses import encode, json_response, public
+from sample.routing import PathRoute
 from sample.services import Services, of
 from sample.validation import parse_body, path_id, query_fields, query_int
 
@@ -129,10 +129,8 @@ async def _written(svc: Services, request: Request, row: object, event: str, sta
     return response
 
 
-ROUTES = [
-    Route("/products/{id}", get_product, methods=["GET"]),
-    Route("/products", list_products, methods=["GET"]),
-    Route("/products", create_product, methods=["POST"]),
-    Route("/products/batch-get", batch_get, methods=["POST"]),
-    Route("/products/{id}", update_product, methods=["PATCH"]),
+ROUTES = [  # /products/batch-get before /products/{id}, which would match it too
+    PathRoute("/products/batch-get", post=batch_get),
+    PathRoute("/products/{id}", get=get_product, patch=update_product),
+    PathRoute("/products", get=list_products, post=create_product),
 ]

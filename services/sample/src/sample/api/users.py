@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from sample import consistency, cursor, remote
 from sample.errors import ApiError
 from sample.models import Login, UserCreate
 from sample.repo import orders, sharded, users
 from sample.responses import PRIVATE, encode, json_response
+from sample.routing import PathRoute
 from sample.services import Services, of
 from sample.validation import parse_body, path_id, query_int
 
@@ -129,10 +129,9 @@ async def orders_page(request: Request, user_id: int) -> Response:
 
 
 ROUTES = [
-    Route("/users", create_user, methods=["POST"]),
-    Route("/users/{id}", get_user, methods=["GET"]),
-    Route("/users/{id}/orders", user_orders, methods=["GET"]),
-    Route("/sessions", login, methods=["POST"]),
-    Route("/sessions", logout, methods=["DELETE"]),
-    Route("/me", me, methods=["GET"]),
+    PathRoute("/users", post=create_user),
+    PathRoute("/users/{id}", get=get_user),
+    PathRoute("/users/{id}/orders", get=user_orders),
+    PathRoute("/sessions", post=login, delete=logout),
+    PathRoute("/me", get=me),
 ]
