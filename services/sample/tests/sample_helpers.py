@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+
 from testsupport.postgres import PostgresServer
 from testsupport.process import LOOPBACK, free_port
 
@@ -188,6 +190,12 @@ class Postgres:
 
     def replicated(self) -> None:
         self.primary.wait_replayed(self.replica)
+
+
+def conforms(spec: dict[str, Any], schema: str, value: Any) -> bool:
+    """True when `value` is valid against `#/components/schemas/<schema>` of the OpenAPI document `spec`."""
+    root = {"$ref": f"#/components/schemas/{schema}", "components": spec["components"]}
+    return jsonschema.Draft202012Validator(root).is_valid(value)
 
 
 def seed_products(postgres: Postgres, count: int) -> None:

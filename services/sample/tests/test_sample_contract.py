@@ -1,4 +1,5 @@
-"""The service and its OpenAPI document agree: a 405's Allow header lists exactly the path's methods."""
+"""The service and its OpenAPI document agree: free text without NUL, a 405's Allow header listing exactly
+the path's methods."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sample_helpers import Client, Postgres, Service
+from sample_helpers import Client, Postgres, Service, conforms, seed_products
 
 from testsupport.redis import RedisServer
 
@@ -24,6 +25,44 @@ def client(postgres: Postgres, redis_server: RedisServer) -> Iterator[Client]:
 def spec(client: Client) -> dict[str, Any]:
     document: dict[str, Any] = client.get("/openapi.json").json()
     return document
+
+
+NO_NUL = 'expected `str` without U+0000 (NUL), got "a\\u0000b"'
+NUL_INPUT = [
+    ("POST", "/users", "UserCreate", {"email": "u@example.com", "name": "a\x00b", "password": "long enough"}, "name"),
+    ("POST", "/products", "ProductCreate", {"sku": "n-1", "name": "a\x00b", "price_cents": 1}, "name"),
+    (
+        "POST",
+        "/products",
+        "ProductCreate",
+        {"sku": "n-2", "name": "ok", "price_cents": 1, "description": "a\x00b"},
+        "description",
+    ),
+    ("PATCH", "/products/1", "ProductUpdate", {"description": "a\x00b"}, "description"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "schema", "body", "field"), NUL_INPUT, ids=[f"{b[0]} {b[1]} {b[4]}" for b in NUL_INPUT]
+)
+def test_nul_in_free_text_is_a_422_naming_the_field_and_the_document_says_so(
+    client: Client, spec: dict[str, Any], postgres: Postgres, method: str, path: str, schema: str, body: Any, field: str
+) -> None:
+    seed_products(postgres, 1)
+    reply = client.request(method, path, body)
+    assert (reply.status, reply.error) == (422, f"{field}: {NO_NUL}")
+    assert not conforms(spec, schema, body)
+    assert conforms(spec, schema, {**body, field: "ab"})
+
+
+def test_nul_in_the_login_email_is_a_422(client: Client, spec: dict[str, Any]) -> None:
+    body = {"email": "a\x00b@example.com", "password": "x"}
+    reply = client.post("/sessions", body)
+    assert (reply.status, reply.error) == (
+        422,
+        "email: expected `str` matching regex '^[^@\\\\s\\\\x00]+@[^@\\\\s\\\\x00]+$', got \"a\\u0000b@example.com\"",
+    )
+    assert not conforms(spec, "Login", body)
 
 
 def test_a_wrong_method_is_a_405_allowing_exactly_the_documented_methods(client: Client, spec: dict[str, Any]) -> None:

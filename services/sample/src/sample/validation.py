@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from sample.cursor import MAX_ID
 from sample.errors import ApiError
+from sample.models import NO_NUL
 
 T = TypeVar("T")
 _PATH = re.compile(r" - at `\$(.*)`$")
@@ -51,6 +52,7 @@ def _describe(message: str, data: Any) -> str:
     if rule.startswith("object contains unknown field"):
         return f"{where}: {rule}, not allowed"
     rule = rule.split(", got `")[0]  # the value itself is shown instead of its type
+    rule = rule.replace(f"matching regex {NO_NUL!r}", "without U+0000 (NUL)")
     return f"{where}: {rule}, got {_show(_at(data, path))}"
 
 
