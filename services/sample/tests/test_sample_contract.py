@@ -1,10 +1,12 @@
-"""The service and its OpenAPI document agree: free text without NUL, a 405's Allow header listing exactly
-the path's methods."""
+"""The service and its OpenAPI document agree: free text without NUL, a 405's Allow header listing the
+path's methods, the bounds of path ids, what `fields` accepts and that an update must change something."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from sample_helpers import Client, Postgres, Service, conforms, seed_products
@@ -12,6 +14,7 @@ from sample_helpers import Client, Postgres, Service, conforms, seed_products
 from testsupport.redis import RedisServer
 
 pytestmark = pytest.mark.usefixtures("clean")
+MAX_ID = 2**63 - 1
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +84,67 @@ def test_batch_get_is_its_own_path_not_a_product_id(client: Client, method: str)
     reply = client.request(method, "/products/batch-get")
     assert (reply.status, reply.error) == (405, f"{method} /products/batch-get: Method Not Allowed")
     assert reply.header("allow") == "POST"
+
+
+def test_ids_are_documented_and_checked_up_to_2_63_minus_1(client: Client, spec: dict[str, Any]) -> None:
+    integer_ids = [
+        param["schema"]
+        for operations in spec["paths"].values()
+        for operation in operations.values()
+        for param in operation.get("parameters", [])
+        if param["name"] in ("id", "user_id") and param["schema"]["type"] == "integer"
+    ]
+    assert len(integer_ids) == 6
+    assert all((schema["minimum"], schema["maximum"]) == (1, MAX_ID) for schema in integer_ids)
+    assert client.get(f"/orders/{MAX_ID}").error == f"id: order {MAX_ID} does not exist"
+    reply = client.get(f"/orders/{MAX_ID + 1}")
+    assert (reply.status, reply.error) == (400, f"id: got '{MAX_ID + 1}', allowed: an integer from 1 to {MAX_ID}")
+
+
+FIELDS = [
+    "id",
+    "id,price_cents",
+    " id , name ",
+    "id,,name,",
+    ",id",
+    "id,id",
+    "",
+    ",",
+    " ",
+    "id,secret",
+    "ID",
+    "id name",
+]
+
+
+def test_fields_accepts_exactly_what_its_pattern_documents(
+    client: Client, spec: dict[str, Any], postgres: Postgres
+) -> None:
+    seed_products(postgres, 1)
+    schemas = [
+        param["schema"]
+        for operations in spec["paths"].values()
+        for operation in operations.values()
+        for param in operation.get("parameters", [])
+        if param["name"] == "fields"
+    ]
+    assert len(schemas) == 3 and all(schema == schemas[0] for schema in schemas)
+    pattern = re.compile(schemas[0]["pattern"])
+    for value in FIELDS:
+        status = client.get(f"/products/1?fields={quote(value)}").status
+        assert (status, status == 200) == (status, bool(pattern.search(value))), value
+    assert {pattern.search(value) is not None for value in FIELDS} == {True, False}
+
+
+def test_an_update_must_change_something_in_the_document_too(
+    client: Client, spec: dict[str, Any], postgres: Postgres
+) -> None:
+    seed_products(postgres, 1)
+    assert not conforms(spec, "ProductUpdate", {})
+    reply = client.patch("/products/1", {})
+    assert (reply.status, reply.error) == (
+        422,
+        "request body: no field to change, allowed: name, price_cents, stock, description",
+    )
+    assert conforms(spec, "ProductUpdate", {"stock": 2})
+    assert client.patch("/products/1", {"stock": 2}).status == 200

@@ -109,4 +109,5 @@ SCHEMAS = (ProductCreate, ProductUpdate, BatchGet, UserCreate, Login, OrderCreat
 def schema_components() -> dict[str, object]:
     """JSON Schema of every body and response type, for the OpenAPI document."""
     _, components = msgspec.json.schema_components(SCHEMAS, ref_template="#/components/schemas/{name}")
+    components["ProductUpdate"]["minProperties"] = 1  # update_product refuses a body that changes nothing
     return components

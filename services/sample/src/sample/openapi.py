@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sample.models import MAX_BATCH, schema_components
+from sample.cursor import MAX_ID
+from sample.models import MAX_BATCH, PRODUCT_FIELDS, schema_components
 
 ERROR = {
     "description": "Error",
@@ -35,10 +36,17 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
 
-ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID}}
 LIMIT = _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20})
 CURSOR = _query("cursor", "next_cursor of the previous page; absent for the first page.", {"type": "string"})
-FIELDS = _query("fields", "Comma-separated subset of product fields to return.", {"type": "string"})
+_FIELD = "(" + "|".join(PRODUCT_FIELDS) + ")"
+FIELDS = _query(
+    "fields",
+    f"Product fields to return, comma-separated, at least one of: {', '.join(PRODUCT_FIELDS)}."
+    " Blanks around a name, empty items and repeats are ignored.",
+    # what validation.query_fields accepts: items are optional blanks around an optional field name
+    {"type": "string", "pattern": rf"^(\s*,)*\s*{_FIELD}\s*(,\s*({_FIELD}\s*)?)*$"},
+)
 
 
 def _op(summary: str, responses: dict[str, Any], *, params: list[Any] = (), body: str | None = None) -> dict[str, Any]:  # type: ignore[assignment]
@@ -50,7 +58,12 @@ def _op(summary: str, responses: dict[str, Any], *, params: list[Any] = (), body
     return operation
 
 
-USER_ID = {"name": "user_id", "in": "query", "required": True, "schema": {"type": "integer", "minimum": 1}}
+USER_ID = {
+    "name": "user_id",
+    "in": "query",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
+}
 JOB = {"type": "object", "properties": {name: {"type": "string"} for name in ("id", "kind", "status")}}
 PAGE = {"type": "object", "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}}}
 PATHS: dict[str, dict[str, Any]] = {
