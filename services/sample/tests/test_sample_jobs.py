@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sample_helpers import Client, Postgres, seed_products
+from sample_helpers import Client, Postgres, conforms, seed_products
 from sample_jobs_helpers import TableLock, dead_letters, history, jobs_env, start, wait_finished, wait_for_log
 
 from testsupport.nats import NatsCluster, nats_server
@@ -97,6 +97,24 @@ def test_bad_jobs_are_refused_with_the_field_named(api: Client) -> None:
     assert api.get("/jobs/not-a-job").error == "id: got 'not-a-job', allowed: a job id (32 hex digits)"
     missing = api.get(f"/jobs/{'0' * 32}")
     assert (missing.status, missing.error) == (404, f"id: job {'0' * 32} does not exist (or has expired)")
+
+
+def test_the_document_describes_the_job_body_the_server_takes(api: Client) -> None:
+    spec = api.get("/openapi.json").json()
+    body = spec["paths"]["/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/JobCreate"}
+    assert conforms(spec, "JobCreate", {"kind": "order-receipt", "payload": {"order_id": 1}})  # accepted: see above
+    refused = [
+        {"kind": "resize", "payload": {}},
+        {"kind": "order-receipt", "payload": {"order_id": 0}},
+        {"kind": "order-receipt", "payload": {"order_id": 1, "copies": 2}},
+        {"kind": "order-receipt", "payload": {}},
+        {"kind": "order-receipt"},
+        {"kind": "order-receipt", "payload": {"order_id": 1}, "priority": 1},
+    ]
+    for job in refused:
+        assert api.post("/jobs", job).status == 422, job
+        assert not conforms(spec, "JobCreate", job), job
 
 
 def test_worker_killed_mid_job_means_redelivery_and_one_effect(

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
+from sample.api.jobs import JOB_ID, MAX_PAYLOAD_BYTES
 from sample.cursor import MAX_ID
+from sample.jobkinds import KINDS
 from sample.models import MAX_BATCH, PRODUCT_FIELDS, schema_components
 
 ERROR = {
@@ -64,6 +68,12 @@ USER_ID = {
     "required": True,
     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
 }
+JOB_ID_PARAM = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": f"^{JOB_ID.pattern}$"},
+}
 JOB = {"type": "object", "properties": {name: {"type": "string"} for name in ("id", "kind", "status")}}
 PAGE = {"type": "object", "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}}}
 PATHS: dict[str, dict[str, Any]] = {
@@ -118,13 +128,14 @@ PATHS: dict[str, dict[str, Any]] = {
         "post": _op(
             "Enqueue a job {kind, payload}; kinds: order-receipt {order_id}.",
             {"202": _json(JOB, "Queued; Location: /jobs/{id}")},
+            body="JobCreate",
         )
     },
     "/jobs/{id}": {
         "get": _op(
             "A job's status (queued, done, failed) with its result or error.",
             {"200": _json(JOB)},
-            params=[{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            params=[JOB_ID_PARAM],
         )
     },
     "/orders/{id}": {"get": _op("One order with items.", {"200": _json(_ref("Order"))}, params=[ID])},
@@ -152,10 +163,27 @@ PATHS: dict[str, dict[str, Any]] = {
 }
 
 
+def _job_schemas() -> dict[str, Any]:
+    """JobCreate, what api.jobs.submit_job accepts (a kind of jobkinds.KINDS and its payload), and the payloads."""
+    models = {kind: model for kind, (model, _) in KINDS.items()}
+    _, payloads = msgspec.json.schema_components(models.values(), ref_template="#/components/schemas/{name}")
+    job = {
+        "type": "object",
+        "description": f"payload: at most {MAX_PAYLOAD_BYTES} bytes of JSON",
+        "properties": {"kind": {"enum": list(models)}, "payload": {"type": "object"}},
+        "required": ["kind", "payload"],
+        "additionalProperties": False,
+        "oneOf": [
+            {"properties": {"kind": {"const": kind}, "payload": _ref(model.__name__)}} for kind, model in models.items()
+        ],
+    }
+    return {**payloads, "JobCreate": job}
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "scaleladder sample service", "version": "0.1.0"},
         "paths": PATHS,
-        "components": {"schemas": {**schema_components(), "Error": ERROR_SCHEMA}},
+        "components": {"schemas": {**schema_components(), **_job_schemas(), "Error": ERROR_SCHEMA}},
     }
