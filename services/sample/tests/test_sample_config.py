@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from sample.config import ConfigError, Settings, load_settings
-from sample_helpers import run_sample
+from sample_helpers import Postgres, Service, run_sample
 
 DSN = "postgresql://app:secret@db:5432/app"
 
@@ -54,6 +56,28 @@ def test_every_bad_variable_is_listed_in_one_error() -> None:
     assert "CACHE_ENABLED: got 'maybe', allowed: true or false" in message
     assert "REDIS_MODE: got 'sentinel', allowed: standalone or cluster" in message
     assert "DB_POOL_MIN: got 20, allowed: at most DB_POOL_MAX (5)" in message
+
+
+def test_listen_address_defaults_to_every_interface_and_takes_one_ip() -> None:
+    assert load_settings({"DATABASE_URL": DSN}).listen_address == "0.0.0.0"
+    assert load_settings({"DATABASE_URL": DSN, "LISTEN_ADDRESS": " ::1 "}).listen_address == "::1"
+    for bad in ("localhost", "0.0.0.0:8080", "256.0.0.1", ""):
+        with pytest.raises(ConfigError) as caught:
+            load_settings({"DATABASE_URL": DSN, "LISTEN_ADDRESS": bad})
+        assert str(caught.value) == (
+            f"invalid environment:\n  LISTEN_ADDRESS: got {bad!r}, allowed: an IPv4 or IPv6 address,"
+            " e.g. 0.0.0.0, 127.0.0.1 or ::"
+        )
+
+
+def test_serve_listens_only_on_listen_address(postgres: Postgres) -> None:
+    service = Service({"DATABASE_URL": postgres.dsn, "LISTEN_ADDRESS": "127.0.0.1"})
+    try:
+        assert service.client().get("/healthz").status == 200
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", service.port), timeout=5).close()
+    finally:
+        service.stop()
 
 
 def test_missing_database_url_is_an_error() -> None:

@@ -19,7 +19,7 @@ log = logging.getLogger("sample")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sample", description="scaleladder sample service")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="serve HTTP on 0.0.0.0:PORT")
+    commands.add_parser("serve", help="serve HTTP on LISTEN_ADDRESS:PORT (default 0.0.0.0:8080)")
     commands.add_parser("worker", help="consume jobs from NATS (ROLE=worker); serves only probes and metrics on PORT")
     commands.add_parser("migrate", help="apply pending schema migrations to DATABASE_URL and shard groups (idempotent)")
     shard_cli.add_commands(commands)

@@ -6,6 +6,7 @@ message lists each bad variable with the value received and what is allowed.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -22,8 +23,10 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
+    listen_address: str = "0.0.0.0"
+    """LISTEN_ADDRESS: IP address to listen on; 0.0.0.0 (every IPv4 interface) suits containers."""
     port: int = 8080
-    """PORT: TCP port to listen on, on 0.0.0.0."""
+    """PORT: TCP port to listen on, on LISTEN_ADDRESS."""
     web_concurrency: int = 1
     """WEB_CONCURRENCY: worker processes sharing the port."""
     database_url: str = ""
@@ -115,6 +118,10 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _ip(raw: str) -> str:
+    return str(ipaddress.ip_address(raw.strip()))  # ValueError for anything but one IPv4 or IPv6 address
+
+
 def _dsn(raw: str) -> str:
     value = raw.strip()
     if not value.startswith(("postgresql://", "postgres://")):
@@ -162,6 +169,7 @@ NATS_URLS = "nats://host:port, comma-separated for several servers"
 JS_NAME = r"[A-Za-z0-9_-]{1,64}"
 BOOL = "true or false (also 1/0, yes/no, on/off)"
 VARIABLES = (
+    Variable("LISTEN_ADDRESS", "listen_address", _ip, "an IPv4 or IPv6 address, e.g. 0.0.0.0, 127.0.0.1 or ::"),
     Variable("PORT", "port", _int_in(1, 65535), "an integer from 1 to 65535"),
     Variable("WEB_CONCURRENCY", "web_concurrency", _int_in(1, 64), "an integer from 1 to 64"),
     Variable("DATABASE_URL", "database_url", _dsn, "a DSN postgresql://user:pass@host:port/db (required)"),

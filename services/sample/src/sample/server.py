@@ -1,4 +1,4 @@
-"""`sample serve`: uvicorn on 0.0.0.0:PORT with WEB_CONCURRENCY workers, uvloop and httptools.
+"""`sample serve`: uvicorn on LISTEN_ADDRESS:PORT (0.0.0.0:8080 by default), WEB_CONCURRENCY workers, uvloop, httptools.
 
 On SIGTERM each worker marks itself draining (/readyz -> 503, event streams end; see lifecycle.py),
 stops accepting, lets in-flight requests finish for up to SHUTDOWN_TIMEOUT_SECONDS, then closes its pools.
@@ -31,7 +31,7 @@ def _run(settings: Settings) -> None:
     uvicorn.run(
         "sample.app:create_app",
         factory=True,
-        host="0.0.0.0",
+        host=settings.listen_address,
         port=settings.port,
         workers=settings.web_concurrency,
         loop="uvloop",
