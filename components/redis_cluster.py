@@ -190,9 +190,10 @@ def affinity(meta: Meta, spec: RedisSpec, shard: int) -> dict[str, Any]:
 def spread_constraints(meta: Meta) -> list[dict[str, Any]]:
     """The pods of one ordinal spread over nodes, and every cluster pod over zones.
 
-    Spreading each ordinal keeps the first masters (every shard's pod 0) on different nodes, so
+    Spreading each ordinal makes the first masters (every shard's pod 0) prefer different nodes, so
     that losing one node leaves a majority of masters to elect its replacements, and spreads all
-    pods over nodes as well. Best effort: roles change with every failover, the pods stay where
+    pods over nodes as well. Best effort: a hard constraint could leave a shard's last pod with no
+    node its anti-affinity allows, and roles change with every failover while the pods stay where
     they are. (The API server keys these constraints by topology key and `whenUnsatisfiable`: a
     second hostname constraint of the same kind would be rejected.)
     """
