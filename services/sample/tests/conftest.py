@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sample_helpers import DATABASE, TABLES, Postgres, run_sample
+from sample_helpers import DATABASE, Postgres, reset, run_sample
 from sample_jobs_helpers import QUEUE_OVERRIDES
 
 from components.queue import QueueSpec
@@ -51,9 +51,7 @@ def redis_cluster() -> Iterator[RedisCluster]:
 @pytest.fixture
 def clean(postgres: Postgres, redis_server: RedisServer) -> None:
     """Empty tables (ids restart at 1) and Redis, and let the replica catch up."""
-    postgres.sql(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
-    redis_server.command("FLUSHALL")
-    postgres.replicated()
+    reset(postgres, redis_server)
 
 
 @pytest.fixture(scope="session")

@@ -20,9 +20,11 @@ import jsonschema
 
 from testsupport.postgres import PostgresServer
 from testsupport.process import LOOPBACK, free_port
+from testsupport.redis import RedisServer
 
 DATABASE = "sample"
 TABLES = "order_items, orders, products, users"
+PASSWORD = "correct horse"
 
 
 @dataclass
@@ -192,10 +194,28 @@ class Postgres:
         self.primary.wait_replayed(self.replica)
 
 
-def conforms(spec: dict[str, Any], schema: str, value: Any) -> bool:
-    """True when `value` is valid against `#/components/schemas/<schema>` of the OpenAPI document `spec`."""
-    root = {"$ref": f"#/components/schemas/{schema}", "components": spec["components"]}
-    return jsonschema.Draft202012Validator(root).is_valid(value)
+def reset(postgres: Postgres, redis: RedisServer) -> None:
+    """Empty tables (ids restart at 1) and Redis, and let the replica catch up."""
+    postgres.sql(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    redis.command("FLUSHALL")
+    postgres.replicated()
+
+
+def conforms(spec: dict[str, Any], schema: str | dict[str, Any], value: Any) -> bool:
+    """True when `value` is valid against `schema` of the OpenAPI document `spec`: a schema whose $refs point
+    into its components, or the name of one, `#/components/schemas/<schema>`."""
+    root = {"$ref": f"#/components/schemas/{schema}"} if isinstance(schema, str) else schema
+    return jsonschema.Draft202012Validator({**root, "components": spec["components"]}).is_valid(value)
+
+
+def signup_and_login(service: Service, email: str = "ada@example.com") -> tuple[Client, int]:
+    """A client logged in as a new user (password PASSWORD), and the user's id."""
+    client = service.client()
+    created = client.post("/users", {"email": email, "name": "Ada", "password": PASSWORD})
+    assert created.status == 201, created.body
+    login = client.post("/sessions", {"email": email.upper(), "password": PASSWORD})
+    assert login.status == 201, login.body
+    return client, created.json()["id"]
 
 
 def seed_products(postgres: Postgres, count: int) -> None:

@@ -7,12 +7,11 @@ import hashlib
 from collections.abc import Iterator
 
 import pytest
-from sample_helpers import Client, Postgres, Service, seed_products
+from sample_helpers import PASSWORD, Client, Postgres, Service, seed_products, signup_and_login
 
 from testsupport.redis import RedisServer
 
 pytestmark = pytest.mark.usefixtures("clean")
-PASSWORD = "correct horse"
 
 
 def _env(postgres: Postgres, redis_server: RedisServer) -> dict[str, str]:
@@ -32,15 +31,6 @@ def services(postgres: Postgres, redis_server: RedisServer) -> Iterator[tuple[Se
     yield first, second
     first.stop()
     second.stop()
-
-
-def signup_and_login(service: Service, email: str = "ada@example.com") -> tuple[Client, int]:
-    client = service.client()
-    created = client.post("/users", {"email": email, "name": "Ada", "password": PASSWORD})
-    assert created.status == 201, created.body
-    login = client.post("/sessions", {"email": email.upper(), "password": PASSWORD})
-    assert login.status == 201, login.body
-    return client, created.json()["id"]
 
 
 def test_login_sets_a_hardened_cookie(services: tuple[Service, Service]) -> None:
