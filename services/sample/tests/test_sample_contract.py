@@ -148,3 +148,17 @@ def test_an_update_must_change_something_in_the_document_too(
     )
     assert conforms(spec, "ProductUpdate", {"stock": 2})
     assert client.patch("/products/1", {"stock": 2}).status == 200
+
+
+def test_a_product_with_fields_and_the_metrics_are_what_the_document_says(
+    client: Client, spec: dict[str, Any], postgres: Postgres
+) -> None:
+    seed_products(postgres, 1)
+    product = spec["paths"]["/products/{id}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert conforms(spec, product, client.get("/products/1").json())
+    assert conforms(spec, product, client.get("/products/1?fields=id,name").json())
+    assert not conforms(spec, product, {})
+    assert not conforms(spec, product, {"id": 1, "secret": 1})
+    metrics = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain"]
+    assert (client.get("/metrics").header("content-type") or "").startswith("text/plain")

@@ -62,6 +62,13 @@ def _op(summary: str, responses: dict[str, Any], *, params: list[Any] = (), body
     return operation
 
 
+SELECTED = {  # a Product, or the fields of one that `fields` named
+    "type": "object",
+    "properties": {name: _ref(f"Product/properties/{name}") for name in PRODUCT_FIELDS},
+    "minProperties": 1,
+    "additionalProperties": False,
+}
+NOT_MODIFIED = {"description": "Not modified"}
 USER_ID = {
     "name": "user_id",
     "in": "query",
@@ -92,7 +99,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/products/{id}": {
         "get": _op(
             "One product (cache-aside); supports If-None-Match.",
-            {"200": _json(_ref("Product")), "304": {"description": "Not modified"}},
+            {"200": _json(SELECTED, "The product, or with `fields` only the fields named"), "304": NOT_MODIFIED},
             params=[ID, FIELDS],
         ),
         "patch": _op(
@@ -159,7 +166,12 @@ PATHS: dict[str, dict[str, Any]] = {
             {"200": _json({"type": "object"}), "503": _json({"type": "object"}, "Not ready")},
         )
     },
-    "/metrics": {"get": _op("Prometheus metrics.", {"200": {"description": "text/plain exposition"}})},
+    "/metrics": {
+        "get": _op(
+            "Prometheus metrics.",
+            {"200": {"description": "Text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+        )
+    },
 }
 
 
