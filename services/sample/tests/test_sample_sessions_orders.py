@@ -134,3 +134,21 @@ def test_order_pages_load_items_for_the_whole_page_in_one_query(
     other, _ = signup_and_login(services[0], "eve@example.com")
     assert other.get(f"/users/{user_id}/orders").status == 403
     assert other.get("/orders/1").status == 404
+
+
+@pytest.mark.parametrize("path", ["/users/{id}/orders?{query}", "/orders?user_id={id}&{query}"])
+@pytest.mark.parametrize(
+    ("query", "error"),
+    [
+        ("limit=0", "limit: got '0', allowed: an integer from 1 to 100"),
+        ("cursor=x", "cursor: got 'x', allowed: a cursor from a previous page's next_cursor"),
+    ],
+)
+def test_a_bad_page_parameter_is_a_400_naming_it_even_for_someone_elses_orders(
+    services: tuple[Service, Service], path: str, query: str, error: str
+) -> None:
+    _, user_id = signup_and_login(services[0])
+    other, _ = signup_and_login(services[0], "eve@example.com")
+    assert other.get(path.format(id=user_id, query="")).status == 403
+    reply = other.get(path.format(id=user_id, query=query))
+    assert (reply.status, reply.error) == (400, error)

@@ -112,11 +112,11 @@ async def user_orders(request: Request) -> Response:
 async def orders_page(request: Request, user_id: int) -> Response:
     """A user's orders, oldest first, keyset-paginated, items loaded for the whole page in one query."""
     svc = of(request)
-    if svc.sessions is not None and await current_user_id(svc, request) != user_id:
-        raise ApiError(403, "forbidden", f"id: user {user_id} is not the logged-in user")
-    limit = query_int(request, "limit", 20, 1, 100)
+    limit = query_int(request, "limit", 20, 1, 100)  # a bad parameter is a 400 naming it, whoever asks
     raw_cursor = request.query_params.get("cursor")
     after = cursor.decode("orders", raw_cursor) if raw_cursor is not None else 0
+    if svc.sessions is not None and await current_user_id(svc, request) != user_id:
+        raise ApiError(403, "forbidden", f"id: user {user_id} is not the logged-in user")
     fresh = consistency.wants_fresh(request)
     if svc.shards is not None:
         rows = await sharded.page_for_user(svc.shards, user_id, after, limit, fresh)
