@@ -162,3 +162,17 @@ def test_a_product_with_fields_and_the_metrics_are_what_the_document_says(
     metrics = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert list(metrics) == ["text/plain"]
     assert (client.get("/metrics").header("content-type") or "").startswith("text/plain")
+
+
+NOT_INTEGERS = ["1_0", " 1", "1 ", "+1", "\u0665", "\u00b2", "1.0", "0x1"]
+
+
+@pytest.mark.parametrize("raw", NOT_INTEGERS, ids=ascii)
+def test_an_id_or_limit_not_written_with_ascii_digits_is_a_400_naming_it(client: Client, raw: str) -> None:
+    """int() read '1_0' as 10 and an Arabic-Indic five as 5; a superscript two passed str.isdigit(), then int()
+    refused it: a 500."""
+    shown = repr(raw)
+    reply = client.get(f"/products/{quote(raw, safe='')}")
+    assert (reply.status, reply.error) == (400, f"id: got {shown}, allowed: an integer from 1 to {MAX_ID}")
+    reply = client.get(f"/products?limit={quote(raw, safe='')}")
+    assert (reply.status, reply.error) == (400, f"limit: got {shown}, allowed: an integer from 1 to 100")

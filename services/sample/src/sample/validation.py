@@ -79,10 +79,7 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
+    value = _integer(raw)
     if value is None or not low <= value <= high:
         raise ApiError(400, "invalid_parameter", f"{name}: got {raw!r}, allowed: an integer from {low} to {high}")
     return value
@@ -91,9 +88,16 @@ def query_int(request: Request, name: str, default: int, low: int, high: int) ->
 def path_id(request: Request, name: str = "id") -> int:
     """A positive 64-bit id from the URL path, or 400 naming it."""
     raw = request.path_params[name]
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
+    value = _integer(raw)
+    if value is None or not 1 <= value <= MAX_ID:
         raise ApiError(400, "invalid_parameter", f"{name}: got {raw!r}, allowed: an integer from 1 to {MAX_ID}")
-    return int(raw)
+    return value
+
+
+def _integer(raw: str) -> int | None:
+    """`raw` as an integer if it is ASCII digits only: int() would also read '1_0', ' 1', '+1' and Arabic-Indic
+    digits, and str.isdigit() passes a superscript two, which int() then refuses."""
+    return int(raw) if raw.isascii() and raw.isdigit() else None
 
 
 def query_fields(request: Request, allowed: tuple[str, ...]) -> tuple[str, ...] | None:
