@@ -63,7 +63,8 @@ def test_nul_in_the_login_email_is_a_422(client: Client, spec: dict[str, Any]) -
     reply = client.post("/sessions", body)
     assert (reply.status, reply.error) == (
         422,
-        "email: expected `str` matching regex '^[^@\\\\s\\\\x00]+@[^@\\\\s\\\\x00]+$', got \"a\\u0000b@example.com\"",
+        "email: expected `str` matching regex '^[^@\\\\s\\\\x00]+@[^@\\\\s\\\\x00]+$(?!\\\\n)',"
+        ' got "a\\u0000b@example.com"',
     )
     assert not conforms(spec, "Login", body)
 
@@ -176,3 +177,22 @@ def test_an_id_or_limit_not_written_with_ascii_digits_is_a_400_naming_it(client:
     assert (reply.status, reply.error) == (400, f"id: got {shown}, allowed: an integer from 1 to {MAX_ID}")
     reply = client.get(f"/products?limit={quote(raw, safe='')}")
     assert (reply.status, reply.error) == (400, f"limit: got {shown}, allowed: an integer from 1 to 100")
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/users", {"email": "nl@example.com\n", "name": "N", "password": "long enough"}, "email"),
+        ("/sessions", {"email": "nl@example.com\n", "password": "x"}, "email"),
+        ("/products", {"sku": "nl-1\n", "name": "N", "price_cents": 1}, "sku"),
+    ],
+)
+def test_a_final_newline_is_refused_as_the_document_says(
+    client: Client, spec: dict[str, Any], path: str, body: dict[str, Any], field: str
+) -> None:
+    """Python's `$` matched before a final newline, so 'a@b\\n' was a second account beside 'a@b'."""
+    reply = client.post(path, body)
+    assert reply.status == 422 and reply.error.startswith(f"{field}: expected `str` matching regex"), reply.body
+    schema = {"/users": "UserCreate", "/sessions": "Login", "/products": "ProductCreate"}[path]
+    assert not conforms(spec, schema, body)
+    assert conforms(spec, schema, {**body, field: body[field].rstrip()})

@@ -13,11 +13,12 @@ from sample.cursor import MAX_ID
 Id = Annotated[int, Meta(ge=1, le=MAX_ID)]
 Cents = Annotated[int, Meta(ge=0, le=1_000_000_000)]
 Stock = Annotated[int, Meta(ge=0, le=1_000_000_000)]
-Sku = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+# Python's `$` also matches before a final newline (JSON Schema's does not): `$(?!\n)` ends both at the end
+Sku = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$(?!\n)")]
 NO_NUL = r"^[^\x00]*$"  # Postgres text cannot hold U+0000: a 422 naming the field, not a 500 from the driver
 Name = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 Description = Annotated[str, Meta(max_length=4000, pattern=NO_NUL)]
-Email = Annotated[str, Meta(min_length=3, max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$")]
+Email = Annotated[str, Meta(min_length=3, max_length=254, pattern=r"^[^@\s\x00]+@[^@\s\x00]+$(?!\n)")]
 Password = Annotated[str, Meta(min_length=8, max_length=128)]
 MAX_BATCH = 100
 MAX_ORDER_ITEMS = 50
