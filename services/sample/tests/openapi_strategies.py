@@ -118,6 +118,7 @@ def wrong(spec: dict[str, Any], schema: dict[str, Any]) -> st.SearchStrategy[Any
             st.text(CHARS, min_size=schema.get("maxLength", 300) + 1, max_size=schema.get("maxLength", 300) + 3)
         )
         options.append(st.text(CHARS, max_size=20).map(lambda s: s + "\x00"))
+        options.append(values(spec, schema).map(lambda s: s + "\n"))  # past a pattern's `$`
         options.append(st.text(CHARS, max_size=20))
     if kind == "array":
         options.append(st.just([]))
