@@ -196,3 +196,20 @@ def test_a_final_newline_is_refused_as_the_document_says(
     schema = {"/users": "UserCreate", "/sessions": "Login", "/products": "ProductCreate"}[path]
     assert not conforms(spec, schema, body)
     assert conforms(spec, schema, {**body, field: body[field].rstrip()})
+
+
+def test_pages_and_batches_are_what_the_document_says(client: Client, spec: dict[str, Any], postgres: Postgres) -> None:
+    seed_products(postgres, 2)
+    paths = spec["paths"]
+
+    def documented(path: str, method: str) -> dict[str, Any]:
+        schema: dict[str, Any] = paths[path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+        return schema
+
+    page = client.get("/products?fields=id,name").json()
+    assert conforms(spec, documented("/products", "get"), page) and len(page["items"]) == 2
+    assert not conforms(spec, documented("/products", "get"), {"items": [{}], "next_cursor": None})
+    batch = client.post("/products/batch-get", {"ids": [1, 3]}).json()
+    assert conforms(spec, documented("/products/batch-get", "post"), batch) and batch["missing"] == [3]
+    assert not conforms(spec, documented("/products/batch-get", "post"), {"items": []})
+    assert not conforms(spec, documented("/orders", "get"), {"items": [{"id": 1}], "next_cursor": None})

@@ -69,6 +69,14 @@ SELECTED = {  # a Product, or the fields of one that `fields` named
     "additionalProperties": False,
 }
 NOT_MODIFIED = {"description": "Not modified"}
+BATCH = {
+    "type": "object",
+    "properties": {
+        "items": {"type": "array", "items": SELECTED},
+        "missing": {"type": "array", "items": {"type": "integer"}},
+    },
+    "required": ["items", "missing"],
+}
 USER_ID = {
     "name": "user_id",
     "in": "query",
@@ -82,16 +90,28 @@ JOB_ID_PARAM = {
     "schema": {"type": "string", "pattern": f"^{JOB_ID.pattern}$"},
 }
 JOB = {"type": "object", "properties": {name: {"type": "string"} for name in ("id", "kind", "status")}}
-PAGE = {"type": "object", "properties": {"items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}}}
+
+
+def _page(item: dict[str, Any]) -> dict[str, Any]:
+    """A keyset page: its items and the cursor of the next page (null on the last)."""
+    return {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": item}, "next_cursor": {"type": ["string", "null"]}},
+        "required": ["items", "next_cursor"],
+    }
+
+
 PATHS: dict[str, dict[str, Any]] = {
     "/products": {
-        "get": _op("A page of products by id (keyset).", {"200": _json(PAGE)}, params=[LIMIT, CURSOR, FIELDS]),
+        "get": _op(
+            "A page of products by id (keyset).", {"200": _json(_page(SELECTED))}, params=[LIMIT, CURSOR, FIELDS]
+        ),
         "post": _op("Create a product.", {"201": _json(_ref("Product"), "Created")}, body="ProductCreate"),
     },
     "/products/batch-get": {
         "post": _op(
             f"Up to {MAX_BATCH} products by id, in request order; unknown ids are listed under `missing`.",
-            {"200": _json({"type": "object"})},
+            {"200": _json(BATCH)},
             params=[FIELDS],
             body="BatchGet",
         )
@@ -112,7 +132,9 @@ PATHS: dict[str, dict[str, Any]] = {
     "/users": {"post": _op("Sign up.", {"201": _json(_ref("User"), "Created")}, body="UserCreate")},
     "/users/{id}": {"get": _op("One user.", {"200": _json(_ref("User"))}, params=[ID])},
     "/users/{id}/orders": {
-        "get": _op("A user's orders with items (keyset).", {"200": _json(PAGE)}, params=[ID, LIMIT, CURSOR])
+        "get": _op(
+            "A user's orders with items (keyset).", {"200": _json(_page(_ref("Order")))}, params=[ID, LIMIT, CURSOR]
+        )
     },
     "/sessions": {
         "post": _op(
@@ -127,7 +149,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "post": _op("Place an order.", {"201": _json(_ref("Order"), "Created")}, body="OrderCreate"),
         "get": _op(
             "A user's orders with items (keyset); the auth role's /users/{id}/orders calls this.",
-            {"200": _json(PAGE)},
+            {"200": _json(_page(_ref("Order")))},
             params=[USER_ID, LIMIT, CURSOR],
         ),
     },
