@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.config import from_values, merge
-from components.stack import Secrets, build
+from components.stack import Secrets, Stack, build
 
 WAYS = ("egress", "ingress")
 JOB_DIGEST = re.compile(r"-[0-9a-f]{8}(?=-|$)")
@@ -89,10 +89,14 @@ def object_name(obj: Mapping[str, Any]) -> str:
     return f"{obj['kind']}/{JOB_DIGEST.sub('-*', obj['metadata']['name'])}"
 
 
+def phase_stack(phase: int, settings: Mapping[str, Any]) -> Stack:
+    """Stack `phase<phase>` with `settings` (the `scaleladder:` values), built as `scaleladder render` builds it."""
+    return build(f"phase{phase}", from_values(merge({"phase": phase}, dict(settings))), Secrets.development())
+
+
 def rendered_objects(phase: int, settings: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Phase `phase`'s stack with `settings`, built as `scaleladder render` builds it, by `Kind/name`."""
-    stack = build(f"phase{phase}", from_values(merge({"phase": phase}, dict(settings))), Secrets.development())
-    return {f"{obj['kind']}/{obj['metadata']['name']}": obj for obj in stack.objects()}
+    """The objects of `phase_stack(phase, settings)`, by `Kind/name`."""
+    return {f"{obj['kind']}/{obj['metadata']['name']}": obj for obj in phase_stack(phase, settings).objects()}
 
 
 def rendered_changes(before: Mapping[str, dict[str, Any]], after: Mapping[str, dict[str, Any]]) -> Changes:

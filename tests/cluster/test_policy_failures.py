@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from components.config import from_values, merge
-from components.stack import Secrets, build
 from policies.check import check
 from tests.cluster.conftest import SimulatedCluster
+from testsupport.day_two import phase_stack
 
 pytestmark = pytest.mark.cluster
 
@@ -33,7 +32,7 @@ def test_a_broken_configuration_fails_the_preview_with_the_rules_message(
 ) -> None:
     phase, settings, rules = BROKEN[case]
     stack = f"phase{phase}"
-    offline = check(build(stack, from_values(merge({"phase": phase}, settings)), Secrets.development()))
+    offline = check(phase_stack(phase, settings))
     assert {violation.rule for violation in offline} == rules, offline
     config = tmp_path / f"Pulumi.{stack}.yaml"  # a copy: the deployed stack keeps its file
     config.write_text(ladder.config_with(stack, settings))
