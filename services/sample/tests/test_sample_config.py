@@ -48,9 +48,13 @@ def test_every_bad_variable_is_listed_in_one_error() -> None:
                 "REDIS_MODE": "sentinel",
                 "DB_POOL_MIN": "20",
                 "DB_POOL_MAX": "5",
+                "CACHE_REFRESH_AHEAD_PERCENT": "95",
+                "CACHE_STALE_SECONDS": "-1",
             }
         )
     message = str(caught.value)
+    assert "CACHE_REFRESH_AHEAD_PERCENT: got '95', allowed: an integer from 0 to 90" in message
+    assert "CACHE_STALE_SECONDS: got '-1', allowed: 0 to 86400 seconds" in message
     assert "DATABASE_URL: got 'mysql://x', allowed: a DSN postgresql://" in message
     assert "PORT: got '99999', allowed: an integer from 1 to 65535" in message
     assert "CACHE_ENABLED: got 'maybe', allowed: true or false" in message

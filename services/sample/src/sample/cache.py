@@ -1,8 +1,10 @@
-"""Cache-aside in Redis with TTL, invalidation on write and stampede protection.
+"""Cache-aside in Redis with TTL, invalidation on write, stampede protection and refresh-ahead.
 
 A miss is loaded once: concurrent misses for a key in this process share one load (single-flight),
 and across processes the first to take a short Redis lock loads while the others poll for its result.
-Values are the encoded JSON bytes; b"" marks a row that does not exist (cached for a short time).
+A hit whose entry is due (CACHE_REFRESH_AHEAD_PERCENT of its TTL left, or past it within
+CACHE_STALE_SECONDS) is served as is and reloaded in the background (refresh.py), so expiry of a key
+that is being read does not reach the database on a reader's path. Entries are `cacheentry` values.
 
 Lookups are coalesced (coalesce.py): the GETs that concurrent requests issue in one event-loop turn
 go to Redis as one MGET.
@@ -11,19 +13,26 @@ go to Redis as one MGET.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 
+from sample import cacheentry
+from sample.background import Background
+from sample.cacheentry import MISSING
 from sample.coalesce import Coalescer
+from sample.config import Settings
 from sample.metrics import CACHE_HIT, CACHE_MISS
 from sample.redisconn import RedisClient, mget
+from sample.refresh import Refresher
+
+log = logging.getLogger(__name__)
 
 LOCK_MS = 3000
 POLL_SECONDS = 0.01
 POLL_ATTEMPTS = 20
 MISSING_TTL_SECONDS = 5
-MISSING = b""
 RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 Loader = Callable[[], Awaitable[bytes | None]]
@@ -31,38 +40,55 @@ BatchLoader = Callable[[list[int]], Awaitable[dict[int, bytes]]]
 
 
 class Cache:
-    """Cache-aside over a Redis client with a TTL in seconds (±10% jitter so keys do not expire together)."""
+    """Cache-aside over a Redis client, with the CACHE_* settings: a TTL with ±10% jitter (so that keys
+    do not expire together), refresh-ahead and a stale grace."""
 
-    def __init__(self, client: RedisClient, ttl_seconds: int) -> None:
+    def __init__(self, client: RedisClient, settings: Settings) -> None:
         self.client = client
-        self.ttl = ttl_seconds
-        self._inflight: dict[str, asyncio.Future[bytes | None]] = {}
+        self.ttl = settings.cache_ttl_seconds
+        self.ahead = settings.cache_refresh_ahead_percent / 100
+        self.stale_ms = settings.cache_stale_seconds * 1000
+        self._inflight: dict[str, asyncio.Future[bytes]] = {}
         self._release = client.register_script(RELEASE)
         self._lookups: Coalescer[str, bytes] = Coalescer(self._mget)
+        self._refresher = Refresher(client, self._entry)
+        self._background = Background()
 
     async def _mget(self, keys: list[str]) -> dict[str, bytes]:
         values = await mget(self.client, keys)
         return {key: value for key, value in zip(keys, values, strict=True) if value is not None}
 
-    def _ttl(self) -> int:
-        return max(1, round(self.ttl * random.uniform(0.9, 1.1)))
+    def _entry(self, row: bytes | None) -> tuple[bytes, int]:
+        """What to store for a loaded row and for how many ms: fresh for the jittered TTL, due for refresh
+        `ahead` of its end, then kept CACHE_STALE_SECONDS longer while a refresh is under way."""
+        if row is None:
+            return MISSING, MISSING_TTL_SECONDS * 1000
+        fresh_ms = round(self.ttl * 1000 * random.uniform(0.9, 1.1))
+        refresh_at = cacheentry.now_ms() + fresh_ms - round(fresh_ms * self.ahead)
+        return cacheentry.pack(row, refresh_at), fresh_ms + self.stale_ms
 
     async def get_or_load(self, key: str, load: Loader) -> bytes | None:
-        """The cached bytes for key, else `load()` once and cache its result; None when the row is missing."""
+        """The cached row for key, else `load()` once and cache its result; None when the row is missing."""
         value = await self._lookups.get(key)
-        if value is not None:
+        if value is None:
+            CACHE_MISS.inc()
+            value = await self._load_shared(key, load)
+        else:
             CACHE_HIT.inc()
-            return None if value == MISSING else value
-        CACHE_MISS.inc()
+            if value != MISSING and cacheentry.refresh_at_ms(value) <= cacheentry.now_ms():
+                self._refresher.schedule(key, value, load)
+        return cacheentry.body(value)
+
+    async def _load_shared(self, key: str, load: Loader) -> bytes:
         pending = self._inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            result = await self._load_once(key, load)
-            future.set_result(result)
-            return result
+            value = await self._load_once(key, load)
+            future.set_result(value)
+            return value
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters, if any, re-raise it themselves
@@ -70,50 +96,51 @@ class Cache:
         finally:
             del self._inflight[key]
 
-    async def _load_once(self, key: str, load: Loader) -> bytes | None:
+    async def _load_once(self, key: str, load: Loader) -> bytes:
         lock_key, token = f"lock:{key}", secrets.token_hex(8)
         if not await self.client.set(lock_key, token, nx=True, px=LOCK_MS):
             for _ in range(POLL_ATTEMPTS):
                 await asyncio.sleep(POLL_SECONDS)
                 value = await self.client.get(key)
                 if value is not None:
-                    return None if value == MISSING else value
-            return await load()  # the lock holder is slow or gone: serve from the database, uncached
+                    return value
+            return self._entry(await load())[0]  # the lock holder is slow or gone: from the database, uncached
         try:
-            value = await load()
-            await self._store(key, value)
-            return value
-        finally:
-            await self._release(keys=[lock_key], args=[token])
+            value, lifetime_ms = self._entry(await load())
+        except BaseException:
+            self._background.spawn(self._store_and_release(lock_key, token, None))
+            raise
+        self._background.spawn(self._store_and_release(lock_key, token, (key, value, lifetime_ms)))
+        return value  # the reader does not wait for the store
 
-    async def _store(self, key: str, value: bytes | None) -> None:
-        if value is None:
-            await self.client.set(key, MISSING, ex=MISSING_TTL_SECONDS)
-        else:
-            await self.client.set(key, value, ex=self._ttl())
+    async def _store_and_release(self, lock_key: str, token: str, entry: tuple[str, bytes, int] | None) -> None:
+        """Store the loaded (key, value, lifetime in ms), if any, then release the lock: pollers stop."""
+        try:
+            if entry is not None:
+                key, value, lifetime_ms = entry
+                await self.client.set(key, value, px=lifetime_ms)
+            await self._release(keys=[lock_key], args=[token])
+        except Exception as exc:  # the lock expires by itself; the next read loads again
+            log.warning("cache store failed", extra={"lock": lock_key, "error": str(exc)})
 
     async def get_many(self, keys: dict[int, str], load: BatchLoader) -> dict[int, bytes]:
-        """Cached bytes by id for the ids in `keys`, loading all misses with one `load(ids)` call."""
+        """Cached rows by id for the ids in `keys`, loading all misses with one `load(ids)` call."""
         values = await mget(self.client, list(keys.values()))
         found: dict[int, bytes] = {}
         missing: list[int] = []
         for ident, value in zip(keys, values, strict=True):
             if value is None:
                 missing.append(ident)
-            elif value != MISSING:
-                found[ident] = value
+            elif (row := cacheentry.body(value)) is not None:
+                found[ident] = row
         CACHE_HIT.inc(len(keys) - len(missing))
         if missing:
             CACHE_MISS.inc(len(missing))
             loaded = await load(missing)
             pipe = self.client.pipeline(transaction=False)
             for ident in missing:
-                value = loaded.get(ident)
-                pipe.set(
-                    keys[ident],
-                    MISSING if value is None else value,
-                    ex=MISSING_TTL_SECONDS if value is None else self._ttl(),
-                )
+                value, lifetime_ms = self._entry(loaded.get(ident))
+                pipe.set(keys[ident], value, px=lifetime_ms)
             await pipe.execute()
             found.update(loaded)
         return found

@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from typing import Generic, TypeVar
 
+from sample.background import Background
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -20,24 +22,18 @@ class Coalescer(Generic[K, V]):
     def __init__(self, fetch: Callable[[list[K]], Awaitable[Mapping[K, V]]]) -> None:
         self.fetch = fetch
         self._pending: dict[K, list[asyncio.Future[V | None]]] = {}
-        self._running: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
+        self._running = Background()
 
     def get(self, key: K) -> asyncio.Future[V | None]:
         """A future for the value of `key`, one per caller, so a cancelled caller cancels only its own."""
-        loop = asyncio.get_running_loop()
         if not self._pending:
-            loop.call_soon(self._flush)
-        future: asyncio.Future[V | None] = loop.create_future()
+            self._running.spawn(self._resolve())  # its first step runs after this turn: the batch is complete
+        future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(key, []).append(future)
         return future
 
-    def _flush(self) -> None:
+    async def _resolve(self) -> None:
         batch, self._pending = self._pending, {}
-        task = asyncio.ensure_future(self._resolve(batch))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
-
-    async def _resolve(self, batch: dict[K, list[asyncio.Future[V | None]]]) -> None:
         try:
             values = await self.fetch(list(batch))
         except BaseException as exc:

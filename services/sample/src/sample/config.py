@@ -42,6 +42,13 @@ class Settings:
     redis_mode: str = "standalone"
     cache_enabled: bool = False
     cache_ttl_seconds: int = 60
+    """CACHE_TTL_SECONDS: how long a cached product is fresh (±10% per entry, so keys do not expire together)."""
+    cache_refresh_ahead_percent: int = 25
+    """CACHE_REFRESH_AHEAD_PERCENT: a read in the last this-many percent of an entry's TTL reloads it in the
+    background (one process, batched), so keys that are being read never expire; 0 turns refresh-ahead off."""
+    cache_stale_seconds: int = 0
+    """CACHE_STALE_SECONDS: an expired entry is still served this long while it is reloaded in the background
+    (stale-while-revalidate); a change made outside the service can then show up to TTL + this late."""
     sessions_enabled: bool = False
     session_ttl_seconds: int = 1800
     cookie_secure: bool = True
@@ -181,6 +188,8 @@ VARIABLES = (
     Variable("REDIS_MODE", "redis_mode", _choice("standalone", "cluster"), "standalone or cluster"),
     Variable("CACHE_ENABLED", "cache_enabled", _bool, BOOL),
     Variable("CACHE_TTL_SECONDS", "cache_ttl_seconds", _int_in(1, DAY), "1 to 86400 seconds"),
+    Variable("CACHE_REFRESH_AHEAD_PERCENT", "cache_refresh_ahead_percent", _int_in(0, 90), "an integer from 0 to 90"),
+    Variable("CACHE_STALE_SECONDS", "cache_stale_seconds", _int_in(0, DAY), "0 to 86400 seconds"),
     Variable("SESSIONS_ENABLED", "sessions_enabled", _bool, BOOL),
     Variable("SESSION_TTL_SECONDS", "session_ttl_seconds", _int_in(60, 30 * DAY), "60 to 2592000 seconds"),
     Variable("COOKIE_SECURE", "cookie_secure", _bool, BOOL),

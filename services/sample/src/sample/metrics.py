@@ -35,6 +35,7 @@ HTTP_LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 CACHE_REQUESTS = Counter("cache_requests_total", "Cache-aside lookups by result (hit or miss).", ["result"])
+CACHE_REFRESHES = Counter("cache_refreshes_total", "Cache entries reloaded in the background before they expired.")
 DB_QUERIES = Counter("db_queries_total", "SQL statements sent, by target (primary or replica).", ["target"])
 DB_POOL = Gauge(
     "db_pool_connections",

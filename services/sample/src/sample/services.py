@@ -54,7 +54,7 @@ class Services:
             db=db,
             products=ProductReader(db),
             redis=redis,
-            cache=Cache(redis, settings.cache_ttl_seconds) if on and settings.cache_enabled else None,
+            cache=Cache(redis, settings) if on and settings.cache_enabled else None,
             sessions=(
                 SessionStore(redis, settings.session_ttl_seconds, settings.cookie_secure)
                 if on and settings.sessions_enabled

@@ -19,7 +19,8 @@ _decode = msgspec.json.Decoder().decode
 
 
 def cache_key(product_id: int) -> str:
-    return f"product:{product_id}"
+    """The product's cache key; v2: the value starts with a refresh time (cacheentry)."""
+    return f"product:v2:{product_id}"
 
 
 def _select(body: bytes, fields: tuple[str, ...] | None) -> dict[str, object] | bytes:
