@@ -1,7 +1,7 @@
 """Property-based contract test: requests generated from the served OpenAPI document, valid and invalid, to
 every documented operation of the real service (Postgres, Redis, NATS; sessions on), logged in. No answer is a 5xx;
-every status, content type and body is one the document gives the operation; an invalid request is a 4xx
-whose error names what was broken. Bounded and derandomized here; bench/contract.py runs longer."""
+every status, documented header, content type and body is one the document gives the operation; an invalid
+request is a 4xx whose error names what was broken. Bounded and derandomized here; bench/contract.py runs longer."""
 
 from __future__ import annotations
 
@@ -65,13 +65,19 @@ def send(client: Client, call: Call) -> Reply:
 
 
 def check(operation: Operation, call: Call, reply: Reply) -> None:
-    """The reply is one the document gives `operation`: status, content type and body schema."""
+    """The reply is one the document gives `operation`: status, headers, content type and body schema."""
     shown = f"{call.method} {call.url} body={call.raw if call.raw is not None else call.body!r}"
     got = f"got {reply.status} {reply.body[:300]!r}"
     assert reply.status < 500, f"{shown}: {got}"
     responses = operation.op["responses"]
     key = next((k for k in (str(reply.status), f"{reply.status // 100}XX") if k in responses), None)
     assert key is not None, f"{shown}: {got}, documented: {', '.join(responses)}"
+    for name, header in responses[key].get("headers", {}).items():
+        values = reply.headers_named(name)
+        assert values or not header["required"], f"{shown}: {got} without {name}, documented: required"
+        assert not values or any(conforms(SPEC, header["schema"], value) for value in values), (
+            f"{shown}: {got} with {name}: {values}, documented: {header['schema']}"
+        )
     content = responses[key].get("content", {})
     if not content:
         assert reply.body == b"", f"{shown}: {got}, documented: no body for {key}"

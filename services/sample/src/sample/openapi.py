@@ -36,6 +36,33 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _header(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "required": True, "schema": {"type": "string", **schema}}
+
+
+def _with_headers(response: dict[str, Any], **headers: dict[str, Any]) -> dict[str, Any]:
+    return {**response, "headers": {name.replace("_", "-"): header for name, header in headers.items()}}
+
+
+def _location(path: str, id_pattern: str = "[1-9][0-9]*") -> dict[str, Any]:
+    return _header("Where the new resource is.", {"pattern": f"^/{path}/{id_pattern}$"})
+
+
+NO_STORE = _header("Never cached: the answer is per client or changes at once.", {"const": "no-store"})
+ETAG = _header(
+    "Weak validator of the body: send it back in If-None-Match for a 304.", {"pattern": r'^W/"[0-9a-f]{16}"$'}
+)
+CACHE_CONTROL = _header(
+    "`public, max-age=` HTTP_CACHE_MAX_AGE_SECONDS on catalog reads (`no-cache` when 0); `no-store` elsewhere.",
+    {"pattern": "^(public, max-age=[1-9][0-9]*|no-cache|no-store|private, no-cache)$"},
+)
+
+
+def _read(response: dict[str, Any]) -> dict[str, Any]:
+    """A GET's 200: it carries an ETag (a repeat with If-None-Match may be a 304) and a Cache-Control."""
+    return _with_headers(response, ETag=ETAG, Cache_Control=CACHE_CONTROL)
+
+
 def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
@@ -68,7 +95,7 @@ SELECTED = {  # a Product, or the fields of one that `fields` named
     "minProperties": 1,
     "additionalProperties": False,
 }
-NOT_MODIFIED = {"description": "Not modified"}
+NOT_MODIFIED = _with_headers({"description": "Not modified"}, ETag=ETAG, Cache_Control=CACHE_CONTROL)
 BATCH = {
     "type": "object",
     "properties": {
@@ -104,9 +131,13 @@ def _page(item: dict[str, Any]) -> dict[str, Any]:
 PATHS: dict[str, dict[str, Any]] = {
     "/products": {
         "get": _op(
-            "A page of products by id (keyset).", {"200": _json(_page(SELECTED))}, params=[LIMIT, CURSOR, FIELDS]
+            "A page of products by id (keyset).", {"200": _read(_json(_page(SELECTED)))}, params=[LIMIT, CURSOR, FIELDS]
         ),
-        "post": _op("Create a product.", {"201": _json(_ref("Product"), "Created")}, body="ProductCreate"),
+        "post": _op(
+            "Create a product.",
+            {"201": _with_headers(_json(_ref("Product"), "Created"), Location=_location("products"))},
+            body="ProductCreate",
+        ),
     },
     "/products/batch-get": {
         "post": _op(
@@ -119,7 +150,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/products/{id}": {
         "get": _op(
             "One product (cache-aside); supports If-None-Match.",
-            {"200": _json(SELECTED, "The product, or with `fields` only the fields named"), "304": NOT_MODIFIED},
+            {"200": _read(_json(SELECTED, "The product, or with `fields` only the fields named")), "304": NOT_MODIFIED},
             params=[ID, FIELDS],
         ),
         "patch": _op(
@@ -129,45 +160,70 @@ PATHS: dict[str, dict[str, Any]] = {
             body="ProductUpdate",
         ),
     },
-    "/users": {"post": _op("Sign up.", {"201": _json(_ref("User"), "Created")}, body="UserCreate")},
-    "/users/{id}": {"get": _op("One user.", {"200": _json(_ref("User"))}, params=[ID])},
+    "/users": {
+        "post": _op(
+            "Sign up.",
+            {"201": _with_headers(_json(_ref("User"), "Created"), Location=_location("users"))},
+            body="UserCreate",
+        )
+    },
+    "/users/{id}": {"get": _op("One user.", {"200": _read(_json(_ref("User")))}, params=[ID])},
     "/users/{id}/orders": {
         "get": _op(
-            "A user's orders with items (keyset).", {"200": _json(_page(_ref("Order")))}, params=[ID, LIMIT, CURSOR]
+            "A user's orders with items (keyset).",
+            {"200": _read(_json(_page(_ref("Order"))))},
+            params=[ID, LIMIT, CURSOR],
         )
     },
     "/sessions": {
         "post": _op(
             "Log in: sets the HttpOnly session cookie `sid`.",
-            {"201": _json({"type": "object"}, "Logged in")},
+            {
+                "201": _with_headers(
+                    _json({"type": "object"}, "Logged in"),
+                    Set_Cookie=_header("The session: `sid`, HttpOnly.", {"pattern": "^sid=[^;]+;.*HttpOnly"}),
+                )
+            },
             body="Login",
         ),
-        "delete": _op("Log out: deletes the session and the cookie.", {"204": {"description": "Logged out"}}),
+        "delete": _op(
+            "Log out: deletes the session and the cookie.",
+            {
+                "204": _with_headers(
+                    {"description": "Logged out"},
+                    Set_Cookie=_header("Expires `sid`.", {"pattern": '^sid=("")?;.*Max-Age=0'}),
+                )
+            },
+        ),
     },
-    "/me": {"get": _op("The logged-in user.", {"200": _json(_ref("User"))})},
+    "/me": {"get": _op("The logged-in user.", {"200": _read(_json(_ref("User")))})},
     "/orders": {
-        "post": _op("Place an order.", {"201": _json(_ref("Order"), "Created")}, body="OrderCreate"),
+        "post": _op(
+            "Place an order.",
+            {"201": _with_headers(_json(_ref("Order"), "Created"), Location=_location("orders"))},
+            body="OrderCreate",
+        ),
         "get": _op(
             "A user's orders with items (keyset); the auth role's /users/{id}/orders calls this.",
-            {"200": _json(_page(_ref("Order")))},
+            {"200": _read(_json(_page(_ref("Order"))))},
             params=[USER_ID, LIMIT, CURSOR],
         ),
     },
     "/jobs": {
         "post": _op(
             "Enqueue a job {kind, payload}; kinds: order-receipt {order_id}.",
-            {"202": _json(JOB, "Queued; Location: /jobs/{id}")},
+            {"202": _with_headers(_json(JOB, "Queued"), Location=_location("jobs", JOB_ID.pattern))},
             body="JobCreate",
         )
     },
     "/jobs/{id}": {
         "get": _op(
             "A job's status (queued, done, failed) with its result or error.",
-            {"200": _json(JOB)},
+            {"200": _read(_json(JOB))},
             params=[JOB_ID_PARAM],
         )
     },
-    "/orders/{id}": {"get": _op("One order with items.", {"200": _json(_ref("Order"))}, params=[ID])},
+    "/orders/{id}": {"get": _op("One order with items.", {"200": _read(_json(_ref("Order")))}, params=[ID])},
     "/events": {
         "get": _op(
             "Server-Sent Events of product and order changes; resume with Last-Event-ID.",
@@ -180,12 +236,18 @@ PATHS: dict[str, dict[str, Any]] = {
         )
     },
     "/healthz": {
-        "get": _op("Liveness: the process answers; no dependency is called.", {"200": _json({"type": "object"})})
+        "get": _op(
+            "Liveness: the process answers; no dependency is called.",
+            {"200": _with_headers(_json({"type": "object"}), Cache_Control=NO_STORE)},
+        )
     },
     "/readyz": {
         "get": _op(
             "Readiness: Postgres primary and Redis reachable.",
-            {"200": _json({"type": "object"}), "503": _json({"type": "object"}, "Not ready")},
+            {
+                "200": _with_headers(_json({"type": "object"}), Cache_Control=NO_STORE),
+                "503": _with_headers(_json({"type": "object"}, "Not ready"), Cache_Control=NO_STORE),
+            },
         )
     },
     "/metrics": {
@@ -214,10 +276,23 @@ def _job_schemas() -> dict[str, Any]:
     return {**payloads, "JobCreate": job}
 
 
+def _with_method_not_allowed(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every operation documents the 405 its path gives other methods, with the exact Allow header."""
+    documented = {}
+    for path, operations in paths.items():
+        methods = {method.upper() for method in operations} | ({"HEAD"} if "get" in operations else set())
+        allow = _header("The methods this path has.", {"const": ", ".join(sorted(methods))})
+        not_allowed = _with_headers({**ERROR, "description": "Method not allowed"}, Allow=allow)
+        documented[path] = {
+            method: {**op, "responses": {**op["responses"], "405": not_allowed}} for method, op in operations.items()
+        }
+    return documented
+
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "scaleladder sample service", "version": "0.1.0"},
-        "paths": PATHS,
+        "paths": _with_method_not_allowed(PATHS),
         "components": {"schemas": {**schema_components(), **_job_schemas(), "Error": ERROR_SCHEMA}},
     }
