@@ -76,13 +76,10 @@ class Refresher:
             return
         loaded = await asyncio.gather(*(batch[key][1]() for key in won), return_exceptions=True)
         pipe = self.client.pipeline(transaction=False)
-        stored = 0
         for key, row in zip(won, loaded, strict=True):
             if isinstance(row, BaseException):
                 log.warning("cache refresh of one key failed", extra={"key": key, "error": str(row)})
                 continue
             value, lifetime_ms = self.entry(row)
             pipe.eval(COMPARE_AND_SET, 1, key, claims[key], value, lifetime_ms)
-            stored += 1
-        await pipe.execute()
-        CACHE_REFRESHES.inc(stored)
+        CACHE_REFRESHES.inc(sum(await pipe.execute()))  # a key invalidated meanwhile is not counted
