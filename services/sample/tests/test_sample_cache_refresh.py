@@ -63,6 +63,14 @@ async def until_due(client: RedisClient, keys: list[str]) -> None:
     await asyncio.sleep(max(0, latest - cacheentry.now_ms()) / 1000 + 0.02)
 
 
+async def due_entry(client: RedisClient) -> tuple[Cache, Table]:
+    """A cache (TTL 2 s, refresh-ahead 50 %) holding p:1 = v1, now due for refresh."""
+    cache, table = cache_on(client, ttl=2, ahead=50, stale=0), Table({1: b"v1"})
+    assert await cache.get_or_load("p:1", table.load(1)) == b"v1"
+    await until_due(client, ["p:1"])
+    return cache, table
+
+
 def refreshed() -> float:
     """cache_refreshes_total of this process."""
     return REGISTRY.get_sample_value("cache_refreshes_total") or 0.0
@@ -87,18 +95,16 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
 
 def test_a_due_entry_is_served_as_is_and_reloaded_once_in_the_background(redis_url: str) -> None:
     async def scenario(client: RedisClient) -> None:
-        cache, table = cache_on(client, ttl=2, ahead=50, stale=0), Table({1: b'{"v":1}'})
-        assert await cache.get_or_load("p:1", table.load(1)) == b'{"v":1}'
-        await until_due(client, ["p:1"])
-        table.rows[1] = b'{"v":2}'
+        cache, table = await due_entry(client)
+        table.rows[1] = b"v2"
         ttl_when_due = await client.pttl("p:1")
         refreshes = refreshed()
         readers = await asyncio.gather(*(cache.get_or_load("p:1", table.load(1)) for _ in range(10)))
-        assert readers == [b'{"v":1}'] * 10  # nobody waits for the database
+        assert readers == [b"v1"] * 10  # nobody waits for the database
         await asyncio.sleep(SETTLE)
         assert table.fetches == [[1], [1]]  # the first miss, then one refresh for ten due reads
         assert refreshed() - refreshes == 1
-        assert await cache.get_or_load("p:1", table.load(1)) == b'{"v":2}'
+        assert await cache.get_or_load("p:1", table.load(1)) == b"v2"
         assert await client.pttl("p:1") > ttl_when_due  # a whole new lifetime (1.5 s or more left, was 1.1 s at most)
         assert cacheentry.refresh_at_ms(await client.get("p:1")) > cacheentry.now_ms()
 
@@ -137,9 +143,7 @@ def test_one_process_reloads_a_key_that_every_process_reads(redis_url: str) -> N
 
 def test_a_write_during_a_refresh_wins_over_the_older_row(redis_url: str) -> None:
     async def scenario(client: RedisClient) -> None:
-        cache, table = cache_on(client, ttl=2, ahead=50, stale=0), Table({1: b"v1"})
-        await cache.get_or_load("p:1", table.load(1))
-        await until_due(client, ["p:1"])
+        cache, _ = await due_entry(client)
         read, write = asyncio.Event(), asyncio.Event()
 
         async def slow_load() -> bytes:
@@ -178,9 +182,7 @@ def test_stale_grace_serves_an_expired_entry_while_it_reloads(redis_url: str) ->
 
 def test_a_failed_refresh_keeps_serving_the_entry(redis_url: str) -> None:
     async def scenario(client: RedisClient) -> None:
-        cache, table = cache_on(client, ttl=2, ahead=50, stale=0), Table({1: b"v1"})
-        await cache.get_or_load("p:1", table.load(1))
-        await until_due(client, ["p:1"])
+        cache, table = await due_entry(client)
 
         async def database_down() -> bytes:
             raise ConnectionError("primary unreachable")
