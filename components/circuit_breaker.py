@@ -38,10 +38,18 @@ RETRY_ON = r"[a-z0-9-]+(,[a-z0-9-]+)*"
 class Thresholds:
     """Circuit breakers: when a limit is reached Envoy answers 503 at once instead of queueing."""
 
-    max_connections: int = setting(64, "connections Envoy opens to the upstream's hosts at most", minimum=1)
-    max_pending_requests: int = setting(32, "requests waiting for a connection; beyond this: 503", minimum=1)
-    max_requests: int = setting(128, "requests in flight to the upstream at once; beyond this: 503", minimum=1)
-    max_retries: int = setting(3, "retries in flight at once; only used when `retry.budget_percent` is 0", minimum=0)
+    max_connections: int = setting(
+        64, "connections Envoy opens to the upstream's hosts at most", minimum=1, maximum=100_000
+    )
+    max_pending_requests: int = setting(
+        32, "requests waiting for a connection; beyond this: 503", minimum=1, maximum=100_000
+    )
+    max_requests: int = setting(
+        128, "requests in flight to the upstream at once; beyond this: 503", minimum=1, maximum=100_000
+    )
+    max_retries: int = setting(
+        3, "retries in flight at once; only used when `retry.budget_percent` is 0", minimum=0, maximum=10_000
+    )
 
     def render(self, retry: Retry | None = None) -> dict[str, Any]:
         threshold: dict[str, Any] = {
@@ -64,15 +72,21 @@ class Thresholds:
 class OutlierDetection:
     """Passive health checking: a host that keeps failing is ejected from load balancing for a while."""
 
-    consecutive_5xx: int = setting(5, "5xx answers in a row (any cause) that eject a host", minimum=1)
+    consecutive_5xx: int = setting(5, "5xx answers in a row (any cause) that eject a host", minimum=1, maximum=1000)
     consecutive_gateway_failure: int = setting(
-        3, "502/503/504 or connect failures in a row that eject a host", minimum=1
+        3, "502/503/504 or connect failures in a row that eject a host", minimum=1, maximum=1000
     )
     interval_ms: int = setting(
-        1000, "how often ejections are reviewed: an ejected host returns at the first review after its time", minimum=10
+        1000,
+        "how often ejections are reviewed: an ejected host returns at the first review after its time",
+        minimum=10,
+        maximum=600_000,
     )
     base_ejection_time_ms: int = setting(
-        10000, "first ejection lasts this long; each further ejection of the same host multiplies it", minimum=10
+        10000,
+        "first ejection lasts this long; each further ejection of the same host multiplies it",
+        minimum=10,
+        maximum=3_600_000,
     )
     max_ejection_percent: int = setting(
         100, "share of hosts that may be ejected at once (100: a dead upstream fails fast)", minimum=0, maximum=100
@@ -100,14 +114,16 @@ class Retry:
         pattern=RETRY_ON,
     )
     num_retries: int = setting(2, "retries per request after the first try", minimum=0, maximum=10)
-    per_try_timeout_ms: int = setting(1000, "timeout of each try", minimum=1)
+    per_try_timeout_ms: int = setting(1000, "timeout of each try", minimum=1, maximum=300_000)
     budget_percent: float = setting(
         20.0,
         "retries in flight as a percent of requests in flight; 0: use `breaker.max_retries`",
         minimum=0,
         maximum=100,
     )
-    min_retry_concurrency: int = setting(3, "retries always allowed in flight, whatever the budget", minimum=0)
+    min_retry_concurrency: int = setting(
+        3, "retries always allowed in flight, whatever the budget", minimum=0, maximum=10_000
+    )
 
     def render(self) -> dict[str, Any]:
         return {
@@ -168,11 +184,13 @@ class Inbound:
         APP_PORT, "the application container's port (on the pod's loopback)", minimum=1, maximum=65535
     )
     max_connections: int = setting(
-        1024, "downstream connections the listener keeps open; further ones are closed", minimum=1
+        1024, "downstream connections the listener keeps open; further ones are closed", minimum=1, maximum=100_000
     )
-    max_pending_requests: int = setting(64, "requests waiting for a connection to the app; beyond: 503", minimum=1)
-    max_requests: int = setting(256, "requests in flight to the app; beyond: 503", minimum=1)
-    request_timeout_ms: int = setting(15000, "timeout of a request to the app; then 504", minimum=1)
+    max_pending_requests: int = setting(
+        64, "requests waiting for a connection to the app; beyond: 503", minimum=1, maximum=100_000
+    )
+    max_requests: int = setting(256, "requests in flight to the app; beyond: 503", minimum=1, maximum=100_000)
+    request_timeout_ms: int = setting(15000, "timeout of a request to the app; then 504", minimum=1, maximum=3_600_000)
 
 
 @dataclass(frozen=True)

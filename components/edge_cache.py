@@ -67,7 +67,7 @@ class EdgeCacheSpec:
         IMAGE, "Varnish image, pinned to the 7.1 series the tests run (Debian's 7.1.1)", pattern=IMAGE_PATTERN
     )
     replicas: int = setting(2, "Varnish pods; each holds its own copy of the cache", minimum=1, maximum=20)
-    storage_mib: int = setting(256, "cache size (malloc storage) per pod, MiB", minimum=16)
+    storage_mib: int = setting(256, "cache size (malloc storage) per pod, MiB", minimum=16, maximum=65_536)
     resources: Resources = setting(
         Resources(cpu_request="100m", memory_request="384Mi", cpu_limit="1", memory_limit="512Mi"),
         "requests and limits of the Varnish container; memory must exceed storage_mib by 128Mi or more",

@@ -53,10 +53,12 @@ class Origin:
     health_path: str = setting("/healthz", "origin path the probe GETs; 200 means healthy", pattern=PREFIX)
     probe_interval_seconds: int = setting(5, "seconds between health probes", minimum=1, maximum=300)
     probe_window: int = setting(5, "probes remembered; `probe_threshold` of them must pass", minimum=1, maximum=64)
-    probe_threshold: int = setting(3, "passing probes in the window that make the origin healthy", minimum=1)
-    connect_timeout_ms: int = setting(1000, "TCP connect timeout to the origin", minimum=1)
-    first_byte_timeout_ms: int = setting(15000, "wait for the origin's first response byte", minimum=1)
-    between_bytes_timeout_ms: int = setting(10000, "longest pause between two body chunks", minimum=1)
+    probe_threshold: int = setting(
+        3, "passing probes in the window that make the origin healthy", minimum=1, maximum=64
+    )
+    connect_timeout_ms: int = setting(1000, "TCP connect timeout to the origin", minimum=1, maximum=60_000)
+    first_byte_timeout_ms: int = setting(15000, "wait for the origin's first response byte", minimum=1, maximum=300_000)
+    between_bytes_timeout_ms: int = setting(10000, "longest pause between two body chunks", minimum=1, maximum=300_000)
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.probe_threshold > self.probe_window:

@@ -49,8 +49,10 @@ FRONT = "catalog"
 class CallPolicy:
     """How every role calls another: the thresholds of the caller's sidecar, per upstream."""
 
-    connect_timeout_ms: int = setting(250, "TCP connect timeout to an upstream pod", minimum=1)
-    request_timeout_ms: int = setting(3000, "whole call, retries included; then the caller gets 504", minimum=1)
+    connect_timeout_ms: int = setting(250, "TCP connect timeout to an upstream pod", minimum=1, maximum=60_000)
+    request_timeout_ms: int = setting(
+        3000, "whole call, retries included; then the caller gets 504", minimum=1, maximum=300_000
+    )
     breaker: Thresholds = setting(Thresholds, "circuit breakers: beyond these limits Envoy answers 503 at once")
     outlier: OutlierDetection = setting(OutlierDetection, "ejection of upstream pods that keep failing")
     retry: Retry = setting(Retry, "retries of failed calls, within a retry budget")

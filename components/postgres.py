@@ -101,14 +101,19 @@ class ReplicationSpec:
         16 * 1024 * 1024,
         "a replica with more received-but-unreplayed WAL than this is taken out of postgres-ro",
         minimum=0,
+        maximum=16 * 1024**3,
     )
     max_lag_seconds: int = setting(
-        10, "a replica whose last replayed transaction is older than this while WAL waits is taken out", minimum=1
+        10,
+        "a replica whose last replayed transaction is older than this while WAL waits is taken out",
+        minimum=1,
+        maximum=3600,
     )
     max_slot_wal_keep_mb: int = setting(
         256,
         "WAL the primary keeps for a disconnected replica's slot; beyond it the replica must be rebuilt",
         minimum=16,
+        maximum=1024 * 1024,
     )
     hot_standby_feedback: bool = setting(
         True, "replicas tell the primary which rows their queries still read (fewer cancelled reads, more bloat)"
@@ -129,16 +134,24 @@ class PoolerSpec:
     pool_mode: Literal["transaction", "session"] = setting(
         "transaction", "transaction: a server connection is held only for a transaction's duration"
     )
-    default_pool_size: int = setting(20, "server connections per database/user pair, per PgBouncer pod", minimum=1)
-    reserve_pool_size: int = setting(5, "extra server connections a pool may open when clients wait", minimum=0)
-    max_client_conn: int = setting(1000, "client connections each PgBouncer pod accepts", minimum=1)
+    default_pool_size: int = setting(
+        20, "server connections per database/user pair, per PgBouncer pod", minimum=1, maximum=5000
+    )
+    reserve_pool_size: int = setting(
+        5, "extra server connections a pool may open when clients wait", minimum=0, maximum=5000
+    )
+    max_client_conn: int = setting(1000, "client connections each PgBouncer pod accepts", minimum=1, maximum=100_000)
     server_lifetime_seconds: int = setting(
-        60, "server connections are closed after this long, so pools rebalance when postgres-ro changes", minimum=10
+        60,
+        "server connections are closed after this long, so pools rebalance when postgres-ro changes",
+        minimum=10,
+        maximum=86_400,
     )
     max_prepared_statements: int = setting(
         100,
         "protocol-level prepared statements tracked per server connection in transaction mode (0: off)",
         minimum=0,
+        maximum=10_000,
     )
     resources: Resources = setting(Resources, "requests and limits of the PgBouncer container")
 

@@ -53,10 +53,14 @@ class JobsStream:
     subject_prefix: str = setting(
         "jobs", "jobs go to <prefix>.submit.<kind>, dead letters to <prefix>.dead.<kind>", pattern=r"[a-z][a-z0-9_-]*"
     )
-    max_age_seconds: int = setting(7 * 86400, "a job never picked up is dropped after this long", minimum=60)
-    max_megabytes: int = setting(1024, "stream size cap; new jobs are refused beyond it", minimum=1)
+    max_age_seconds: int = setting(
+        7 * 86400, "a job never picked up is dropped after this long", minimum=60, maximum=365 * 86400
+    )
+    max_megabytes: int = setting(
+        1024, "stream size cap; new jobs are refused beyond it", minimum=1, maximum=1024 * 1024
+    )
     duplicate_window_seconds: int = setting(
-        120, "a job id (Nats-Msg-Id) seen within this window is not enqueued again", minimum=1
+        120, "a job id (Nats-Msg-Id) seen within this window is not enqueued again", minimum=1, maximum=86_400
     )
 
 
@@ -65,9 +69,13 @@ class Consumer:
     """The durable pull consumer every worker shares."""
 
     durable: str = setting("workers", "consumer name", pattern=NAME_PATTERN)
-    ack_wait_seconds: int = setting(30, "a job not acknowledged this long after delivery is delivered again", minimum=1)
+    ack_wait_seconds: int = setting(
+        30, "a job not acknowledged this long after delivery is delivered again", minimum=1, maximum=3600
+    )
     max_deliver: int = setting(5, "deliveries of a job before it is dead-lettered", minimum=1, maximum=100)
-    max_ack_pending: int = setting(256, "jobs handed out and not yet acknowledged, across all workers", minimum=1)
+    max_ack_pending: int = setting(
+        256, "jobs handed out and not yet acknowledged, across all workers", minimum=1, maximum=100_000
+    )
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,7 @@ class DeadLetters:
     """The stream that keeps jobs which failed `max_deliver` times, for inspection and replay."""
 
     name: str = setting("JOBS_DEAD", "stream name", pattern=NAME_PATTERN)
-    max_age_seconds: int = setting(30 * 86400, "dead letters are kept this long", minimum=60)
+    max_age_seconds: int = setting(30 * 86400, "dead letters are kept this long", minimum=60, maximum=365 * 86400)
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,9 @@ class Results:
     """Key-value bucket of job status and result, read by the service's GET of a job."""
 
     bucket: str = setting("JOB_RESULTS", "bucket name", pattern=NAME_PATTERN)
-    ttl_seconds: int = setting(7 * 86400, "a job's status is forgotten after this long", minimum=60)
+    ttl_seconds: int = setting(
+        7 * 86400, "a job's status is forgotten after this long", minimum=60, maximum=365 * 86400
+    )
     history: int = setting(5, "revisions kept per job (queued, done, ...)", minimum=2, maximum=64)
 
 
@@ -92,9 +102,9 @@ class WorkerScaling:
     """How the worker Deployment scales: KEDA on consumer lag where the cluster has KEDA, else HPA on CPU."""
 
     keda: bool = setting(False, "scale on the consumer's pending jobs with a KEDA ScaledObject")
-    min_replicas: int = setting(1, "workers never fewer than this", minimum=0)
-    max_replicas: int = setting(10, "workers never more than this", minimum=1)
-    lag_threshold: int = setting(20, "KEDA: pending jobs per worker it aims for", minimum=1)
+    min_replicas: int = setting(1, "workers never fewer than this", minimum=0, maximum=100)
+    max_replicas: int = setting(10, "workers never more than this", minimum=1, maximum=100)
+    lag_threshold: int = setting(20, "KEDA: pending jobs per worker it aims for", minimum=1, maximum=100_000)
     cpu_utilization: int = setting(70, "HPA: target average CPU, percent of the request", minimum=10, maximum=100)
 
     def problems(self) -> Iterator[tuple[str, str]]:
@@ -114,8 +124,10 @@ class QueueSpec:
     resources: Resources = setting(Resources, "requests and limits of each NATS container")
     storage_size: str = setting("10Gi", "PersistentVolumeClaim size per member", pattern=QUANTITY)
     storage_class: str | None = setting(None, "StorageClass of the claims; null: the cluster default")
-    max_memory_store_megabytes: int = setting(256, "JetStream memory storage cap per member", minimum=0)
-    max_file_store_megabytes: int = setting(8192, "JetStream file storage cap per member", minimum=1)
+    max_memory_store_megabytes: int = setting(256, "JetStream memory storage cap per member", minimum=0, maximum=65_536)
+    max_file_store_megabytes: int = setting(
+        8192, "JetStream file storage cap per member", minimum=1, maximum=1024 * 1024
+    )
     stream_replicas: int = setting(3, "copies of each stream (and the results bucket)", minimum=1, maximum=5)
     jobs: JobsStream = setting(JobsStream, "the jobs stream")
     consumer: Consumer = setting(Consumer, "the workers' consumer")

@@ -100,7 +100,10 @@ class RedisSpec:
         "before its failover must come back with its data, or its replica copies the empty set)",
     )
     maxmemory_mb: int = setting(
-        192, "MiB of data before the eviction policy acts; keep headroom below the memory limit", minimum=1
+        192,
+        "MiB of data before the eviction policy acts; keep headroom below the memory limit",
+        minimum=1,
+        maximum=65_536,
     )
     eviction_policy: EvictionPolicy = setting(
         "volatile-lru",

@@ -39,7 +39,10 @@ class RoutingSpec:
     )
     retries: int = setting(2, "extra attempts on connection failures and 502/503/504", minimum=0, maximum=5)
     rate_limit_per_second: int = setting(
-        1000, "requests per second the edge lets through to the route, per Envoy replica; 0: off", minimum=0
+        1000,
+        "requests per second the edge lets through to the route, per Envoy replica; 0: off",
+        minimum=0,
+        maximum=1_000_000,
     )
 
     def problems(self) -> Iterator[tuple[str, str]]:

@@ -28,11 +28,11 @@ class Autoscaling:
     """HorizontalPodAutoscaler (autoscaling/v2) on CPU, with damped scale-down."""
 
     enabled: bool = setting(False, "an HPA owns the replica count (phase 3 on); off: `web.replicas` fixed pods")
-    min_replicas: int = setting(2, "replicas the HPA never goes under; also sets the PDB", minimum=1)
-    max_replicas: int = setting(10, "replicas the HPA never goes over", minimum=1)
+    min_replicas: int = setting(2, "replicas the HPA never goes under; also sets the PDB", minimum=1, maximum=100)
+    max_replicas: int = setting(10, "replicas the HPA never goes over", minimum=1, maximum=100)
     cpu_utilization: int = setting(70, "target average CPU, percent of the CPU request", minimum=10, maximum=100)
     scale_down_window_seconds: int = setting(
-        120, "scale down only to the highest recommendation of this window (stops flapping)", minimum=0
+        120, "scale down only to the highest recommendation of this window (stops flapping)", minimum=0, maximum=3600
     )
 
     def problems(self) -> Iterator[tuple[str, str]]:

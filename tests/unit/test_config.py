@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
+import typing
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,35 @@ def test_every_phase_stack_lets_the_provider_update_configmaps_in_place() -> Non
     for path in sorted(STACKS.glob("Pulumi.phase*.yaml")):
         config = yaml.safe_load(path.read_text())["config"]
         assert config.get("kubernetes:enableConfigMapMutable") is True, path.name
+
+
+def numeric_settings(spec: type, prefix: str = "") -> list[tuple[str, type, float | None]]:
+    """(key, int or float, maximum) of every numeric setting of `spec`, nested specs flattened."""
+    hints = typing.get_type_hints(spec)
+    found: list[tuple[str, type, float | None]] = []
+    for spec_field in dataclasses.fields(spec):
+        annotation = hints[spec_field.name]
+        if dataclasses.is_dataclass(annotation):
+            found += numeric_settings(annotation, f"{prefix}{spec_field.name}.")
+        elif annotation in (int, float):
+            found.append((f"{prefix}{spec_field.name}", annotation, spec_field.metadata["maximum"]))
+    return found
+
+
+NUMERIC_SETTINGS = numeric_settings(StackConfig)
+
+
+def test_every_numeric_setting_has_an_upper_bound() -> None:
+    assert len(NUMERIC_SETTINGS) > 70
+    assert [key for key, _, maximum in NUMERIC_SETTINGS if maximum is None] == []
+
+
+@pytest.mark.parametrize(("key", "kind", "maximum"), NUMERIC_SETTINGS, ids=[key for key, *_ in NUMERIC_SETTINGS])
+def test_a_value_past_a_settings_bound_is_named_with_the_bound(key: str, kind: type, maximum: float) -> None:
+    values: dict = {"phase": 6}
+    *parents, leaf = key.split(".")
+    level = values
+    for parent in parents:
+        level = level.setdefault(parent, {})
+    level[leaf] = maximum + 1
+    assert f"scaleladder:{key}: must be <= {maximum!r}, got {kind(maximum + 1)!r}" in problems_of(values)
