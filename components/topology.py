@@ -57,10 +57,18 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 
 
 def _mounted_config_text(workload: dict[str, Any], objects: list[dict[str, Any]]) -> str:
+    """The ConfigMap data the pods see: every key of a mounted ConfigMap, or only the `items` a volume
+    projects (the edge cache's purge Job mounts its script, not the VCL that names the backends)."""
     pod = workload["spec"]["template"]["spec"]
-    names = {v["configMap"]["name"] for v in pod.get("volumes", []) if "configMap" in v}
-    maps = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] in names]
-    return "\n".join(str(value) for cm in maps for value in cm.get("data", {}).values())
+    maps = {o["metadata"]["name"]: o.get("data", {}) for o in objects if o["kind"] == "ConfigMap"}
+    texts = []
+    for volume in pod.get("volumes", []):
+        data = maps.get(volume.get("configMap", {}).get("name"), {})
+        keys = (
+            [item["key"] for item in volume["configMap"]["items"]] if "items" in volume.get("configMap", {}) else data
+        )
+        texts += [str(data[key]) for key in keys if key in data]
+    return "\n".join(texts)
 
 
 def _container_texts(workload: dict[str, Any]) -> list[str]:

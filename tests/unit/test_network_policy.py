@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from components import cli, topology, validation
+from components.edge_cache import PURGE_PORT
 from components.network_policy import Flow, flows, network_policies
 
 GATEWAY = (
@@ -79,6 +80,16 @@ def test_a_job_sharing_an_apps_name_is_not_selected_with_it() -> None:
     meta, objects = _phase("phase4")
     redis = next(p for p in network_policies(meta, objects) if p["metadata"]["name"] == "redis-shard-0-ingress")
     assert redis["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "cache"
+
+
+def test_a_volume_that_projects_some_keys_of_a_config_map_names_only_their_hosts() -> None:
+    """The purge Job mounts only its script from the edge cache's ConfigMap, whose VCL names the
+    origin: it reaches the Varnish replicas' purge port and nothing else."""
+    for phase, origin in (("phase5", "web"), ("phase6", "catalog")):
+        _, objects = _phase(phase)
+        purge = next(o["metadata"]["name"] for o in objects if o["kind"] == "Job" and "purge" in o["metadata"]["name"])
+        assert [(f.server, f.port) for f in flows(objects) if f.client == purge] == [("edge-cache", PURGE_PORT)]
+        assert ("edge-cache", origin) in {(f.client, f.server) for f in flows(objects)}  # the VCL still counts
 
 
 def test_cluster_members_reach_each_other_on_every_port() -> None:
