@@ -19,6 +19,12 @@ CONTROL = [chr(c) for c in range(32)] + ["\x7f"]
 CHARS = st.one_of(st.sampled_from(CONTROL), st.characters(codec="utf-8"))
 JUNK: list[Any] = [None, True, 1.5, "1", "", [], {}, 0, -1, 2**64, -(2**64), 10**30]
 BAD_BODIES = [b"", b"{", b"not json", b"\x00", b'{"a": 1,}', b"\xff\xfe"]
+NOT_JSON_TYPES = [
+    "text/plain",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/xml",
+]
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class Call:
     body: Any = None
     raw: bytes | None = None
     field: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class Operation:
@@ -190,13 +197,13 @@ SEGMENT = st.text(st.characters(codec="ascii", categories=["L", "N"]), max_size=
 @st.composite
 def invalid_calls(draw: st.DrawFn, operation: Operation) -> Call:
     """A valid request with one thing broken: a parameter, a required parameter missing, the body (one field
-    wrong, missing or unknown; not an object; not JSON; empty) or the method."""
+    wrong, missing or unknown; not an object; not JSON; empty; sent as another content type) or the method."""
     call = draw(valid_calls(operation))
     spec, params, body = operation.spec, operation.params, operation.body_schema
     kinds = (
         ["method"]
         + (["param"] if any(_constrained(p["schema"]) for p in params) else [])
-        + (["body", "raw"] if body else [])
+        + (["body", "raw", "content-type"] if body else [])
     )
     kind = draw(st.sampled_from(kinds))
     if kind == "method":
@@ -208,6 +215,9 @@ def invalid_calls(draw: st.DrawFn, operation: Operation) -> Call:
         return Call(call.method, call.url, raw=json.dumps(broken).encode(), field=field)  # null too
     if kind == "raw":
         return Call(call.method, call.url, raw=draw(st.sampled_from(BAD_BODIES)), field="request body")
+    if kind == "content-type":
+        content_type = (("content-type", draw(st.sampled_from(NOT_JSON_TYPES))),)
+        return Call(call.method, call.url, call.body, field="content-type", headers=content_type)
     param = draw(st.sampled_from([p for p in params if _constrained(p["schema"])]))
     name, schema = param["name"], param["schema"]
     accepts = _accepts(spec, schema)

@@ -61,7 +61,7 @@ def send(client: Client, call: Call) -> Reply:
     """The reply to `call`, logged in again first if an earlier call logged out."""
     if "sid" not in client.cookies:
         assert client.post("/sessions", {"email": "ada@example.com", "password": PASSWORD}).status == 201
-    return client.request(call.method, call.url, call.body, raw=call.raw)
+    return client.request(call.method, call.url, call.body, raw=call.raw, headers=dict(call.headers))
 
 
 def check(operation: Operation, call: Call, reply: Reply) -> None:
@@ -94,7 +94,15 @@ def check(operation: Operation, call: Call, reply: Reply) -> None:
 def test_valid_requests_get_documented_answers(client: Client, operation: Operation, data: st.DataObject) -> None:
     call = data.draw(valid_calls(operation))
     CASES[f"valid {operation}"] += 1
-    check(operation, call, send(client, call))
+    reply = send(client, call)
+    check(operation, call, reply)
+    if operation.method == "GET" and reply.status == 200 and (etag := reply.header("etag")):
+        head = send(client, Call("HEAD", call.url))
+        assert (head.status, head.body, head.header("etag")) == (200, b"", etag), f"HEAD {call.url}: {head}"
+        if "304" in operation.op["responses"]:  # nothing changed in between: the validator matches
+            again = send(client, Call("GET", call.url, headers=(("if-none-match", etag),)))
+            check(operation, call, again)
+            assert again.status == 304, f"GET {call.url} with If-None-Match {etag}: got {again.status}"
 
 
 @pytest.mark.parametrize("operation", operations(SPEC), ids=repr)

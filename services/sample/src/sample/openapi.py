@@ -58,9 +58,12 @@ CACHE_CONTROL = _header(
 )
 
 
+NOT_MODIFIED = _with_headers({"description": "Not modified"}, ETag=ETAG, Cache_Control=CACHE_CONTROL)
+
+
 def _read(response: dict[str, Any]) -> dict[str, Any]:
-    """A GET's 200: it carries an ETag (a repeat with If-None-Match may be a 304) and a Cache-Control."""
-    return _with_headers(response, ETag=ETAG, Cache_Control=CACHE_CONTROL)
+    """A GET's answers: 200 with an ETag and a Cache-Control, or 304 when If-None-Match has that ETag."""
+    return {"200": _with_headers(response, ETag=ETAG, Cache_Control=CACHE_CONTROL), "304": NOT_MODIFIED}
 
 
 def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +98,6 @@ SELECTED = {  # a Product, or the fields of one that `fields` named
     "minProperties": 1,
     "additionalProperties": False,
 }
-NOT_MODIFIED = _with_headers({"description": "Not modified"}, ETag=ETAG, Cache_Control=CACHE_CONTROL)
 BATCH = {
     "type": "object",
     "properties": {
@@ -130,9 +132,7 @@ def _page(item: dict[str, Any]) -> dict[str, Any]:
 
 PATHS: dict[str, dict[str, Any]] = {
     "/products": {
-        "get": _op(
-            "A page of products by id (keyset).", {"200": _read(_json(_page(SELECTED)))}, params=[LIMIT, CURSOR, FIELDS]
-        ),
+        "get": _op("A page of products by id (keyset).", _read(_json(_page(SELECTED))), params=[LIMIT, CURSOR, FIELDS]),
         "post": _op(
             "Create a product.",
             {"201": _with_headers(_json(_ref("Product"), "Created"), Location=_location("products"))},
@@ -150,7 +150,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/products/{id}": {
         "get": _op(
             "One product (cache-aside); supports If-None-Match.",
-            {"200": _read(_json(SELECTED, "The product, or with `fields` only the fields named")), "304": NOT_MODIFIED},
+            _read(_json(SELECTED, "The product, or with `fields` only the fields named")),
             params=[ID, FIELDS],
         ),
         "patch": _op(
@@ -167,11 +167,11 @@ PATHS: dict[str, dict[str, Any]] = {
             body="UserCreate",
         )
     },
-    "/users/{id}": {"get": _op("One user.", {"200": _read(_json(_ref("User")))}, params=[ID])},
+    "/users/{id}": {"get": _op("One user.", _read(_json(_ref("User"))), params=[ID])},
     "/users/{id}/orders": {
         "get": _op(
             "A user's orders with items (keyset).",
-            {"200": _read(_json(_page(_ref("Order"))))},
+            _read(_json(_page(_ref("Order")))),
             params=[ID, LIMIT, CURSOR],
         )
     },
@@ -196,7 +196,7 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         ),
     },
-    "/me": {"get": _op("The logged-in user.", {"200": _read(_json(_ref("User")))})},
+    "/me": {"get": _op("The logged-in user.", _read(_json(_ref("User"))))},
     "/orders": {
         "post": _op(
             "Place an order.",
@@ -205,7 +205,7 @@ PATHS: dict[str, dict[str, Any]] = {
         ),
         "get": _op(
             "A user's orders with items (keyset); the auth role's /users/{id}/orders calls this.",
-            {"200": _read(_json(_page(_ref("Order"))))},
+            _read(_json(_page(_ref("Order")))),
             params=[USER_ID, LIMIT, CURSOR],
         ),
     },
@@ -219,11 +219,11 @@ PATHS: dict[str, dict[str, Any]] = {
     "/jobs/{id}": {
         "get": _op(
             "A job's status (queued, done, failed) with its result or error.",
-            {"200": _read(_json(JOB))},
+            _read(_json(JOB)),
             params=[JOB_ID_PARAM],
         )
     },
-    "/orders/{id}": {"get": _op("One order with items.", {"200": _read(_json(_ref("Order")))}, params=[ID])},
+    "/orders/{id}": {"get": _op("One order with items.", _read(_json(_ref("Order"))), params=[ID])},
     "/events": {
         "get": _op(
             "Server-Sent Events of product and order changes; resume with Last-Event-ID.",
