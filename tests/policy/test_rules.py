@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from components import cli
 from policies.model import EXCEPTION_PREFIX
 from policies.rules import RULES, evaluate
 from tests.policy.objects import (
@@ -473,3 +474,19 @@ def test_a_live_replica_count_the_autoscaler_wrote_is_not_the_deployers() -> Non
     set_by_kit = ("pulumi-kubernetes-8411f3eb", "Apply", {"f:spec": {"f:replicas": {}, "f:template": {}}})
     found = messages("hpa-target", [live(deployment(replicas=3), set_by_kit), autoscaler()], 3)
     assert [m for m in found if "spec.replicas is set (3)" in m]
+
+
+def test_a_purge_job_let_through_to_the_origin_is_more_than_the_stack_uses() -> None:
+    """What the builder rendered while the purge Job's script mount counted the VCL's backends as its calls."""
+    objects = cli.load_stack("phase5").objects()
+    job = next(o["metadata"]["name"] for o in objects if o["kind"] == "Job" and "purge" in o["metadata"]["name"])
+    policy = next(o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == f"{job}-egress")
+    web = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "web")
+    egress = policy["spec"]["egress"]
+    egress.append(
+        {"to": [{"podSelector": {"matchLabels": web["spec"]["selector"]["matchLabels"]}}], "ports": [{"port": 8080}]}
+    )
+    assert messages("network-allows", objects, 5) == [
+        f"NetworkPolicy/{job}-egress: spec.egress[{len(egress) - 1}] admits {job} -> web on port 8080, which {job} "
+        "never uses; fix: allow only the connections the stack makes"
+    ]
