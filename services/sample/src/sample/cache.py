@@ -16,7 +16,8 @@ import asyncio
 import logging
 import random
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 from sample import cacheentry
 from sample.background import Background
@@ -80,38 +81,49 @@ class Cache:
         return cacheentry.body(value)
 
     async def _load_shared(self, key: str, load: Loader) -> bytes:
+        """Load `key` once in this process: a caller that misses while the load, or the store after it, is
+        under way shares its result (the store is not awaited, but the key stays in flight until it lands)."""
         pending = self._inflight.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            value = await self._load_once(key, load)
-            future.set_result(value)
-            return value
+            value, store = await self._load_once(key, load)
         except BaseException as exc:
+            del self._inflight[key]
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters, if any, re-raise it themselves
             raise
+        future.set_result(value)
+        if store is None:
+            del self._inflight[key]
+        else:
+            self._background.spawn(self._landed(key, store))
+        return value  # the reader does not wait for the store
+
+    async def _landed(self, key: str, store: Coroutine[Any, Any, None]) -> None:
+        try:
+            await store
         finally:
             del self._inflight[key]
 
-    async def _load_once(self, key: str, load: Loader) -> bytes:
+    async def _load_once(self, key: str, load: Loader) -> tuple[bytes, Coroutine[Any, Any, None] | None]:
+        """The loaded entry and, when this process holds the lock, the store that must follow."""
         lock_key, token = f"lock:{key}", secrets.token_hex(8)
         if not await self.client.set(lock_key, token, nx=True, px=LOCK_MS):
             for _ in range(POLL_ATTEMPTS):
                 await asyncio.sleep(POLL_SECONDS)
                 value = await self.client.get(key)
                 if value is not None:
-                    return value
-            return self._entry(await load())[0]  # the lock holder is slow or gone: from the database, uncached
+                    return value, None
+            return self._entry(await load())[0], None  # the lock holder is slow or gone: from the database, uncached
         try:
             value, lifetime_ms = self._entry(await load())
         except BaseException:
             self._background.spawn(self._store_and_release(lock_key, token, None))
             raise
-        self._background.spawn(self._store_and_release(lock_key, token, (key, value, lifetime_ms)))
-        return value  # the reader does not wait for the store
+        return value, self._store_and_release(lock_key, token, (key, value, lifetime_ms))
 
     async def _store_and_release(self, lock_key: str, token: str, entry: tuple[str, bytes, int] | None) -> None:
         """Store the loaded (key, value, lifetime in ms), if any, then release the lock: pollers stop."""
