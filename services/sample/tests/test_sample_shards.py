@@ -320,6 +320,23 @@ def test_move_refuses_bad_arguments_with_the_allowed_values(deployment: Deployme
     assert plan["version"] == 1 and len(plan["move"]) == 21
 
 
+def test_an_order_that_fails_after_taking_stock_leaves_no_stale_product_in_the_cache(
+    deployment: Deployment, redis_server: RedisServer
+) -> None:
+    redis_server.command("FLUSHALL")
+    service = Service({**deployment.env, "REDIS_URL": redis_server.url, "CACHE_ENABLED": "true"})
+    try:
+        client = service.client()
+        before = client.get("/products/2").json()  # now cached
+        missing = client.post("/orders", {"user_id": 999999, "items": [{"product_id": 2, "quantity": 1}]})
+        assert missing.status == 404
+        after = Client(service.port).get("/products/2").json()  # no read-your-writes cookie: the cache answers
+        version = int(deployment.main_sql("SELECT version FROM products WHERE id = 2"))
+        assert (after["stock"], after["version"]) == (before["stock"], version) and version == before["version"] + 2
+    finally:
+        service.stop()
+
+
 def test_sessions_and_job_receipts_read_the_users_group(deployment: Deployment, redis_server: RedisServer) -> None:
     service = Service({**deployment.env, "REDIS_URL": redis_server.url, "SESSIONS_ENABLED": "true"})
     try:

@@ -48,10 +48,11 @@ async def place_order(request: Request) -> Response:
                 row = await orders.place(tx, user_id, new.items, catalog)
     except asyncpg.ForeignKeyViolationError:
         raise ApiError(404, "user_not_found", f"user_id: user {user_id} does not exist") from None
+    finally:  # placed, or (sharded) the stock taken in the main group and given back: the rows changed either way
+        if svc.cache is not None:
+            await svc.cache.invalidate([cache_key(i) for i in ids])
     [order] = await _with_items(svc, [row], fresh=True)
     product_ids = [item.product_id for item in order.items]
-    if svc.cache is not None:
-        await svc.cache.invalidate([cache_key(i) for i in product_ids])
     if svc.events is not None:
         await svc.events.publish("order.created", {"id": order.id, "user_id": user_id, "product_ids": product_ids})
     response = json_response(request, encode(order), status=201)
