@@ -44,8 +44,12 @@ def _with_headers(response: dict[str, Any], **headers: dict[str, Any]) -> dict[s
     return {**response, "headers": {name.replace("_", "-"): header for name, header in headers.items()}}
 
 
-def _location(path: str, id_pattern: str = "[1-9][0-9]*") -> dict[str, Any]:
-    return _header("Where the new resource is.", {"pattern": f"^/{path}/{id_pattern}$"})
+def _created(
+    schema: dict[str, Any], path: str, *, id_pattern: str = "[1-9][0-9]*", status: str = "201", what: str = "Created"
+) -> dict[str, Any]:
+    """The answer that makes a resource: its body and `Location: /<path>/<id>`."""
+    location = _header("Where the new resource is.", {"pattern": f"^/{path}/{id_pattern}$"})
+    return {status: _with_headers(_json(schema, what), Location=location)}
 
 
 NO_STORE = _header("Never cached: the answer is per client or changes at once.", {"const": "no-store"})
@@ -135,7 +139,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("A page of products by id (keyset).", _read(_json(_page(SELECTED))), params=[LIMIT, CURSOR, FIELDS]),
         "post": _op(
             "Create a product.",
-            {"201": _with_headers(_json(_ref("Product"), "Created"), Location=_location("products"))},
+            _created(_ref("Product"), "products"),
             body="ProductCreate",
         ),
     },
@@ -163,7 +167,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/users": {
         "post": _op(
             "Sign up.",
-            {"201": _with_headers(_json(_ref("User"), "Created"), Location=_location("users"))},
+            _created(_ref("User"), "users"),
             body="UserCreate",
         )
     },
@@ -200,7 +204,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/orders": {
         "post": _op(
             "Place an order.",
-            {"201": _with_headers(_json(_ref("Order"), "Created"), Location=_location("orders"))},
+            _created(_ref("Order"), "orders"),
             body="OrderCreate",
         ),
         "get": _op(
@@ -212,7 +216,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/jobs": {
         "post": _op(
             "Enqueue a job {kind, payload}; kinds: order-receipt {order_id}.",
-            {"202": _with_headers(_json(JOB, "Queued"), Location=_location("jobs", JOB_ID.pattern))},
+            _created(JOB, "jobs", id_pattern=JOB_ID.pattern, status="202", what="Queued"),
             body="JobCreate",
         )
     },
