@@ -230,14 +230,15 @@ class Client:
         """Every committed `done` revision of a job: exactly one means exactly one effect.
 
         The history is read through an ordered consumer, which right after a failover may find
-        nothing for a key that certainly exists: that read is retried.
+        nothing for a key that certainly exists, or not be answered within the request timeout
+        while the new leader settles: that read is retried.
         """
         deadline = time.monotonic() + 10
         while True:
             try:
                 history = await self.kv.history(job_id)
                 break
-            except NoKeysError:
+            except (NoKeysError, NatsTimeout):
                 assert time.monotonic() < deadline, f"no history for {job_id}"
                 await asyncio.sleep(0.2)
         return [json.loads(e.value) for e in history if json.loads(e.value)["status"] == "done"]
