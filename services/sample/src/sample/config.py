@@ -1,7 +1,10 @@
 """Settings from environment variables only, validated all at once.
 
 `load_settings()` reads every variable, collects every problem and raises one `ConfigError` whose
-message lists each bad variable with the value received and what is allowed.
+message lists each bad variable with the value received and what is allowed (URLs with their
+passwords masked). Passwords can come from files instead (`*_PASSWORD_FILE`, see `secretfiles`):
+DATABASE_PASSWORD_FILE goes into DATABASE_URL and every DATABASE_REPLICA_URLS DSN, REDIS_PASSWORD_FILE
+into REDIS_URL.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from sample.secretfiles import PasswordFile, mask
 
 TRUE = {"1", "true", "yes", "on"}
 FALSE = {"0", "false", "no", "off", ""}
@@ -30,7 +35,8 @@ class Settings:
     web_concurrency: int = 1
     """WEB_CONCURRENCY: worker processes sharing the port."""
     database_url: str = ""
-    """DATABASE_URL: primary DSN; every write and read-your-writes read goes here."""
+    """DATABASE_URL: primary DSN; every write and read-your-writes read goes here. With DATABASE_PASSWORD_FILE
+    the file's password is in it (and in every replica DSN)."""
     database_replica_urls: tuple[str, ...] = ()
     """DATABASE_REPLICA_URLS: replica DSNs for other reads; empty sends every read to the primary."""
     db_pool_min: int = 2
@@ -38,7 +44,8 @@ class Settings:
     db_statement_timeout_ms: int = 5000
     """DB_STATEMENT_TIMEOUT_MS: Postgres statement_timeout on every pooled connection."""
     redis_url: str = ""
-    """REDIS_URL: empty means no Redis, so cache, sessions, rate limiting and events must be off."""
+    """REDIS_URL: empty means no Redis, so cache, sessions, rate limiting and events must be off. With
+    REDIS_PASSWORD_FILE the file's password is in it."""
     redis_mode: str = "standalone"
     cache_enabled: bool = False
     cache_ttl_seconds: int = 60
@@ -95,6 +102,8 @@ class Variable:
     field: str
     parse: Callable[[str], Any]
     allowed: str
+    urls: bool = False
+    """The value holds URLs: an error shows it with their passwords masked."""
 
 
 def _int_in(low: int, high: int) -> Callable[[str], int]:
@@ -179,12 +188,16 @@ VARIABLES = (
     Variable("LISTEN_ADDRESS", "listen_address", _ip, "an IPv4 or IPv6 address, e.g. 0.0.0.0, 127.0.0.1 or ::"),
     Variable("PORT", "port", _int_in(1, 65535), "an integer from 1 to 65535"),
     Variable("WEB_CONCURRENCY", "web_concurrency", _int_in(1, 64), "an integer from 1 to 64"),
-    Variable("DATABASE_URL", "database_url", _dsn, "a DSN postgresql://user:pass@host:port/db (required)"),
-    Variable("DATABASE_REPLICA_URLS", "database_replica_urls", _dsn_list, "comma-separated postgresql:// DSNs"),
+    Variable("DATABASE_URL", "database_url", _dsn, "a DSN postgresql://user:pass@host:port/db (required)", urls=True),
+    Variable(
+        "DATABASE_REPLICA_URLS", "database_replica_urls", _dsn_list, "comma-separated postgresql:// DSNs", urls=True
+    ),
     Variable("DB_POOL_MIN", "db_pool_min", _int_in(0, 1000), "an integer from 0 to 1000"),
     Variable("DB_POOL_MAX", "db_pool_max", _int_in(1, 1000), "an integer from 1 to 1000"),
     Variable("DB_STATEMENT_TIMEOUT_MS", "db_statement_timeout_ms", _int_in(1, HOUR * 1000), "1 to 3600000 ms"),
-    Variable("REDIS_URL", "redis_url", _redis_url, "empty, or redis://[user:pass@]host:port[/db] or rediss://"),
+    Variable(
+        "REDIS_URL", "redis_url", _redis_url, "empty, or redis://[user:pass@]host:port[/db] or rediss://", urls=True
+    ),
     Variable("REDIS_MODE", "redis_mode", _choice("standalone", "cluster"), "standalone or cluster"),
     Variable("CACHE_ENABLED", "cache_enabled", _bool, BOOL),
     Variable("CACHE_TTL_SECONDS", "cache_ttl_seconds", _int_in(1, DAY), "1 to 86400 seconds"),
@@ -253,12 +266,29 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             values[var.field] = var.parse(raw)
         except ValueError:
-            problems.append(f"{var.name}: got {raw!r}, allowed: {var.allowed}")
+            problems.append(f"{var.name}: got {mask(raw) if var.urls else raw!r}, allowed: {var.allowed}")
+    _insert_passwords(values, env, problems)
     settings = Settings(**values)
     problems += _cross_checks(settings, env)
     if problems:
         raise ConfigError("invalid environment:\n  " + "\n  ".join(problems))
     return settings
+
+
+def _insert_passwords(values: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:
+    """The passwords of DATABASE_PASSWORD_FILE and REDIS_PASSWORD_FILE into the URLs parsed so far."""
+    database = PasswordFile(env, "DATABASE_PASSWORD_FILE", problems)
+    if "database_url" in values:
+        values["database_url"] = database.insert("DATABASE_URL", values["database_url"], problems)
+    if "database_replica_urls" in values:
+        values["database_replica_urls"] = tuple(
+            database.insert("DATABASE_REPLICA_URLS", url, problems) for url in values["database_replica_urls"]
+        )
+    redis = PasswordFile(env, "REDIS_PASSWORD_FILE", problems)
+    if "redis_url" in values:
+        values["redis_url"] = redis.insert("REDIS_URL", values["redis_url"], problems)
+    if redis.path and not env.get("REDIS_URL", "").strip():
+        problems.append(f"REDIS_PASSWORD_FILE: got {redis.path!r}, allowed: unset while REDIS_URL is empty")
 
 
 def _cross_checks(settings: Settings, env: Mapping[str, str]) -> list[str]:

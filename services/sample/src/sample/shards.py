@@ -33,6 +33,7 @@ import asyncpg
 from sample.config import ConfigError, Settings
 from sample.db import Database, Transaction
 from sample.errors import ApiError
+from sample.secretfiles import PasswordFile, mask, secret_value
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +179,9 @@ def _dsn(value: str) -> bool:
 
 
 def shard_settings(env: Mapping[str, str]) -> ShardSettings | None:
-    """SHARD_GROUPS, SHARD_<i>_URL, SHARD_<i>_REPLICA_URLS, SHARD_MAP or SHARD_MAP_FILE,
-    SHARD_MAP_REFRESH_SECONDS, ADMIN_TOKEN; ConfigError lists every bad variable."""
+    """SHARD_GROUPS, SHARD_<i>_URL, SHARD_<i>_REPLICA_URLS, SHARD_<i>_PASSWORD_FILE (its password goes into
+    both), SHARD_MAP or SHARD_MAP_FILE, SHARD_MAP_REFRESH_SECONDS, ADMIN_TOKEN or ADMIN_TOKEN_FILE;
+    ConfigError lists every bad variable."""
     names = [n.strip() for n in env.get("SHARD_GROUPS", "").split(",") if n.strip()]
     if not names:
         return None
@@ -192,13 +194,19 @@ def shard_settings(env: Mapping[str, str]) -> ShardSettings | None:
     for index, name in enumerate(names):
         url = env.get(f"SHARD_{index}_URL", "").strip()
         replicas = tuple(u.strip() for u in env.get(f"SHARD_{index}_REPLICA_URLS", "").split(",") if u.strip())
-        if not _dsn(url):
+        password = PasswordFile(env, f"SHARD_{index}_PASSWORD_FILE", problems)
+        if _dsn(url):
+            url = password.insert(f"SHARD_{index}_URL", url, problems)
+        else:
             problems.append(
-                f"SHARD_{index}_URL: got {url!r}, allowed: a DSN postgresql://user:pass@host:port/db (group {name})"
+                f"SHARD_{index}_URL: got {mask(url)!r}, allowed: a DSN postgresql://user:pass@host:port/db"
+                f" (group {name})"
             )
-        if not all(_dsn(u) for u in replicas):
+        if all(_dsn(u) for u in replicas):
+            replicas = tuple(password.insert(f"SHARD_{index}_REPLICA_URLS", u, problems) for u in replicas)
+        else:
             problems.append(
-                f"SHARD_{index}_REPLICA_URLS: got {env[f'SHARD_{index}_REPLICA_URLS']!r},"
+                f"SHARD_{index}_REPLICA_URLS: got {mask(env[f'SHARD_{index}_REPLICA_URLS'])!r},"
                 " allowed: comma-separated postgresql:// DSNs"
             )
         groups.append(GroupSettings(name, url, replicas))
@@ -217,9 +225,10 @@ def shard_settings(env: Mapping[str, str]) -> ShardSettings | None:
     except ValueError:
         problems.append(f"SHARD_MAP_REFRESH_SECONDS: got {raw_refresh!r}, allowed: 0.05 to 60 seconds")
         refresh = 0.0
+    admin_token = secret_value(env, "ADMIN_TOKEN", "the token", problems)
     if problems or initial is None:
         raise ConfigError("invalid environment:\n  " + "\n  ".join(problems))
-    return ShardSettings(tuple(groups), initial, refresh, env.get("ADMIN_TOKEN", ""))
+    return ShardSettings(tuple(groups), initial, refresh, admin_token)
 
 
 def _initial_map(env: Mapping[str, str]) -> ShardMap:
