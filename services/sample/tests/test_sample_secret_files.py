@@ -13,6 +13,7 @@ from redis.connection import parse_url
 from sample.config import ConfigError, load_settings
 from sample.secretfiles import mask, read_secret
 from sample.shards import HASH, shard_settings
+from sample_helpers import run_sample
 
 DSN = "postgresql://app@db:5432/app"
 SPECIAL = "p@ss:w/rd %#?&=+é"
@@ -350,3 +351,27 @@ def test_an_unreadable_admin_token_file_is_named() -> None:
     assert shard_problems({**SHARDS, "ADMIN_TOKEN_FILE": "/nope"}) == [
         "ADMIN_TOKEN_FILE: got '/nope', allowed: a readable file holding the token (No such file or directory)"
     ]
+
+
+def test_serve_reports_the_problems_of_settings_and_shard_settings_together(tmp_path: Path) -> None:
+    result = run_sample(
+        "serve",
+        {
+            **SHARDS,
+            "DATABASE_URL": DSN,
+            "DATABASE_PASSWORD_FILE": "/nope",
+            "SHARD_0_PASSWORD_FILE": "/nope/zero",
+            "ADMIN_TOKEN": SECRET,
+            "ADMIN_TOKEN_FILE": secret_file(tmp_path, "t0ken"),
+        },
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == "sample serve: invalid environment:"
+    assert sorted(line.strip() for line in lines[1:]) == [
+        "ADMIN_TOKEN: got '***', allowed: unset while ADMIN_TOKEN_FILE is set (one or the other)",
+        MISSING,
+        "SHARD_0_PASSWORD_FILE: got '/nope/zero', allowed: a readable file holding the password"
+        " (No such file or directory)",
+    ]
+    assert SECRET not in result.stderr

@@ -10,8 +10,8 @@ import os
 import sys
 
 from sample import logs, shard_cli
-from sample.config import ConfigError, load_settings
-from sample.shards import shard_settings
+from sample.config import ConfigError, Settings, load_settings
+from sample.shards import ShardSettings, shard_settings
 
 log = logging.getLogger("sample")
 
@@ -28,8 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sample worker: ROLE: got {os.environ['ROLE']!r}, allowed: worker (or unset)", file=sys.stderr)
         return 2
     try:
-        settings = load_settings()
-        shards = shard_settings(os.environ)
+        settings, shards = environment()
     except ConfigError as exc:
         print(f"sample {args.command}: {exc}", file=sys.stderr)
         return 2
@@ -50,6 +49,22 @@ def main(argv: list[str] | None = None) -> int:
 
     serve(settings)
     return 0
+
+
+def environment() -> tuple[Settings, ShardSettings | None]:
+    """The settings and the shard settings; one ConfigError listing the problems of both."""
+    problems: list[str] = []
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        problems += exc.problems
+    try:
+        shards = shard_settings(os.environ)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        raise ConfigError.listing(problems)
+    return settings, shards
 
 
 if __name__ == "__main__":

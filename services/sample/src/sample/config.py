@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,15 @@ FALSE = {"0", "false", "no", "off", ""}
 
 class ConfigError(Exception):
     """One or more environment variables are invalid; the message lists all of them."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems) or [message]
+
+    @classmethod
+    def listing(cls, problems: Sequence[str]) -> ConfigError:
+        """The error for `problems`, one line each under "invalid environment:"."""
+        return cls("invalid environment:\n  " + "\n  ".join(problems), problems)
 
 
 @dataclass(frozen=True)
@@ -271,7 +280,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)
     problems += _cross_checks(settings, env)
     if problems:
-        raise ConfigError("invalid environment:\n  " + "\n  ".join(problems))
+        raise ConfigError.listing(problems)
     return settings
 
 

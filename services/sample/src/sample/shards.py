@@ -227,7 +227,7 @@ def shard_settings(env: Mapping[str, str]) -> ShardSettings | None:
         refresh = 0.0
     admin_token = secret_value(env, "ADMIN_TOKEN", "the token", problems)
     if problems or initial is None:
-        raise ConfigError("invalid environment:\n  " + "\n  ".join(problems))
+        raise ConfigError.listing(problems)
     return ShardSettings(tuple(groups), initial, refresh, admin_token)
 
 
