@@ -4,16 +4,24 @@ the file is the one that logs in."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import asyncpg
 import pytest
 from redis.connection import parse_url
+from sample import redisconn
 from sample.config import ConfigError, load_settings
 from sample.secretfiles import mask, read_secret
 from sample.shards import HASH, shard_settings
-from sample_helpers import run_sample
+from sample_helpers import DATABASE, Service, run_sample, signup_and_login
+
+from testsupport.postgres import PostgresServer, owned_tempdir
+from testsupport.redis import RedisServer
 
 DSN = "postgresql://app@db:5432/app"
 SPECIAL = "p@ss:w/rd %#?&=+é"
@@ -375,3 +383,136 @@ def test_serve_reports_the_problems_of_settings_and_shard_settings_together(tmp_
         " (No such file or directory)",
     ]
     assert SECRET not in result.stderr
+
+
+# Against real servers: Postgres trusts only its superuser, role `app` logs in with scram-sha-256, and
+# Redis requires a password of its default user and of user `app`; all of them are SPECIAL.
+
+HBA = """\
+local all all trust
+host all postgres 127.0.0.1/32 trust
+host all all 127.0.0.1/32 scram-sha-256
+"""
+
+
+@pytest.fixture(scope="module")
+def scram_postgres() -> Iterator[PostgresServer]:
+    """A primary (its own hba_file, the server's data untouched) with role `app` owning database `sample`."""
+    hba_dir = owned_tempdir("pg-hba-")
+    (hba_dir / "pg_hba.conf").write_text(HBA)
+    server = None
+    try:
+        hba = {"hba_file": str(hba_dir / "pg_hba.conf"), "password_encryption": "scram-sha-256"}
+        server = PostgresServer.primary(hba)
+        server.sql(f"CREATE ROLE app LOGIN PASSWORD '{SPECIAL}'")  # SPECIAL has no quote
+        server.sql(f'CREATE DATABASE "{DATABASE}" OWNER app')
+        yield server
+    finally:
+        if server is not None:
+            server.close()
+        shutil.rmtree(hba_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def auth_redis() -> Iterator[RedisServer]:
+    """A redis-server whose default user and user `app` need the password SPECIAL."""
+    server = RedisServer.start()
+    try:
+        assert server.command("ACL", "SETUSER", "app", "on", f">{SPECIAL}", "~*", "&*", "+@all") == "OK"
+        assert server.command("CONFIG", "SET", "requirepass", SPECIAL) == "OK"  # redis-cli cannot talk to it after this
+        yield server
+    finally:
+        server.close()
+
+
+def app_dsn(server: PostgresServer) -> str:
+    return server.dsn(DATABASE, user="app")  # no password in it
+
+
+async def current_user(dsn: str) -> str:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        return str(await conn.fetchval("SELECT current_user"))
+    finally:
+        await conn.close()
+
+
+async def redis_ping(url: str) -> bool:
+    client = redisconn.connect(url, "standalone")
+    try:
+        return bool(await client.ping())
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.integration
+def test_migrate_and_serve_log_in_with_the_passwords_from_the_files(
+    scram_postgres: PostgresServer, auth_redis: RedisServer, tmp_path: Path
+) -> None:
+    password = secret_file(tmp_path, SPECIAL + "\n")
+    env = {"DATABASE_URL": app_dsn(scram_postgres), "DATABASE_PASSWORD_FILE": password}
+    migrated = run_sample("migrate", env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert scram_postgres.sql("SELECT tableowner FROM pg_tables WHERE tablename = 'products'", DATABASE) == "app"
+    service = Service(
+        {
+            **env,
+            "DATABASE_REPLICA_URLS": app_dsn(scram_postgres),
+            "REDIS_URL": auth_redis.url,
+            "REDIS_PASSWORD_FILE": password,
+            "SESSIONS_ENABLED": "true",
+        }
+    )
+    try:
+        ready = service.client().get("/readyz")
+        assert ready.status == 200, ready.body
+        assert ready.json()["checks"] == {"postgres": "ok", "redis": "ok", "replicas_healthy": "1/1"}
+        client, _ = signup_and_login(service)  # a row written as `app`, a session stored in Redis
+        assert client.get("/me").status == 200
+    finally:
+        service.stop()
+    assert SPECIAL not in service.output()
+    # a user name in REDIS_URL is kept: user `app` logs in with the file's password
+    named = load_settings(
+        {**env, "REDIS_URL": auth_redis.url.replace("redis://", "redis://app@"), "REDIS_PASSWORD_FILE": password}
+    )
+    assert asyncio.run(redis_ping(named.redis_url))
+
+
+@pytest.mark.integration
+def test_a_wrong_or_missing_password_is_refused(
+    scram_postgres: PostgresServer, auth_redis: RedisServer, tmp_path: Path
+) -> None:
+    right = secret_file(tmp_path, SPECIAL + "\n", "right")
+    wrong = secret_file(tmp_path, f"{SECRET}\n", "wrong")
+    for env in ({"DATABASE_PASSWORD_FILE": wrong}, {}):
+        result = run_sample("migrate", {"DATABASE_URL": app_dsn(scram_postgres), **env})
+        assert result.returncode != 0
+        assert 'password authentication failed for user "app"' in result.stderr, result.stderr
+        assert SECRET not in result.stderr
+    database = {"DATABASE_URL": app_dsn(scram_postgres), "DATABASE_PASSWORD_FILE": right}
+    for env in ({"REDIS_PASSWORD_FILE": wrong}, {}):
+        service = Service({**database, "REDIS_URL": auth_redis.url, **env})
+        try:
+            ready = service.client().get("/readyz")
+        finally:
+            service.stop()
+        assert ready.status == 503
+        checks = ready.json()["checks"]
+        assert checks["postgres"] == "ok" and checks["redis"].startswith("down: AuthenticationError"), checks
+        assert SECRET not in service.output() and SECRET not in ready.body.decode()
+
+
+@pytest.mark.integration
+def test_shard_groups_log_in_with_their_password_files(scram_postgres: PostgresServer, tmp_path: Path) -> None:
+    dsn = app_dsn(scram_postgres)
+    groups = {"SHARD_0_URL": dsn, "SHARD_1_URL": dsn, "SHARD_1_REPLICA_URLS": dsn}
+    right = secret_file(tmp_path, SPECIAL + "\r\n", "right")
+    settings = shard_settings({**SHARDS, **groups, "SHARD_0_PASSWORD_FILE": right, "SHARD_1_PASSWORD_FILE": right})
+    assert settings is not None
+    urls = [settings.groups[0].url, settings.groups[1].url, *settings.groups[1].replica_urls]
+    assert [asyncio.run(current_user(url)) for url in urls] == ["app", "app", "app"]
+    wrong = shard_settings({**SHARDS, **groups, "SHARD_0_PASSWORD_FILE": secret_file(tmp_path, SECRET, "wrong")})
+    assert wrong is not None
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        asyncio.run(current_user(wrong.groups[0].url))
