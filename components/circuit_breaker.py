@@ -25,7 +25,7 @@ from components.settings import setting
 from components.web import PORT as APP_PORT
 
 IMAGE = "envoyproxy/envoy:v1.40.0"
-RUN_AS = 101  # the `envoy` user of the official image
+RUN_AS = 10007  # any uid: Envoy only reads its config and listens on unprivileged ports
 CONFIG_DIR = "/etc/envoy"
 CONFIG_FILE = "envoy.yaml"
 NAME = "circuit-breaker"

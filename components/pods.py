@@ -1,4 +1,10 @@
-"""Pieces every pod spec is built from: resources, probes, hardened security contexts."""
+"""Pieces every pod spec is built from: resources, probes, hardened security contexts, secret files.
+
+Every container runs as a uid and gid of 10000 or more, one per part of the stack (each module's
+`RUN_AS`): a container that escapes can then own no file of a host's system users (which sit below
+1000) nor of another part. Secrets reach containers only as read-only files under `SECRETS_DIR`,
+never as environment variables (those show up in /proc/*/environ, crash reports and child processes).
+"""
 
 from __future__ import annotations
 
@@ -63,6 +69,64 @@ def container_security(*, user: int | None = None, read_only_root: bool = True) 
     }
 
 
+SECRETS_DIR = "/run/secrets"
+SECRETS_VOLUME = "secrets"
+SECRET_FILE_MODE = 0o440  # owner root, group the pod's fsGroup: read-only, for the pod's users alone
+
+
+def secret_file(secret: str, key: str) -> str:
+    """Where a container reads key `key` of Secret `secret`: `/run/secrets/<secret>/<key>`."""
+    return f"{SECRETS_DIR}/{secret}/{key}"
+
+
+def secret_file_env(name: str, secret: str, key: str) -> dict[str, Any]:
+    """Env var `name` holding the path of a Secret file (the file, not the value, is in the spec)."""
+    return {"name": name, "value": secret_file(secret, key)}
+
+
+def _secret_files(container: dict[str, Any]) -> set[tuple[str, str]]:
+    prefix = f"{SECRETS_DIR}/"
+    found = set()
+    for variable in container.get("env", []):
+        value = variable.get("value", "")
+        if value.startswith(prefix) and value.count("/") == SECRETS_DIR.count("/") + 2:
+            secret, key = value.removeprefix(prefix).split("/")
+            found.add((secret, key))
+    return found
+
+
+def mount_secret_files(pod: dict[str, Any]) -> dict[str, Any]:
+    """`pod` with the Secret files its containers' env names (`secret_file_env`) mounted.
+
+    One projected volume holds every such file at `<secret>/<key>`, mode 0440; only the containers
+    that name a file mount it, read-only, at SECRETS_DIR. A pod that names none is returned as is.
+    """
+    containers = [*pod.get("initContainers", []), *pod.get("containers", [])]
+    files = sorted(set().union(*(_secret_files(c) for c in containers)))
+    if not files:
+        return pod
+    by_secret: dict[str, list[str]] = {}
+    for secret, key in files:
+        by_secret.setdefault(secret, []).append(key)
+    sources = [
+        {"secret": {"name": secret, "items": [{"key": key, "path": f"{secret}/{key}"} for key in keys]}}
+        for secret, keys in by_secret.items()
+    ]
+    volume = {"name": SECRETS_VOLUME, "projected": {"defaultMode": SECRET_FILE_MODE, "sources": sources}}
+    mount = {"name": SECRETS_VOLUME, "mountPath": SECRETS_DIR, "readOnly": True}
+
+    def mounted(container: dict[str, Any]) -> dict[str, Any]:
+        if not _secret_files(container):
+            return container
+        return {**container, "volumeMounts": [*container.get("volumeMounts", []), mount]}
+
+    result = {**pod, "volumes": [*pod.get("volumes", []), volume]}
+    for field in ("initContainers", "containers"):
+        if field in pod:
+            result[field] = [mounted(c) for c in pod[field]]
+    return result
+
+
 def pod_security(user: int) -> dict[str, Any]:
     """Run as `user` (never root), files owned by its group, seccomp RuntimeDefault."""
     return {
@@ -119,14 +183,16 @@ def job(
         "activeDeadlineSeconds": deadline_seconds,
         "template": {
             "metadata": {"labels": meta.labels(f"{owner}-{task}", component)},
-            "spec": {
-                "restartPolicy": "OnFailure",
-                "automountServiceAccountToken": False,
-                "enableServiceLinks": False,
-                "securityContext": pod_security(user),
-                "containers": containers,
-                "volumes": volumes,
-            },
+            "spec": mount_secret_files(
+                {
+                    "restartPolicy": "OnFailure",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security(user),
+                    "containers": containers,
+                    "volumes": volumes,
+                }
+            ),
         },
     }
     digest = hashlib.sha256(json.dumps([ran_for, spec], sort_keys=True).encode()).hexdigest()[:8]

@@ -13,7 +13,8 @@ Objects of the main group, by name (shard groups use their own names: `GroupName
   both; database `<db>` goes to `postgres-rw`, `<db>_ro` to `postgres-ro`.
 
 Passwords enter as parameters (`str` when rendering, Pulumi Outputs at deploy time) and are only
-ever placed in the Secret's `stringData`; pods read them through `secretKeyRef`.
+ever placed in the Secret's `stringData`; pods read them as files (`pods.secret_file`), never from
+environment variables: `POSTGRES_PASSWORD_FILE`, `REPLICATION_PASSWORD_FILE`, `DATABASE_PASSWORD_FILE`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from components.labels import Meta
-from components.pods import Resources, config_map, container_security, exec_probe, pod_security, spread
+from components.pods import (
+    Resources,
+    config_map,
+    container_security,
+    exec_probe,
+    mount_secret_files,
+    pod_security,
+    secret_file_env,
+    spread,
+)
 from components.settings import setting
 from components.web import IMAGE_PATTERN
 
@@ -40,7 +50,7 @@ POOLER_CONFIG_MAP = "pgbouncer-config"
 PORT = 5432
 POOLER_PORT = 6432
 MAJOR = 15
-RUN_AS = 999  # the `postgres` user of the official Debian-based image
+RUN_AS = 10002  # the image's entrypoint runs initdb under any uid (nss_wrapper gives it a name)
 REPLICATION_USER = "replicator"
 PASSWORD_KEY = "password"
 REPLICATION_PASSWORD_KEY = "replication-password"
@@ -51,6 +61,8 @@ PGDATA = f"{DATA_DIR}/pgdata"  # a subdirectory: a fresh volume's root may hold 
 SOCKET_DIR = "/var/run/postgresql"
 SCRIPTS_DIR = "/scripts"
 INITDB_DIR = "/docker-entrypoint-initdb.d"
+REPLICATION_PASSFILE = f"{DATA_DIR}/replication.pgpass"
+"""The replica's password file, on its data volume beside PGDATA: its primary_conninfo names it."""
 POOLER_CONFIG_DIR = "/etc/pgbouncer"
 POOLER_AUTH_DIR = "/run/pgbouncer"
 RUN_VOLUME = {"name": "pg-run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
@@ -299,10 +311,6 @@ def credentials_secret(
     }
 
 
-def _secret_env(name: str, secret: str, key: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-
-
 def _client_env(spec: PostgresSpec) -> list[dict[str, Any]]:
     """libpq variables naming the local server over its socket: what probes and scripts connect to."""
     return [
@@ -315,23 +323,29 @@ def _client_env(spec: PostgresSpec) -> list[dict[str, Any]]:
 
 def _postgres_container(
     spec: PostgresSpec,
-    secret: str,
+    secret: str | None,
     *,
     readiness: dict[str, Any],
     env: list[dict[str, Any]],
     mounts: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """The official image's entrypoint running `postgres` with the spec's settings."""
+    """postgres-start.sh running `postgres` with the spec's settings.
+
+    `secret`: the credentials an empty data directory is initialised with (the app role's password
+    from its file); None for a replica, whose data directory its bootstrap has cloned.
+    """
+    initdb = [] if secret is None else [secret_file_env("POSTGRES_PASSWORD_FILE", secret, PASSWORD_KEY)]
     return {
         "name": NAME,
         "image": spec.image,
-        "args": ["postgres", *_settings_args(server_settings(spec))],
+        "command": [f"{SCRIPTS_DIR}/postgres-start.sh"],
+        "args": _settings_args(server_settings(spec)),
         "ports": [{"name": "postgres", "containerPort": PORT}],
         "env": [
             {"name": "PGDATA", "value": PGDATA},
             {"name": "POSTGRES_USER", "value": spec.user},
             {"name": "POSTGRES_DB", "value": spec.database},
-            _secret_env("POSTGRES_PASSWORD", secret, PASSWORD_KEY),
+            *initdb,
             *_client_env(spec),
             *env,
         ],
@@ -347,9 +361,26 @@ def _postgres_container(
             {"name": DATA_VOLUME, "mountPath": DATA_DIR},
             {"name": RUN_VOLUME["name"], "mountPath": SOCKET_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
+            _scripts_mount(),
             *mounts,
         ],
     }
+
+
+def initdb_volume(scripts_map: str, *, replication_role: bool) -> dict[str, Any]:
+    """The hooks the image's entrypoint runs after initdb, from the scripts ConfigMap, in name order.
+
+    `10-primary-init.sh` (executable, run) creates the replication role when `replication_role`;
+    `99-forget-password.sh` (not executable, so the entrypoint sources it) takes the password out of
+    the entrypoint's environment before it starts the server.
+    """
+    items = [{"key": "forget-password.sh", "path": "99-forget-password.sh", "mode": 0o444}]
+    if replication_role:
+        items.insert(0, {"key": "primary-init.sh", "path": "10-primary-init.sh", "mode": 0o555})
+    return {"name": "initdb", "configMap": {"name": scripts_map, "items": items}}
+
+
+INITDB_MOUNT = {"name": "initdb", "mountPath": INITDB_DIR, "readOnly": True}
 
 
 def postgres_sidecar(spec: PostgresSpec, secret_name: str) -> dict[str, Any]:
@@ -357,7 +388,7 @@ def postgres_sidecar(spec: PostgresSpec, secret_name: str) -> dict[str, Any]:
 
     The kubelet starts it first and waits for its startup probe (pg_isready) before the next init
     container and the web container start. The pod must provide the volumes `pgdata` (the data
-    claim), `tmp` (an emptyDir) and `RUN_VOLUME` (the socket directory).
+    claim), `tmp` (an emptyDir), `RUN_VOLUME` (the socket directory) and `sidecar_volumes()`.
     """
     container = _postgres_container(
         spec,
@@ -365,10 +396,18 @@ def postgres_sidecar(spec: PostgresSpec, secret_name: str) -> dict[str, Any]:
         # ready when the app role can run a query in its database
         readiness=exec_probe(["psql", "-XAtq", "-c", "SELECT 1"], period=5, failure_threshold=2),
         env=[],
-        mounts=[],
+        mounts=[INITDB_MOUNT],
     )
     container["args"] += ["-c", "listen_addresses=127.0.0.1"]
     return {**container, "restartPolicy": "Always"}
+
+
+def sidecar_volumes() -> list[dict[str, Any]]:
+    """The scripts and initdb hooks `postgres_sidecar` mounts (from `scripts_config_map`)."""
+    return [
+        {"name": "scripts", "configMap": {"name": MAIN.scripts, "defaultMode": 0o555}},
+        initdb_volume(MAIN.scripts, replication_role=False),
+    ]
 
 
 def local_endpoints(meta: Meta, spec: PostgresSpec) -> PostgresEndpoints:
@@ -395,13 +434,14 @@ def endpoints(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) -> Postg
 
 
 def database_env(endpoints: PostgresEndpoints) -> list[dict[str, Any]]:
-    """DATABASE_PASSWORD from the Secret, then DATABASE_URL (and DATABASE_REPLICA_URLS) expanding it."""
+    """DATABASE_URL (and DATABASE_REPLICA_URLS) without a password; the service reads it from the
+    file DATABASE_PASSWORD_FILE names and puts it into each."""
 
     def url(address: Address) -> str:
-        return f"postgresql://{endpoints.user}:$(DATABASE_PASSWORD)@{address.host}:{address.port}/{address.database}"
+        return f"postgresql://{endpoints.user}@{address.host}:{address.port}/{address.database}"
 
     env = [
-        _secret_env("DATABASE_PASSWORD", endpoints.secret_name, endpoints.password_key),
+        secret_file_env("DATABASE_PASSWORD_FILE", endpoints.secret_name, endpoints.password_key),
         {"name": "DATABASE_URL", "value": url(endpoints.primary)},
     ]
     if endpoints.replicas:
@@ -450,20 +490,22 @@ def _stateful_set(
                     "labels": meta.labels(name, component),
                     "annotations": {"checksum/scripts": hashlib.sha256(scripts.encode()).hexdigest()},
                 },
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    # a fast shutdown checkpoints before exiting: restarts need no crash recovery
-                    "terminationGracePeriodSeconds": 60,
-                    "securityContext": pod_security(RUN_AS),
-                    **pod_spec,
-                    "volumes": [
-                        {"name": "scripts", "configMap": {"name": scripts_map, "defaultMode": 0o555}},
-                        RUN_VOLUME,
-                        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-                        *pod_spec.get("volumes", []),
-                    ],
-                },
+                "spec": mount_secret_files(
+                    {
+                        "automountServiceAccountToken": False,
+                        "enableServiceLinks": False,
+                        # a fast shutdown checkpoints before exiting: restarts need no crash recovery
+                        "terminationGracePeriodSeconds": 60,
+                        "securityContext": pod_security(RUN_AS),
+                        **pod_spec,
+                        "volumes": [
+                            {"name": "scripts", "configMap": {"name": scripts_map, "defaultMode": 0o555}},
+                            RUN_VOLUME,
+                            {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                            *pod_spec.get("volumes", []),
+                        ],
+                    }
+                ),
             },
             "volumeClaimTemplates": [
                 {"metadata": {"name": DATA_VOLUME, "labels": meta.labels(name, component)}, "spec": claim_spec}
@@ -476,10 +518,10 @@ def _scripts_mount() -> dict[str, Any]:
     return {"name": "scripts", "mountPath": SCRIPTS_DIR, "readOnly": True}
 
 
-def _replication_env(secret: str, password_variable: str) -> list[dict[str, Any]]:
+def _replication_env(secret: str) -> list[dict[str, Any]]:
     return [
         {"name": "REPLICATION_USER", "value": REPLICATION_USER},
-        _secret_env(password_variable, secret, REPLICATION_PASSWORD_KEY),
+        secret_file_env("REPLICATION_PASSWORD_FILE", secret, REPLICATION_PASSWORD_KEY),
     ]
 
 
@@ -495,18 +537,10 @@ def primary_objects(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) ->
         spec,
         secret,
         readiness=exec_probe([f"{SCRIPTS_DIR}/ready.sh", "primary"], period=5, failure_threshold=2),
-        env=_replication_env(secret, "REPLICATION_PASSWORD"),
-        mounts=[_scripts_mount(), {"name": "initdb", "mountPath": INITDB_DIR, "readOnly": True}],
+        env=_replication_env(secret),
+        mounts=[INITDB_MOUNT],
     )
-    initdb = {
-        "name": "initdb",
-        "configMap": {
-            "name": names.scripts,
-            "defaultMode": 0o555,
-            "items": [{"key": "primary-init.sh", "path": "10-primary-init.sh"}],
-        },
-    }
-    pod_spec = {"containers": [container], "volumes": [initdb]}
+    pod_spec = {"containers": [container], "volumes": [initdb_volume(names.scripts, replication_role=True)]}
     return [
         _stateful_set(meta, spec, names.primary, "primary", 1, pod_spec, names.scripts),
         _service(meta, names.primary, "primary", meta.selector(names.primary), headless=True),
@@ -525,7 +559,8 @@ def bootstrap_container(spec: PostgresSpec, secret: str, primary_host: str = RW_
             {"name": "PRIMARY_HOST", "value": primary_host},
             {"name": "PRIMARY_PORT", "value": str(PORT)},
             {"name": "REPLICA_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            *_replication_env(secret, "PGPASSWORD"),
+            {"name": "PGPASSFILE", "value": REPLICATION_PASSFILE},
+            *_replication_env(secret),
         ],
         "resources": spec.resources.render(),
         "securityContext": container_security(),
@@ -551,10 +586,10 @@ def replica_objects(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) ->
     ]
     container = _postgres_container(
         spec,
-        secret,
+        None,
         readiness=exec_probe([f"{SCRIPTS_DIR}/ready.sh", "replica"], period=5, failure_threshold=2),
         env=lag_env,
-        mounts=[_scripts_mount()],
+        mounts=[],
     )
     selector = meta.selector(names.replica)
     pod_spec = {
@@ -664,7 +699,7 @@ def pooler_objects(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) -> 
         "command": [f"{SCRIPTS_DIR}/pgbouncer-userlist.sh"],
         "env": [
             {"name": "POOLER_USER", "value": spec.user},
-            _secret_env("POOLER_PASSWORD", names.secret, PASSWORD_KEY),
+            secret_file_env("POOLER_PASSWORD_FILE", names.secret, PASSWORD_KEY),
             {"name": "AUTH_FILE", "value": auth_file},
         ],
         "resources": spec.pooler.resources.render(),
@@ -699,19 +734,21 @@ def pooler_objects(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) -> 
                     "labels": meta.labels(names.pooler, "pooler"),
                     "annotations": {"checksum/config": hashlib.sha256(ini.encode()).hexdigest()},
                 },
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": pod_security(RUN_AS),
-                    "initContainers": [userlist],
-                    "containers": [pgbouncer],
-                    "topologySpreadConstraints": spread(selector),
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": names.pooler_config}},
-                        {"name": "scripts", "configMap": {"name": names.scripts, "defaultMode": 0o555}},
-                        {"name": "auth", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
-                    ],
-                },
+                "spec": mount_secret_files(
+                    {
+                        "automountServiceAccountToken": False,
+                        "enableServiceLinks": False,
+                        "securityContext": pod_security(RUN_AS),
+                        "initContainers": [userlist],
+                        "containers": [pgbouncer],
+                        "topologySpreadConstraints": spread(selector),
+                        "volumes": [
+                            {"name": "config", "configMap": {"name": names.pooler_config}},
+                            {"name": "scripts", "configMap": {"name": names.scripts, "defaultMode": 0o555}},
+                            {"name": "auth", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+                        ],
+                    }
+                ),
             },
         },
     }

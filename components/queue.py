@@ -32,7 +32,7 @@ from components.web import RUN_AS as SAMPLE_USER
 
 NAME = "nats"
 IMAGE = "nats:2.15.1-alpine"
-RUN_AS = 1000
+RUN_AS = 10006  # any uid: nats-server writes only to its JetStream volume
 CLIENT_PORT = 4222
 CLUSTER_PORT = 6222
 MONITOR_PORT = 8222

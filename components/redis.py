@@ -17,13 +17,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 from components.labels import Meta
-from components.pods import QUANTITY, Resources, config_map, container_security, exec_probe, pod_security
+from components.pods import (
+    QUANTITY,
+    Resources,
+    config_map,
+    container_security,
+    exec_probe,
+    mount_secret_files,
+    pod_security,
+    secret_file,
+    secret_file_env,
+)
 from components.settings import setting
 
 NAME = "redis"
 PORT = 6379
-RUN_AS = 999
-"""The `redis` user and group of the official image."""
+RUN_AS = 10003
+"""Any uid runs the official image's redis-server: it writes only to its data and run volumes."""
 
 SCRIPTS = Path(__file__).parent / "scripts" / "redis"
 CONF_DIR = "/etc/redis"
@@ -176,13 +186,17 @@ def auth_secret(meta: Meta, component: str, password: Any) -> dict[str, Any]:
     }
 
 
-def password_env(name: str) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": f"{NAME}-auth", "key": SECRET_KEY}}}
+PASSWORD_FILE = secret_file(f"{NAME}-auth", SECRET_KEY)
+
+
+def password_file_env(name: str = "REDIS_PASSWORD_FILE") -> dict[str, Any]:
+    """Env var `name` naming the password's file; the pod mounts it (`pods.mount_secret_files`)."""
+    return secret_file_env(name, f"{NAME}-auth", SECRET_KEY)
 
 
 def cli_probe(expect: str, *, period: int, failure_threshold: int) -> dict[str, Any]:
-    """Exec probe: `redis-cli ping` (password from REDISCLI_AUTH) must answer with `expect` (a regex)."""
-    command = f"redis-cli -p {PORT} ping | grep -Eqx '{expect}'"
+    """Exec probe: `redis-cli ping`, the password from its file, must answer with `expect` (a regex)."""
+    command = f"REDISCLI_AUTH=$(cat {PASSWORD_FILE}) redis-cli -p {PORT} ping | grep -Eqx '{expect}'"
     return exec_probe(["sh", "-c", command], period=period, failure_threshold=failure_threshold)
 
 
@@ -195,7 +209,7 @@ def node_container(spec: RedisSpec, args: Sequence[str] = (), env: Sequence[dict
         # redis.conf names no `dir`: data files go to the working directory, the data volume
         "workingDir": DATA_DIR,
         "env": [
-            password_env("REDISCLI_AUTH"),
+            password_file_env(),
             {"name": "REDIS_CONFIG", "value": f"{CONF_DIR}/redis.conf"},
             {"name": "REDIS_RUN_DIR", "value": RUN_DIR},
             *env,
@@ -302,13 +316,15 @@ def stateful_set(
                 "labels": {**meta.labels(NAME, component), **extra},
                 "annotations": {"checksum/config": hashlib.sha256(conf.encode()).hexdigest()},
             },
-            "spec": {
-                "automountServiceAccountToken": False,
-                "enableServiceLinks": False,
-                "securityContext": pod_security(RUN_AS),
-                "terminationGracePeriodSeconds": 30,
-                **pod_spec,
-            },
+            "spec": mount_secret_files(
+                {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security(RUN_AS),
+                    "terminationGracePeriodSeconds": 30,
+                    **pod_spec,
+                }
+            ),
         },
     }
     if needs_claim(spec):
@@ -338,14 +354,11 @@ def standalone_objects(meta: Meta, spec: RedisSpec, password: Any) -> list[dict[
 
 
 def client_env(spec: RedisSpec) -> list[dict[str, Any]]:
-    """The sample service's REDIS_MODE and REDIS_URL (the `redis` Service; a cluster client's seed).
-
-    The password enters the URL by Kubernetes' $(VAR) expansion of REDIS_PASSWORD, defined first:
-    it must be URL-safe (generate it alphanumeric).
-    """
+    """The sample service's REDIS_MODE, REDIS_URL (the `redis` Service; a cluster client's seed) and
+    REDIS_PASSWORD_FILE, whose password the service puts into the URL."""
     path = "" if spec.mode == "cluster" else "/0"
     return [
         {"name": "REDIS_MODE", "value": spec.mode},
-        password_env("REDIS_PASSWORD"),
-        {"name": "REDIS_URL", "value": f"redis://:$(REDIS_PASSWORD)@{NAME}:{PORT}{path}"},
+        password_file_env(),
+        {"name": "REDIS_URL", "value": f"redis://{NAME}:{PORT}{path}"},
     ]

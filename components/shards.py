@@ -118,7 +118,7 @@ def group_objects(
 
 def client_env(meta: Meta, spec: ShardsSpec, main: PostgresSpec, *, direct: bool = False) -> list[dict[str, Any]]:
     """The service's shard settings: SHARD_MAP (from the ConfigMap), SHARD_GROUPS, and per group i
-    SHARD_<i>_PASSWORD (from its Secret), SHARD_<i>_URL, SHARD_<i>_REPLICA_URLS when it has replicas.
+    SHARD_<i>_PASSWORD_FILE (its Secret's file), SHARD_<i>_URL, SHARD_<i>_REPLICA_URLS when it has replicas.
 
     `direct`: URLs of the primaries themselves (`pg-shard-<i>-rw:5432`, no replicas), for the
     migration Job, whose advisory locks need a session a transaction pooler does not keep.
@@ -136,11 +136,7 @@ def client_env(meta: Meta, spec: ShardsSpec, main: PostgresSpec, *, direct: bool
                 found, primary=dataclasses.replace(found.primary, host=names.rw, port=PORT), replicas=()
             )
         prefix = f"SHARD_{index}_"
-        for variable in database_env(found):
-            renamed = {**variable, "name": variable["name"].replace("DATABASE_", prefix, 1)}
-            if "value" in renamed:
-                renamed["value"] = renamed["value"].replace("$(DATABASE_PASSWORD)", f"$({prefix}PASSWORD)")
-            env.append(renamed)
+        env += ({**v, "name": v["name"].replace("DATABASE_", prefix, 1)} for v in database_env(found))
     return env
 
 

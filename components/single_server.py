@@ -12,7 +12,7 @@ from typing import Any
 
 from components import postgres, web
 from components.labels import Meta
-from components.pods import pod_security
+from components.pods import mount_secret_files, pod_security
 
 PVC_NAME = f"{web.NAME}-pgdata"
 
@@ -20,11 +20,17 @@ PVC_NAME = f"{web.NAME}-pgdata"
 def objects(
     meta: Meta, web_spec: web.WebSpec, pg_spec: postgres.PostgresSpec, passwords: postgres.PostgresPasswords
 ) -> list[dict[str, Any]]:
-    """Credentials Secret, the data volume's claim, the one-pod Deployment and its Service."""
+    """Credentials Secret, Postgres scripts, the data volume's claim, the one-pod Deployment and its Service."""
     secret = postgres.credentials_secret(meta, pg_spec, passwords)
     endpoints = postgres.local_endpoints(meta, pg_spec)
     env = postgres.database_env(endpoints)
-    return [secret, volume_claim(meta, pg_spec), deployment(meta, web_spec, pg_spec, env), web.service(meta)]
+    return [
+        secret,
+        postgres.scripts_config_map(meta),
+        volume_claim(meta, pg_spec),
+        deployment(meta, web_spec, pg_spec, env),
+        web.service(meta),
+    ]
 
 
 def volume_claim(meta: Meta, pg_spec: postgres.PostgresSpec) -> dict[str, Any]:
@@ -51,21 +57,24 @@ def deployment(
             "selector": {"matchLabels": selector},
             "template": {
                 "metadata": {"labels": meta.labels(web.NAME, "server")},
-                "spec": {
-                    "automountServiceAccountToken": False,
-                    "terminationGracePeriodSeconds": web_spec.termination_grace_seconds,
-                    "securityContext": pod_security(postgres.RUN_AS),
-                    "initContainers": [
-                        postgres.postgres_sidecar(pg_spec, postgres.secret_name(meta)),
-                        web.migrate_container(web_spec, env),
-                    ],
-                    "containers": [web.web_container(web_spec, env)],
-                    "volumes": [
-                        web.TMP_VOLUME,
-                        postgres.RUN_VOLUME,
-                        {"name": postgres.DATA_VOLUME, "persistentVolumeClaim": {"claimName": PVC_NAME}},
-                    ],
-                },
+                "spec": mount_secret_files(
+                    {
+                        "automountServiceAccountToken": False,
+                        "terminationGracePeriodSeconds": web_spec.termination_grace_seconds,
+                        "securityContext": pod_security(postgres.RUN_AS),
+                        "initContainers": [
+                            postgres.postgres_sidecar(pg_spec, postgres.secret_name(meta)),
+                            web.migrate_container(web_spec, env),
+                        ],
+                        "containers": [web.web_container(web_spec, env)],
+                        "volumes": [
+                            web.TMP_VOLUME,
+                            postgres.RUN_VOLUME,
+                            {"name": postgres.DATA_VOLUME, "persistentVolumeClaim": {"claimName": PVC_NAME}},
+                            *postgres.sidecar_volumes(),
+                        ],
+                    }
+                ),
             },
         },
     }

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.labels import Meta
-from components.pods import Resources, container_security, http_probe, job, pod_security, spread
+from components.pods import Resources, container_security, http_probe, job, mount_secret_files, pod_security, spread
 from components.settings import setting
 
 NAME = "web"
 PORT = 8080
 SERVICE_PORT = 80
-RUN_AS = 10001
+RUN_AS = 10001  # the sample image's user; each part of the stack has its own uid of 10000 or more
 IMAGE_PATTERN = r"[a-z0-9./_-]+(:[0-9]+)?[a-z0-9./_-]*:[A-Za-z0-9_][A-Za-z0-9._-]*(@sha256:[a-f0-9]{64})?"
 
 
@@ -165,7 +165,7 @@ def deployment(
         # a new pod must be ready before an old one goes: capacity never drops during a rollout
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
         "revisionHistoryLimit": 5,
-        "template": {"metadata": {"labels": meta.labels(tier.name, "server")}, "spec": pod},
+        "template": {"metadata": {"labels": meta.labels(tier.name, "server")}, "spec": mount_secret_files(pod)},
     }
     if not (spec.autoscaling.enabled if autoscaled is None else autoscaled):
         deployment_spec["replicas"] = spec.replicas

@@ -11,6 +11,14 @@ from policies.model import Container, Object, containers, long_running, pod_spec
 _SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_KEY|CREDENTIALS?|(^|_)AUTH$)")
 _NOT_A_VALUE = re.compile(r"_(FILE|PATH|DIR|USER|USERNAME|NAME|REF)$")
 _URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^:/@\s]+:([^@\s]+)@")
+SECRET_MODE = 0o440
+"""The most a Secret file may allow: read by its owner and the pod's fsGroup, nothing else."""
+MIN_ID = 10000
+"""The lowest uid and gid a container may run as: host system users and groups sit far below it."""
+SECRET_FILE_FIX = (
+    "fix: mount the Secret as a read-only file (a projected volume, mode 0440) and pass its path in "
+    "<NAME>_FILE (components.pods.secret_file_env)"
+)
 
 
 def image_tag(image: str) -> tuple[str | None, bool]:
@@ -153,11 +161,100 @@ def secret_env_literal(obj: Object) -> Iterator[str]:
             if _SECRET_NAME.search(name) and not _NOT_A_VALUE.search(name):
                 yield (
                     f"{ref(obj)}: container {c.name} env {name} ({where}.value) holds a secret as a literal; "
-                    "fix: use valueFrom.secretKeyRef"
+                    + SECRET_FILE_FIX
                 )
             match = _URL_PASSWORD.search(value)
             if match and not match.group(1).startswith("$("):
                 yield (
                     f"{ref(obj)}: container {c.name} env {name} ({where}.value) embeds a password in a URL; fix: "
-                    "put the password in a secretKeyRef env var and reference it as $(VAR) in the URL"
+                    "leave the password out of the URL and pass the path of its Secret file in <NAME>_PASSWORD_FILE"
+                )
+
+
+def _item_modes(where: str, items: list[Object]) -> list[tuple[str, int | None]]:
+    return [(f"{where}.items[{i}].mode", item["mode"]) for i, item in enumerate(items) if "mode" in item]
+
+
+def _secret_volumes(pod: Object) -> dict[str, list[tuple[str, int | None]]]:
+    """Volumes holding Secret data: name -> (field, mode) of every mode that applies, None if unset."""
+    found: dict[str, list[tuple[str, int | None]]] = {}
+    for index, volume in enumerate(pod.get("volumes") or []):
+        where = f"volumes[{index}]"
+        if "secret" in volume:
+            secret = volume["secret"]
+            found[volume["name"]] = [
+                (f"{where}.secret.defaultMode", secret.get("defaultMode")),
+                *_item_modes(f"{where}.secret", secret.get("items") or []),
+            ]
+        projected = volume.get("projected") or {}
+        sources = list(enumerate(projected.get("sources") or []))
+        secrets = [(f"{where}.projected.sources[{i}].secret", s["secret"]) for i, s in sources if "secret" in s]
+        if secrets:
+            found[volume["name"]] = [
+                (f"{where}.projected.defaultMode", projected.get("defaultMode")),
+                *(mode for field, secret in secrets for mode in _item_modes(field, secret.get("items") or [])),
+            ]
+    return found
+
+
+def secret_file(obj: Object) -> Iterator[str]:
+    found = pod_spec(obj)
+    if found is None:
+        return
+    path, pod = found
+    volumes = _secret_volumes(pod)
+    for name, modes in volumes.items():
+        for where, mode in modes:
+            if mode is None or mode & ~SECRET_MODE & 0o777:
+                shown = "unset (0644)" if mode is None else f"0{mode:o}"
+                yield (
+                    f"{ref(obj)}: Secret volume {name} {path}.{where} is {shown}; fix: at most 0440 (owner and "
+                    "the pod's fsGroup read, nobody writes or runs it, others nothing)"
+                )
+    for c in containers(obj):
+        for index, env in enumerate(c.spec.get("env") or []):
+            source = env.get("valueFrom") or {}
+            if "secretKeyRef" in source:
+                ref_ = source["secretKeyRef"]
+                yield (
+                    f"{ref(obj)}: container {c.name} env {env.get('name')} ({c.field(f'env[{index}]')}.valueFrom."
+                    f"secretKeyRef) reads Secret {ref_.get('name')} key {ref_.get('key')} into the environment, "
+                    f"where every child process and crash report sees it; {SECRET_FILE_FIX}"
+                )
+        for index, env_from in enumerate(c.spec.get("envFrom") or []):
+            if "secretRef" in env_from:
+                yield (
+                    f"{ref(obj)}: container {c.name} {c.field(f'envFrom[{index}]')}.secretRef puts every key of "
+                    f"Secret {env_from['secretRef'].get('name')} into the environment; {SECRET_FILE_FIX}"
+                )
+        for index, mount in enumerate(c.spec.get("volumeMounts") or []):
+            if mount.get("name") in volumes and mount.get("readOnly") is not True:
+                yield (
+                    f"{ref(obj)}: container {c.name} mounts Secret volume {mount['name']} writable "
+                    f"({c.field(f'volumeMounts[{index}]')}.readOnly is not true); fix: mount it readOnly: true"
+                )
+
+
+def high_ids(obj: Object) -> Iterator[str]:
+    found = pod_spec(obj)
+    if found is None:
+        return
+    path, pod = found
+    pod_security = pod.get("securityContext") or {}
+    fs_group = pod_security.get("fsGroup")
+    if fs_group is not None and fs_group < MIN_ID:
+        yield (
+            f"{ref(obj)}: {path}.securityContext.fsGroup is {fs_group}, below {MIN_ID}; fix: give the pod's "
+            f"volumes a group of {MIN_ID} or more (components.pods.pod_security)"
+        )
+    for c in containers(obj):
+        security = _security(c)
+        for field in ("runAsUser", "runAsGroup"):
+            value = security.get(field, pod_security.get(field))
+            if value is None or value < MIN_ID:
+                shown = "unset (the image decides)" if value is None else f"{value}, below {MIN_ID}"
+                yield (
+                    f"{ref(obj)}: container {c.name} runs with {field} {shown} ({c.field(f'securityContext.{field}')} "
+                    f"or {path}.securityContext.{field}); fix: run every container as a uid and gid of {MIN_ID} or "
+                    "more, which no host system user or group has (components.pods.pod_security)"
                 )

@@ -1,7 +1,7 @@
 """Every rule of the pack, with its enforcement level, and how they run over a list of objects.
 
-`mandatory` rules guard what breaks production (unpinned images, missing limits, root, literal
-secrets, budgets that block every drain, autoscaled workloads with fixed replicas, dangling
+`mandatory` rules guard what breaks production (unpinned images, missing limits, root, low uids,
+secrets in the environment, budgets that block every drain, autoscaled workloads with fixed replicas, dangling
 Services and routes, open networks); `advisory` rules are recommendations (labels, spread).
 
 An object opts out of one rule with the annotation `scaleladder.io/policy-exception.<rule-id>`
@@ -82,6 +82,18 @@ RULES: tuple[Rule, ...] = (
         "mandatory",
         "No secret value is written into an env literal.",
         object_check=containers.secret_env_literal,
+    ),
+    Rule(
+        "secret-file",
+        "mandatory",
+        "Secrets reach containers as read-only files (mode 0440 at most), never through the environment.",
+        object_check=containers.secret_file,
+    ),
+    Rule(
+        "high-ids",
+        "mandatory",
+        "Every container runs as a uid and gid of 10000 or more, and volumes belong to such a group.",
+        object_check=containers.high_ids,
     ),
     Rule(
         "recommended-labels",

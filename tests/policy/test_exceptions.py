@@ -27,7 +27,7 @@ def test_an_exception_for_no_rule_is_reported() -> None:
     assert len(found) == 1
     assert found[0].startswith(
         "Deployment/app: metadata.annotations[scaleladder.io/policy-exception.read-only-rootfs] names no rule; "
-        "fix: use one of hpa-target, network-allows,"
+        "fix: use one of high-ids, hpa-target, network-allows,"
     )
 
 

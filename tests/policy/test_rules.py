@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 
 from components import cli
+from policies.containers import SECRET_FILE_FIX
 from policies.model import EXCEPTION_PREFIX
 from policies.rules import RULES, evaluate
 from tests.policy.objects import (
@@ -24,6 +26,13 @@ from tests.policy.objects import (
 
 C = "spec.template.spec.containers.0"
 POD = "spec.template.spec"
+SECRET_REF = {"secretKeyRef": {"name": "db", "key": "password"}}
+PROJECTED = {
+    "projected": {
+        "defaultMode": 0o440,
+        "sources": [{"secret": {"name": "db", "items": [{"key": "password", "path": "db/password"}]}}],
+    }
+}
 
 
 def good() -> list[dict[str, Any]]:
@@ -44,6 +53,22 @@ def test_every_rule_has_a_failing_case() -> None:
 
 def _with_container(path: str, value: Any) -> list[dict[str, Any]]:
     return stack(changed(deployment(), f"{C}.{path}", value), service(), route())
+
+
+def _with_secret_volume(volume: dict[str, Any], *, read_only: bool, item_mode: int | None = None) -> dict[str, Any]:
+    """The deployment with Secret volume `db` mounted into its container at /run/secrets."""
+    volume = {"name": "db", **copy.deepcopy(volume)}
+    if item_mode is not None:
+        volume["projected"]["sources"][0]["secret"]["items"][0]["mode"] = item_mode
+    workload = deployment()
+    pod = workload["spec"]["template"]["spec"]
+    pod["volumes"] = [*pod.get("volumes", []), volume]
+    container = pod["containers"][0]
+    container["volumeMounts"] = [
+        *container.get("volumeMounts", []),
+        {"name": "db", "mountPath": "/run/secrets", "readOnly": read_only},
+    ]
+    return workload
 
 
 def _stateful_without_startup() -> dict[str, Any]:
@@ -226,7 +251,7 @@ CASES: dict[str, list[tuple[list[dict[str, Any]], int | None, str]]] = {
             [changed(deployment(), f"{C}.env", [{"name": "POSTGRES_PASSWORD", "value": "hunter2"}])],
             None,
             f"{D}: container app env POSTGRES_PASSWORD (spec.template.spec.containers[0].env[0].value) holds a "
-            "secret as a literal; fix: use valueFrom.secretKeyRef",
+            f"secret as a literal; {SECRET_FILE_FIX}",
         ),
         (
             [
@@ -238,7 +263,69 @@ CASES: dict[str, list[tuple[list[dict[str, Any]], int | None, str]]] = {
             ],
             None,
             f"{D}: container app env DATABASE_URL (spec.template.spec.containers[0].env[0].value) embeds a password "
-            "in a URL; fix: put the password in a secretKeyRef env var and reference it as $(VAR) in the URL",
+            "in a URL; fix: leave the password out of the URL and pass the path of its Secret file in "
+            "<NAME>_PASSWORD_FILE",
+        ),
+    ],
+    "secret-file": [
+        (
+            [changed(deployment(), f"{C}.env", [{"name": "DATABASE_PASSWORD", "valueFrom": SECRET_REF}])],
+            None,
+            f"{D}: container app env DATABASE_PASSWORD (spec.template.spec.containers[0].env[0].valueFrom."
+            "secretKeyRef) reads Secret db key password into the environment, where every child process and crash "
+            f"report sees it; {SECRET_FILE_FIX}",
+        ),
+        (
+            [changed(deployment(), f"{C}.envFrom", [{"secretRef": {"name": "db"}}])],
+            None,
+            f"{D}: container app spec.template.spec.containers[0].envFrom[0].secretRef puts every key of Secret db "
+            f"into the environment; {SECRET_FILE_FIX}",
+        ),
+        (
+            [_with_secret_volume({"secret": {"secretName": "db"}}, read_only=True)],
+            None,
+            f"{D}: Secret volume db spec.template.spec.volumes[0].secret.defaultMode is unset (0644); fix: at most "
+            "0440 (owner and the pod's fsGroup read, nobody writes or runs it, others nothing)",
+        ),
+        (
+            [_with_secret_volume(PROJECTED, read_only=True, item_mode=0o444)],
+            None,
+            f"{D}: Secret volume db spec.template.spec.volumes[0].projected.sources[0].secret.items[0].mode is 0444; "
+            "fix: at most 0440 (owner and the pod's fsGroup read, nobody writes or runs it, others nothing)",
+        ),
+        (
+            [_with_secret_volume(PROJECTED, read_only=False)],
+            None,
+            f"{D}: container app mounts Secret volume db writable (spec.template.spec.containers[0].volumeMounts[0]"
+            ".readOnly is not true); fix: mount it readOnly: true",
+        ),
+    ],
+    "high-ids": [
+        (
+            [changed(deployment(), f"{C}.securityContext.runAsUser", 999)],
+            None,
+            f"{D}: container app runs with runAsUser 999, below 10000 (spec.template.spec.containers[0]."
+            "securityContext.runAsUser or spec.template.spec.securityContext.runAsUser); fix: run every container "
+            "as a uid and gid of 10000 or more, which no host system user or group has (components.pods.pod_security)",
+        ),
+        (
+            [
+                changed(
+                    changed(deployment(), f"{POD}.securityContext.runAsGroup", None),
+                    f"{C}.securityContext.runAsGroup",
+                    None,
+                )
+            ],
+            None,
+            f"{D}: container app runs with runAsGroup unset (the image decides) (spec.template.spec.containers[0]."
+            "securityContext.runAsGroup or spec.template.spec.securityContext.runAsGroup); fix: run every container "
+            "as a uid and gid of 10000 or more, which no host system user or group has (components.pods.pod_security)",
+        ),
+        (
+            [changed(deployment(), f"{POD}.securityContext.fsGroup", 1000)],
+            None,
+            f"{D}: spec.template.spec.securityContext.fsGroup is 1000, below 10000; fix: give the pod's volumes a "
+            "group of 10000 or more (components.pods.pod_security)",
         ),
     ],
     "recommended-labels": [

@@ -10,6 +10,7 @@ import pytest
 
 from components import postgres
 from components.labels import Meta
+from components.pods import mount_secret_files
 from components.settings import load
 
 META = Meta(namespace="ns", instance="test", version="0.0.0")
@@ -84,10 +85,11 @@ def test_sidecar_is_a_native_sidecar_that_starts_first() -> None:
     assert container["startupProbe"]["exec"]["command"] == ["pg_isready", "-q", "-h", "127.0.0.1"]
     assert container["readinessProbe"] != container["livenessProbe"] != container["startupProbe"]
     assert {"name": "pgdata", "mountPath": "/var/lib/postgresql/data"} in container["volumeMounts"]
+    assert container["command"] == ["/scripts/postgres-start.sh"]
     assert container["args"][-2:] == ["-c", "listen_addresses=127.0.0.1"]
-    env = {e["name"]: e for e in container["env"]}
-    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "postgres-credentials", "key": "password"}
-    assert env["PGDATA"]["value"] == "/var/lib/postgresql/data/pgdata"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres-credentials/password"
+    assert env["PGDATA"] == "/var/lib/postgresql/data/pgdata"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert set(container["resources"]) == {"requests", "limits"}
     pod = {
@@ -97,10 +99,18 @@ def test_sidecar_is_a_native_sidecar_that_starts_first() -> None:
         "spec": {
             "initContainers": [container],
             "containers": [{"name": "web", "image": "scaleladder/sample:0.1.0"}],
-            "volumes": [postgres.RUN_VOLUME, {"name": "tmp", "emptyDir": {}}, {"name": "pgdata", "emptyDir": {}}],
+            "volumes": [
+                postgres.RUN_VOLUME,
+                {"name": "tmp", "emptyDir": {}},
+                {"name": "pgdata", "emptyDir": {}},
+                *postgres.sidecar_volumes(),
+            ],
         },
     }
-    validate([pod])
+    validate([{**pod, "spec": mount_secret_files(pod["spec"])}])
+    # phase 1 creates no replication role: the only hook takes the password out of the entrypoint
+    initdb = postgres.sidecar_volumes()[1]["configMap"]["items"]
+    assert initdb == [{"key": "forget-password.sh", "path": "99-forget-password.sh", "mode": 0o444}]
 
 
 def test_phase_two_is_secret_scripts_primary_and_its_services() -> None:
@@ -126,18 +136,41 @@ def test_phase_two_is_secret_scripts_primary_and_its_services() -> None:
     assert "clusterIP" not in named[("Service", "postgres-rw")]["spec"]
     container = statefulset["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["exec"]["command"] == ["/scripts/ready.sh", "primary"]
-    assert statefulset["template"]["spec"]["securityContext"]["runAsUser"] == 999
+    assert statefulset["template"]["spec"]["securityContext"]["runAsUser"] == 10002
 
 
-def test_primary_runs_the_init_script_as_an_entrypoint_hook() -> None:
+def test_primary_runs_the_init_script_then_forgets_the_password_as_entrypoint_hooks() -> None:
     statefulset = by_name(postgres.postgres_objects(META, postgres.PostgresSpec(), PASSWORDS))[
         ("StatefulSet", "postgres")
     ]
     pod = statefulset["spec"]["template"]["spec"]
     initdb = next(v for v in pod["volumes"] if v["name"] == "initdb")
-    assert initdb["configMap"]["items"] == [{"key": "primary-init.sh", "path": "10-primary-init.sh"}]
+    # run (executable), then sourced (not executable): the entrypoint's own rule for *.sh hooks
+    assert initdb["configMap"]["items"] == [
+        {"key": "primary-init.sh", "path": "10-primary-init.sh", "mode": 0o555},
+        {"key": "forget-password.sh", "path": "99-forget-password.sh", "mode": 0o444},
+    ]
     mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
     assert mounts["initdb"] == "/docker-entrypoint-initdb.d" and mounts["scripts"] == "/scripts"
+    assert mounts["secrets"] == "/run/secrets"
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres-credentials/password"
+    assert env["REPLICATION_PASSWORD_FILE"] == "/run/secrets/postgres-credentials/replication-password"
+    (secrets,) = (v for v in pod["volumes"] if v["name"] == "secrets")
+    assert secrets["projected"] == {
+        "defaultMode": 0o440,
+        "sources": [
+            {
+                "secret": {
+                    "name": "postgres-credentials",
+                    "items": [
+                        {"key": "password", "path": "postgres-credentials/password"},
+                        {"key": "replication-password", "path": "postgres-credentials/replication-password"},
+                    ],
+                }
+            }
+        ],
+    }
 
 
 def test_scripts_config_map_holds_the_repository_files_byte_for_byte() -> None:
@@ -156,17 +189,14 @@ def test_passwords_appear_only_in_the_secret() -> None:
         assert (PASSWORDS.app in text) is inside and (PASSWORDS.replication in text) is inside
 
 
-def test_database_env_expands_the_password_into_the_urls() -> None:
+def test_database_env_names_the_password_file_and_urls_without_it() -> None:
     env = postgres.database_env(postgres.endpoints(META, postgres.PostgresSpec()))
     assert env == [
-        {
-            "name": "DATABASE_PASSWORD",
-            "valueFrom": {"secretKeyRef": {"name": "postgres-credentials", "key": "password"}},
-        },
-        {"name": "DATABASE_URL", "value": "postgresql://app:$(DATABASE_PASSWORD)@postgres-rw:5432/app"},
+        {"name": "DATABASE_PASSWORD_FILE", "value": "/run/secrets/postgres-credentials/password"},
+        {"name": "DATABASE_URL", "value": "postgresql://app@postgres-rw:5432/app"},
     ]
     local = postgres.database_env(postgres.local_endpoints(META, postgres.PostgresSpec(database="shop", user="web")))
-    assert local[1] == {"name": "DATABASE_URL", "value": "postgresql://web:$(DATABASE_PASSWORD)@127.0.0.1:5432/shop"}
+    assert local[1] == {"name": "DATABASE_URL", "value": "postgresql://web@127.0.0.1:5432/shop"}
 
 
 @pytest.mark.parametrize(
@@ -179,8 +209,8 @@ def test_database_env_expands_the_password_into_the_urls() -> None:
 def test_replica_urls_go_to_the_read_only_service_or_the_pooler(pooler: bool, primary: str, replica: str) -> None:
     spec = postgres.PostgresSpec(replicas=2, pooler=postgres.PoolerSpec(enabled=pooler))
     env = {e["name"]: e.get("value") for e in postgres.database_env(postgres.endpoints(META, spec))}
-    assert env["DATABASE_URL"] == f"postgresql://app:$(DATABASE_PASSWORD)@{primary}"
-    assert env["DATABASE_REPLICA_URLS"] == f"postgresql://app:$(DATABASE_PASSWORD)@{replica}"
+    assert env["DATABASE_URL"] == f"postgresql://app@{primary}"
+    assert env["DATABASE_REPLICA_URLS"] == f"postgresql://app@{replica}"
 
 
 GROUP = postgres.PostgresSpec(replicas=2, pooler=postgres.PoolerSpec(enabled=True))
@@ -231,8 +261,13 @@ def test_replicas_bootstrap_from_the_rw_service_and_probe_their_lag() -> None:
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in bootstrap["env"]}
     assert env["PRIMARY_HOST"] == "postgres-rw" and env["PRIMARY_PORT"] == "5432"
     assert env["REPLICA_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    assert env["PGPASSWORD"] == {"secretKeyRef": {"name": "postgres-credentials", "key": "replication-password"}}
+    assert env["REPLICATION_PASSWORD_FILE"] == "/run/secrets/postgres-credentials/replication-password"
+    # on the data volume, beside PGDATA: the password file primary_conninfo names outlives the init container
+    assert env["PGPASSFILE"] == "/var/lib/postgresql/data/replication.pgpass"
     container = pod["containers"][0]
+    # the replica's server starts on the clone: it needs no password of the group, and mounts none
+    assert not any(e["name"].endswith("_FILE") for e in container["env"])
+    assert "secrets" not in {m["name"] for m in container["volumeMounts"]}
     assert container["readinessProbe"]["exec"]["command"] == ["/scripts/ready.sh", "replica"]
     lag = {e["name"]: e["value"] for e in container["env"] if e["name"].startswith("MAX_LAG")}
     assert lag == {"MAX_LAG_BYTES": "4096", "MAX_LAG_SECONDS": "3"}
@@ -283,8 +318,10 @@ def test_pooler_reads_its_password_from_the_secret_at_start() -> None:
     pod = named[("Deployment", "pgbouncer")]["spec"]["template"]["spec"]
     (userlist,) = pod["initContainers"]
     assert userlist["command"] == ["/scripts/pgbouncer-userlist.sh"]
-    password = next(e for e in userlist["env"] if e["name"] == "POOLER_PASSWORD")
-    assert password["valueFrom"]["secretKeyRef"] == {"name": "postgres-credentials", "key": "password"}
+    password = next(e for e in userlist["env"] if e["name"] == "POOLER_PASSWORD_FILE")
+    assert password["value"] == "/run/secrets/postgres-credentials/password"
+    # PgBouncer itself reads only the auth file the init container wrote: it mounts no Secret
+    assert "secrets" not in {m["name"] for m in pod["containers"][0]["volumeMounts"]}
     assert {"name": "auth", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}} in pod["volumes"]
     container = pod["containers"][0]
     assert container["image"] == "ghcr.io/cloudnative-pg/pgbouncer:1.22.1-16"

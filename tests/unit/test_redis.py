@@ -154,16 +154,15 @@ def test_the_pod_runs_the_rendered_conf_through_node_start() -> None:
     assert container["image"] == "redis:7.0.15"
     assert container["command"] == ["sh", "/scripts/node-start.sh"]
     assert container["workingDir"] == "/data"
-    assert {"name": "REDISCLI_AUTH", "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}} in (
-        container["env"]
-    )
+    assert {"name": "REDIS_PASSWORD_FILE", "value": "/run/secrets/redis-auth/password"} in container["env"]
+    assert {"name": "secrets", "mountPath": "/run/secrets", "readOnly": True} in container["volumeMounts"]
 
 
 def test_hardened_container_with_distinct_probes() -> None:
     (statefulset,) = by_kind(standalone_objects(META, RedisSpec(enabled=True), PASSWORD), "StatefulSet")
     pod = statefulset["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 999
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10003
     assert container["securityContext"] == {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -197,10 +196,9 @@ def test_a_changed_conf_rolls_the_pods() -> None:
 
 
 def test_client_env_names_the_service_and_the_secret() -> None:
-    password = {"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}}
     assert client_env(RedisSpec(mode="cluster")) == [
         {"name": "REDIS_MODE", "value": "cluster"},
-        password,
-        {"name": "REDIS_URL", "value": "redis://:$(REDIS_PASSWORD)@redis:6379"},
+        {"name": "REDIS_PASSWORD_FILE", "value": "/run/secrets/redis-auth/password"},
+        {"name": "REDIS_URL", "value": "redis://redis:6379"},
     ]
-    assert client_env(RedisSpec())[2] == {"name": "REDIS_URL", "value": "redis://:$(REDIS_PASSWORD)@redis:6379/0"}
+    assert client_env(RedisSpec())[2] == {"name": "REDIS_URL", "value": "redis://redis:6379/0"}

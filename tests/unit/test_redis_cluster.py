@@ -172,11 +172,12 @@ def test_failover_watch_container_watches_its_own_node_with_the_node_timeout() -
         "REDIS_RUN_DIR": "/run/redis",
         "REDIS_NODE_TIMEOUT_MS": "3000",
         "REDIS_WATCH_INTERVAL": "0.5",
-        "REDISCLI_AUTH": {"secretKeyRef": {"name": "redis-auth", "key": "password"}},
+        "REDIS_PASSWORD_FILE": "/run/secrets/redis-auth/password",
     }
     assert [(mount["name"], mount["mountPath"]) for mount in watch["volumeMounts"]] == [
         ("scripts", "/scripts"),
         ("run", "/run/redis"),
+        ("secrets", "/run/secrets"),
     ]
     # its probes look at its own heartbeat file, not the rejoin loop's
     for name in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -259,7 +260,7 @@ def test_bootstrap_job_runs_the_script_for_this_shape() -> None:
     values = env(container)
     assert (values["REDIS_MASTERS"], values["REDIS_REPLICAS"]) == ("4", "1")
     assert values["REDIS_NODES"] == members(META, spec) and len(values["REDIS_NODES"].split()) == 8
-    assert values["REDISCLI_AUTH"] == {"secretKeyRef": {"name": "redis-auth", "key": "password"}}
+    assert values["REDIS_PASSWORD_FILE"] == "/run/secrets/redis-auth/password"
 
 
 def test_no_selector_takes_the_bootstrap_pod_for_a_node() -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
+from sample.config import load_settings
 from sample.shards import ShardMap, shard_settings
 
 from components import config, postgres, shards
@@ -66,19 +68,14 @@ def test_service_env_names_each_group_through_its_pooler_and_secret() -> None:
     env = {e["name"]: e for e in shards.client_env(META, shards.ShardsSpec(), POOLED)}
     assert env["SHARD_GROUPS"]["value"] == "pg-shard-0,pg-shard-1"
     assert env["SHARD_MAP"]["valueFrom"] == {"configMapKeyRef": {"name": "shard-map", "key": "shard-map.json"}}
-    assert env["SHARD_1_PASSWORD"]["valueFrom"] == {
-        "secretKeyRef": {"name": "pg-shard-1-credentials", "key": "password"}
-    }
-    assert env["SHARD_1_URL"]["value"] == "postgresql://app:$(SHARD_1_PASSWORD)@pg-shard-1-pooler:6432/app"
-    assert env["SHARD_1_REPLICA_URLS"]["value"] == "postgresql://app:$(SHARD_1_PASSWORD)@pg-shard-1-pooler:6432/app_ro"
-    # $(VAR) expands only variables defined earlier in the list
-    order = list(env)
-    assert order.index("SHARD_1_PASSWORD") < order.index("SHARD_1_URL")
+    assert env["SHARD_1_PASSWORD_FILE"]["value"] == "/run/secrets/pg-shard-1-credentials/password"
+    assert env["SHARD_1_URL"]["value"] == "postgresql://app@pg-shard-1-pooler:6432/app"
+    assert env["SHARD_1_REPLICA_URLS"]["value"] == "postgresql://app@pg-shard-1-pooler:6432/app_ro"
 
 
 def test_migration_env_reaches_the_primaries_directly() -> None:
     env = {e["name"]: e.get("value") for e in shards.client_env(META, shards.ShardsSpec(), POOLED, direct=True)}
-    assert env["SHARD_0_URL"] == "postgresql://app:$(SHARD_0_PASSWORD)@pg-shard-0-rw:5432/app"
+    assert env["SHARD_0_URL"] == "postgresql://app@pg-shard-0-rw:5432/app"
     assert "SHARD_0_REPLICA_URLS" not in env
 
 
@@ -112,28 +109,38 @@ def test_phase_5_runs_shard_groups_before_migrations_and_gives_web_the_env() -> 
     assert "SHARD_1_URL" in {e["name"] for e in web_env}
 
 
-def test_the_service_reads_the_env_and_map_the_kit_renders() -> None:
-    """Contract: resolve the rendered env as the kubelet would; the service's loader accepts it."""
+def test_the_service_reads_the_env_and_map_the_kit_renders(tmp_path: Path) -> None:
+    """Contract: resolve the rendered env and mount the Secret files as the kubelet would (the
+    projected volume under tmp_path); the service's loaders accept them and use the passwords."""
     stack = build("p", config.from_values({"phase": 5}), Secrets.development())
     objects = {(o["kind"], o["metadata"]["name"]): o for o in stack.objects()}
-    web_env = next(p for p in stack.parts if p.name == "web").objects[0]["spec"]["template"]["spec"]["containers"][0]
+    pod = next(p for p in stack.parts if p.name == "web").objects[0]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = (m for m in container["volumeMounts"] if m["name"] == "secrets")
+    (volume,) = (v for v in pod["volumes"] if v["name"] == "secrets")
+    for source in volume["projected"]["sources"]:
+        for item in source["secret"]["items"]:
+            file = tmp_path / item["path"]
+            file.parent.mkdir(exist_ok=True)
+            file.write_text(objects[("Secret", source["secret"]["name"])]["stringData"][item["key"]])
     env: dict[str, str] = {}
-    for variable in web_env["env"]:
+    for variable in container["env"]:
         source = variable.get("valueFrom", {})
+        assert "secretKeyRef" not in source
         if "configMapKeyRef" in source:
             ref = source["configMapKeyRef"]
             env[variable["name"]] = objects[("ConfigMap", ref["name"])]["data"][ref["key"]]
-        elif "secretKeyRef" in source:
-            ref = source["secretKeyRef"]
-            env[variable["name"]] = objects[("Secret", ref["name"])]["stringData"][ref["key"]]
         else:
-            value = variable["value"]
-            for name, resolved in env.items():
-                value = value.replace(f"$({name})", resolved)
-            env[variable["name"]] = value
+            env[variable["name"]] = variable["value"].replace(mount["mountPath"], str(tmp_path), 1)
     settings = shard_settings(env)
     assert settings is not None and settings.names() == ["pg-shard-0", "pg-shard-1"]
-    assert settings.groups[1].url.endswith("@pg-shard-1-pooler:6432/app")
+    shard_password = objects[("Secret", "pg-shard-1-credentials")]["stringData"]["password"]
+    assert settings.groups[1].url == f"postgresql://app:{shard_password}@pg-shard-1-pooler:6432/app"
+    service = load_settings(env)
+    password = objects[("Secret", "postgres-credentials")]["stringData"]["password"]
+    assert service.database_url == f"postgresql://app:{password}@pgbouncer:6432/app"
+    redis_password = objects[("Secret", "redis-auth")]["stringData"]["password"]
+    assert service.redis_url == f"redis://:{redis_password}@redis:6379"
     assert settings.initial_map == ShardMap.from_dict(shards.initial_map(shards.ShardsSpec(enabled=True)), "x")
 
 

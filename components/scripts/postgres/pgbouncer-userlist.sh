@@ -1,13 +1,16 @@
 #!/bin/bash
-# Init container of the PgBouncer pods: writes PgBouncer's auth_file from the credentials Secret
-# (passed in through the environment), so no password is ever stored in a ConfigMap.
+# Init container of the PgBouncer pods: writes PgBouncer's auth_file from the credentials Secret's
+# password file, so no password is ever stored in a ConfigMap or passed in the environment.
 #
-# POOLER_USER, POOLER_PASSWORD  the role clients log in as and its password
-# AUTH_FILE                     where to write it (an in-memory volume in the pod)
+# POOLER_USER           the role clients log in as
+# POOLER_PASSWORD_FILE  the file holding its password
+# AUTH_FILE             where to write the auth file (an in-memory volume in the pod)
 set -euo pipefail
-: "${POOLER_USER:?}" "${POOLER_PASSWORD:?}" "${AUTH_FILE:?}"
+: "${POOLER_USER:?}" "${POOLER_PASSWORD_FILE:?}" "${AUTH_FILE:?}"
+password=$(cat "$POOLER_PASSWORD_FILE")
+[ -n "$password" ] || { echo "${0##*/}: $POOLER_PASSWORD_FILE is empty" >&2; exit 1; }
 
 # userlist.txt syntax: "name" "password", a double quote inside written twice
 quote() { printf '"%s"' "${1//\"/\"\"}"; }
 umask 077
-printf '%s %s\n' "$(quote "$POOLER_USER")" "$(quote "$POOLER_PASSWORD")" >"$AUTH_FILE"
+printf '%s %s\n' "$(quote "$POOLER_USER")" "$(quote "$password")" >"$AUTH_FILE"

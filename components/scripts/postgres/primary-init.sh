@@ -3,13 +3,16 @@
 # entrypoint executes it from /docker-entrypoint-initdb.d while its temporary server is up.
 # Creates the replication role and lets it connect for streaming replication with its password.
 #
-# PGDATA                the data directory;  PGHOST/PGPORT/PGUSER/PGDATABASE: the local server
-# REPLICATION_USER      role replicas connect as
-# REPLICATION_PASSWORD  its password (from the credentials Secret)
+# PGDATA                     the data directory;  PGHOST/PGPORT/PGUSER/PGDATABASE: the local server
+# REPLICATION_USER           role replicas connect as
+# REPLICATION_PASSWORD_FILE  the file holding its password (the credentials Secret's); psql reads
+#                            it itself, so the password is on no command line
 set -euo pipefail
-: "${PGDATA:?}" "${REPLICATION_USER:?}" "${REPLICATION_PASSWORD:?}"
+: "${PGDATA:?}" "${REPLICATION_USER:?}" "${REPLICATION_PASSWORD_FILE:?}"
+[ -s "$REPLICATION_PASSWORD_FILE" ] || { echo "${0##*/}: $REPLICATION_PASSWORD_FILE is empty or missing" >&2; exit 1; }
 
-psql -X -q -v ON_ERROR_STOP=1 -v user="$REPLICATION_USER" -v password="$REPLICATION_PASSWORD" <<'SQL'
+psql -X -q -v ON_ERROR_STOP=1 -v user="$REPLICATION_USER" -v file="$REPLICATION_PASSWORD_FILE" <<'SQL'
+\set password `cat :'file'`
 SELECT format('CREATE ROLE %I WITH REPLICATION LOGIN PASSWORD %L', :'user', :'password')
 WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user')
 \gexec

@@ -4,14 +4,29 @@
 # physical replication slot named after the replica, created on the primary by the same call.
 # With a cluster already there it does nothing: the server resumes streaming from its slot.
 #
+# Either way it first writes the replication password to PGPASSFILE, a libpq password file on
+# the data volume (mode 0600, as libpq requires) that primary_conninfo names: the password is in
+# no environment, and a changed Secret takes effect at the pod's next start.
+#
 # PGDATA                     the data directory
 # PRIMARY_HOST, PRIMARY_PORT the primary (the postgres-rw Service in Kubernetes)
-# REPLICATION_USER           role to connect as; PGPASSWORD: its password
+# REPLICATION_USER           role to connect as
+# REPLICATION_PASSWORD_FILE  the file holding its password (the credentials Secret's)
+# PGPASSFILE                 where to write libpq's password file (outside PGDATA, on its volume)
 # REPLICA_NAME               this replica's name (the pod name); slot: the name with every - as _
 # BOOTSTRAP_TIMEOUT          seconds to wait for the primary to accept connections (default 300)
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 : "${PGDATA:?}" "${PRIMARY_HOST:?}" "${PRIMARY_PORT:?}" "${REPLICATION_USER:?}" "${REPLICA_NAME:?}"
+: "${REPLICATION_PASSWORD_FILE:?}" "${PGPASSFILE:?}"
+
+password=$(cat "$REPLICATION_PASSWORD_FILE")
+[ -n "$password" ] || die "$REPLICATION_PASSWORD_FILE is empty"
+# .pgpass syntax: host:port:database:user:password, a : or \ inside a field escaped with \
+escape() { printf '%s' "$1" | sed 's/[\\:]/\\&/g'; }
+umask 077
+printf '*:*:*:%s:%s\n' "$(escape "$REPLICATION_USER")" "$(escape "$password")" >"$PGPASSFILE.new"
+mv "$PGPASSFILE.new" "$PGPASSFILE"
 
 if [ -s "$PGDATA/PG_VERSION" ]; then
     log "$PGDATA holds a cluster: streaming resumes from its slot"

@@ -74,7 +74,7 @@ create() {
     firsts=$(printf '%s\n' $members | awk -v size="$size" 'NR % size == 1')
     log "creating the cluster from each shard's first member:" $firsts
     # shellcheck disable=SC2086 # one argument per master
-    redis-cli --cluster create $firsts --cluster-replicas 0 --cluster-yes >&2
+    redis_cli --cluster create $firsts --cluster-replicas 0 --cluster-yes >&2
 }
 
 all_connected() {
@@ -94,14 +94,14 @@ all_ok() {
     done
 }
 
-checked() { redis-cli --cluster check "$seed" >/dev/null 2>&1; }
+checked() { redis_cli --cluster check "$seed" >/dev/null 2>&1; }
 
 # close slots left migrating or importing by an interrupted rebalance (keys go where they belong);
 # slots of unreachable masters are never reassigned
 close_open_slots() {
-    if redis-cli --cluster check "$seed" 2>&1 | grep -q "slots are open"; then
+    if redis_cli --cluster check "$seed" 2>&1 | grep -q "slots are open"; then
         log "closing open slots left by an interrupted migration"
-        redis-cli --cluster fix "$seed" --cluster-yes >&2 || true
+        redis_cli --cluster fix "$seed" --cluster-yes >&2 || true
     fi
 }
 
@@ -123,7 +123,7 @@ assign_roles() {
         retry "every member reports cluster_state:ok" all_ok
         retry "the members agree on the configuration" checked
         log "rebalancing slots onto $new_masters new master(s)"
-        redis-cli --cluster rebalance "$seed" --cluster-use-empty-masters --cluster-yes >&2
+        redis_cli --cluster rebalance "$seed" --cluster-use-empty-masters --cluster-yes >&2
     fi
 }
 

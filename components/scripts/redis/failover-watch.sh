@@ -47,13 +47,13 @@ newline='
 cli() {
     local address=$1
     shift
-    timeout 1 redis-cli -h "${address%:*}" -p "${address##*:}" "$@" 2>/dev/null
+    REDISCLI_AUTH=$redis_password timeout 1 redis-cli -h "${address%:*}" -p "${address##*:}" "$@" 2>/dev/null
 }
 
 # ask IP:PORT LINES: the commands of LINES, one a line, in one call (read from stdin: dearer than
 # cli); their replies one after the other; nothing from a node that does not answer within a second
 ask() {
-    timeout 1 redis-cli -h "${1%:*}" -p "${1##*:}" 2>/dev/null <<EOF
+    REDISCLI_AUTH=$redis_password timeout 1 redis-cli -h "${1%:*}" -p "${1##*:}" 2>/dev/null <<EOF
 $2
 EOF
 }

@@ -1,9 +1,16 @@
 # shellcheck shell=dash
 # Shared by cluster-bootstrap.sh, cluster-rejoin.sh, failover-watch.sh and node-stop.sh (sourced, not run).
 #
-# REDIS_NODES    every member as host:port, space separated, in pod order: pod DNS names in
-#                Kubernetes (redis-shard-0-0.redis-nodes:6379 ...), 127.x.y.z:port on loopback in the tests
-# REDISCLI_AUTH  the password; redis-cli reads it from the environment
+# REDIS_NODES          every member as host:port, space separated, in pod order: pod DNS names in
+#                      Kubernetes (redis-shard-0-0.redis-nodes:6379 ...), 127.x.y.z:port on loopback in the tests
+# REDIS_PASSWORD_FILE  the file holding the password: read once, then given to each redis-cli in
+#                      that process's own environment (REDISCLI_AUTH, the way redis-cli takes a
+#                      password off its command line), never exported to the script's
+
+redis_password=$(cat "${REDIS_PASSWORD_FILE:?file holding the password}") || exit 1
+
+# redis_cli ARGS...: redis-cli with the password
+redis_cli() { REDISCLI_AUTH=$redis_password redis-cli "$@"; }
 
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
@@ -30,7 +37,7 @@ addresses() {
 at() {
     local address=$1
     shift
-    redis-cli -h "${address%:*}" -p "${address##*:}" "$@"
+    redis_cli -h "${address%:*}" -p "${address##*:}" "$@"
 }
 
 # info IP:PORT FIELD: one field of CLUSTER INFO
