@@ -3,7 +3,9 @@
 Shared by tests/integration/test_postgres_*.py and bench/postgres_replica_lag.py.
 
 - The scripts are the `postgres-scripts` ConfigMap's data (`scripts_config_map`), written to a
-  folder with the ConfigMap's mode, and run as the `postgres` OS user (the pods' uid 999).
+  folder with the ConfigMap's mode, and run as the pods' uid and gid (10002, no user entry).
+- The credentials are files, as the pods' projected volume holds them: `<member>/secrets/
+  postgres-credentials/<key>`, owned by root and the pods' group, mode 0440; scripts get their paths.
 - Every server runs with the builder's `server_settings(spec)` (plus testsupport's fast settings
   unless overridden), in the foreground (testsupport's `PostgresServer`).
 - A primary is initialised as the official image's entrypoint does it: initdb with the app role
@@ -19,7 +21,6 @@ Scripts reach their own server the way probes do in the pod: PGHOST is the socke
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -29,10 +30,20 @@ from pathlib import Path
 import psycopg
 
 from components.labels import Meta
-from components.postgres import REPLICATION_USER, PostgresPasswords, PostgresSpec, scripts_config_map, server_settings
-from testsupport.postgres import OS_USER, PostgresServer, postgres_binary
+from components.postgres import (
+    MAIN,
+    PASSWORD_KEY,
+    REPLICATION_PASSWORD_KEY,
+    REPLICATION_USER,
+    RUN_AS,
+    PostgresPasswords,
+    PostgresSpec,
+    scripts_config_map,
+    server_settings,
+)
+from testsupport.postgres import PostgresServer, postgres_binary, user_name_env
 from testsupport.postgres import owned_tempdir as owned_dir
-from testsupport.process import LOOPBACK, free_port
+from testsupport.process import LOOPBACK, as_uid, free_port, write_secret
 
 HBA = "local all all trust\nhost all all all scram-sha-256\n"
 
@@ -57,6 +68,15 @@ class Member:
         self.spec = spec
         self.passwords = passwords
         self.scripts = scripts
+        folder = server.root / "secrets" / MAIN.secret
+        folder.mkdir(parents=True, exist_ok=True)
+        for key, value in ((PASSWORD_KEY, passwords.app), (REPLICATION_PASSWORD_KEY, passwords.replication)):
+            write_secret(folder / key, value, RUN_AS)
+        self.secrets = folder
+
+    def secret(self, key: str) -> str:
+        """The path of the credentials Secret's `key`, as the pod's volume mounts it."""
+        return str(self.secrets / key)
 
     @property
     def port(self) -> int:
@@ -76,7 +96,7 @@ class Member:
         }
 
     def run(self, script: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """Run one of the kit's scripts as the pod would (postgres OS user); never raises on failure."""
+        """Run one of the kit's scripts as the pod would (its uid and gid); never raises on failure."""
         return run_as_postgres([str(self.scripts / script), *args], self.env(env))
 
     def probe(
@@ -115,8 +135,8 @@ class Member:
     def crash(self) -> None:
         """SIGKILL the postmaster and all its processes at once, as a killed container's are.
 
-        The child we started (runuser) then reaps the postmaster and exits; it is not killed itself,
-        so the postmaster's pid cannot linger as a zombie that a restart would take for a live server.
+        The postmaster is our child (setpriv execs it): it is reaped at once, so its pid cannot linger
+        as a zombie that a restart would take for a live server.
         """
         postmaster = int((self.server.data / "postmaster.pid").read_text().split()[0])
         for pid in [postmaster, *children(postmaster)]:
@@ -143,23 +163,20 @@ def children(parent: int) -> list[int]:
 
 
 def run_as_postgres(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    command = ["runuser", "-u", OS_USER, "--", *argv] if os.geteuid() == 0 else argv
+    command = as_uid(RUN_AS, argv)
     return subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True, check=False, timeout=120)
 
 
 def start_primary(
     spec: PostgresSpec, passwords: PostgresPasswords, scripts: Path, settings: dict[str, str] | None = None
 ) -> Member:
-    """initdb as the image's entrypoint does, start, run primary-init.sh; fails loudly if it fails."""
+    """initdb as the image's entrypoint does (the password from its file, a user name from nss_wrapper),
+    start, run primary-init.sh; fails loudly if it fails."""
     server = PostgresServer(owned_dir("kit-pg-primary-"), free_port(), {**server_settings(spec), **(settings or {})})
     member = Member(server, spec, passwords, scripts)
-    password_file = server.root / "pwfile"
-    password_file.write_text(passwords.app + "\n")
-    if os.geteuid() == 0:
-        shutil.chown(password_file, OS_USER, OS_USER)
-    initdb = [postgres_binary("initdb"), "-D", str(server.data), "-U", spec.user, f"--pwfile={password_file}"]
-    check(run_as_postgres([*initdb, "--encoding=UTF8", "--locale=C", "--no-sync"], {}), "initdb")
-    password_file.unlink()
+    initdb = [postgres_binary("initdb"), "-D", str(server.data), "-U", spec.user]
+    initdb += [f"--pwfile={member.secret(PASSWORD_KEY)}", "--encoding=UTF8", "--locale=C", "--no-sync"]
+    check(run_as_postgres(initdb, user_name_env(server.root)), "initdb")
     (server.data / "pg_hba.conf").write_text(HBA)
     server.start()
     try:
@@ -174,7 +191,10 @@ def initialise(member: Member) -> None:
     """What the entrypoint does once its temporary server is up: the database, then the initdb hook."""
     createdb = ["psql", "-X", "-q", "-d", "postgres", "-c", f'CREATE DATABASE "{member.spec.database}"']
     check(run_as_postgres(createdb, member.env()), "createdb")
-    hook_env = {"REPLICATION_USER": REPLICATION_USER, "REPLICATION_PASSWORD": member.passwords.replication}
+    hook_env = {
+        "REPLICATION_USER": REPLICATION_USER,
+        "REPLICATION_PASSWORD_FILE": member.secret(REPLICATION_PASSWORD_KEY),
+    }
     check(member.run("primary-init.sh", env=hook_env), "primary-init.sh")
 
 
@@ -192,14 +212,16 @@ def start_replica(primary: Member, name: str, settings: dict[str, str] | None = 
 
 
 def bootstrap(replica: Member, primary: Member, name: str) -> subprocess.CompletedProcess[str]:
-    """replica-bootstrap.sh for `replica`, cloning `primary`, with the env its init container gets."""
+    """replica-bootstrap.sh for `replica`, cloning `primary`, with the env its init container gets:
+    the replication password from `replica`'s Secret file, libpq's password file beside PGDATA."""
     return replica.run(
         "replica-bootstrap.sh",
         env={
             "PRIMARY_HOST": LOOPBACK,
             "PRIMARY_PORT": str(primary.port),
             "REPLICATION_USER": REPLICATION_USER,
-            "PGPASSWORD": primary.passwords.replication,
+            "REPLICATION_PASSWORD_FILE": replica.secret(REPLICATION_PASSWORD_KEY),
+            "PGPASSFILE": str(replica.server.root / "replication.pgpass"),
             "REPLICA_NAME": name,
             "BOOTSTRAP_TIMEOUT": "30",
         },

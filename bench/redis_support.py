@@ -23,9 +23,9 @@ from pathlib import Path
 import redis
 from redis.crc import key_slot
 
-from components.redis import SCRIPTS, RedisSpec
+from components.redis import RUN_AS, SCRIPTS, RedisSpec
 from components.redis_cluster import cluster_conf
-from testsupport.process import ServerProcess, require_binary
+from testsupport.process import ServerProcess, require_binary, write_secret
 
 INSTALL_HINT = "Debian: apt-get install redis-server redis-tools"
 PASSWORD = 'integration "pass" \\ word'
@@ -71,7 +71,11 @@ class Node:
         argv = ["sh", str(SCRIPTS / "node-start.sh"), "--bind", ip, "--bind-source-addr", ip]
         argv += ["--port", str(self.cluster.port)]
         argv += ["--cluster-announce-hostname", self.hostname]
-        env = {"REDIS_CONFIG": str(self.cluster.conf), "REDIS_RUN_DIR": str(self.run_dir), "REDISCLI_AUTH": PASSWORD}
+        env = {
+            "REDIS_CONFIG": str(self.cluster.conf),
+            "REDIS_RUN_DIR": str(self.run_dir),
+            "REDIS_PASSWORD_FILE": str(self.cluster.password_file),
+        }
         self.process = ServerProcess(
             argv, ready=self.answers, log=self.dir / "redis.log", env=env, cwd=self.dir, timeout=30
         )
@@ -175,6 +179,7 @@ class LoopbackCluster:
         self.spec = spec
         self.conf = root / "redis.conf"
         self.conf.write_text(cluster_conf(spec))
+        self.password_file = write_secret(root / "password", PASSWORD, RUN_AS)
         self.subnet = f"127.{random.randrange(100, 250)}.{random.randrange(1, 250)}"
         self.port = self._free_port(range(2, 140))
         self.nodes = [Node(self, index) for index in range(spec.pods)]
@@ -221,7 +226,7 @@ class LoopbackCluster:
             "REDIS_REPLICAS": str(self.spec.replicas_per_master),
             "REDIS_NODES_FILE": str(self.members),
             "REDIS_TIMEOUT_SECONDS": str(BOOTSTRAP_TIMEOUT),
-            "REDISCLI_AUTH": PASSWORD,
+            "REDIS_PASSWORD_FILE": str(self.password_file),
             "TMPDIR": str(self.root),
         }
 

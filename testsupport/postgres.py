@@ -1,7 +1,9 @@
 """Real PostgreSQL servers for tests: a primary from initdb, streaming replicas from pg_basebackup.
 
-Every server runs in the foreground as the `postgres` OS user (Postgres refuses root) on a free
-loopback port, with its data directory in a temporary folder that user owns. Authentication is
+Every server runs in the foreground as the kit's Postgres uid and gid (10002, `components.postgres.RUN_AS`,
+which has no user entry, as in the pods; Postgres refuses root) on a free loopback port, with its data
+directory in a temporary folder that uid owns. initdb, the one program that needs a user name, gets one
+from nss_wrapper, as the official image's entrypoint gives it. Authentication is
 `trust` on loopback: these servers hold test data only and listen on 127.0.0.1 alone.
 
     primary = PostgresServer.primary()           # initdb + start
@@ -22,11 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from testsupport.process import LOOPBACK, ServerProcess, free_port, require_binary
+from components.postgres import RUN_AS as UID
+from testsupport.process import LOOPBACK, ServerProcess, as_uid, free_port, missing, owned_by, require_binary
 
-OS_USER = "postgres"
 SUPERUSER = "postgres"
 INSTALL_HINT = "Debian: apt-get install postgresql"
+NSS_WRAPPER_HINT = "Debian: apt-get install libnss-wrapper"
 
 # Durability is irrelevant for test data; these settings make initdb, startup and writes fast.
 FAST_SETTINGS = {
@@ -58,16 +61,25 @@ def _version_key(path: str) -> int:
 
 
 def owned_tempdir(prefix: str) -> Path:
-    """A fresh temporary folder the postgres OS user owns (when we are root) with mode 0700."""
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    if os.geteuid() == 0:
-        shutil.chown(path, OS_USER, OS_USER)
-    path.chmod(0o700)
-    return path
+    """A fresh temporary folder the Postgres uid owns (when we are root) with mode 0700."""
+    return owned_by(UID, Path(tempfile.mkdtemp(prefix=prefix)))
 
 
 def _as_postgres(argv: list[str]) -> list[str]:
-    return ["runuser", "-u", OS_USER, "--", *argv] if os.geteuid() == 0 else argv
+    return as_uid(UID, argv)
+
+
+def user_name_env(root: Path) -> dict[str, str]:
+    """The environment that gives the uid a user name (`postgres`) through nss_wrapper, with its
+    passwd and group files written in `root`; nothing when we are not root (our own user has one)."""
+    if os.geteuid() != 0:
+        return {}
+    if not glob.glob("/usr/lib/*/libnss_wrapper.so"):
+        missing("libnss_wrapper.so", NSS_WRAPPER_HINT)
+    passwd, group = root / "nss-passwd", root / "nss-group"
+    passwd.write_text(f"postgres:x:{UID}:{UID}:PostgreSQL:{root}:/bin/false\n")
+    group.write_text(f"postgres:x:{UID}:\n")
+    return {"LD_PRELOAD": "libnss_wrapper.so", "NSS_WRAPPER_PASSWD": str(passwd), "NSS_WRAPPER_GROUP": str(group)}
 
 
 class PostgresServer:
@@ -100,6 +112,7 @@ class PostgresServer:
             ),
             check=True,
             capture_output=True,
+            env={**os.environ, **user_name_env(server.root)},
         )
         server.start()
         return server
@@ -139,10 +152,9 @@ class PostgresServer:
         for key, value in self.settings.items():
             argv += ["-c", f"{key}={value}"]
         log = self.root / "postgres.log"
-        if os.geteuid() == 0:
-            log.touch()
-            shutil.chown(log, OS_USER, OS_USER)
-        self.process = ServerProcess(argv, ready=self.accepting, log=log, timeout=timeout, user=OS_USER)
+        log.touch()
+        owned_by(UID, log, 0o600)
+        self.process = ServerProcess(argv, ready=self.accepting, log=log, timeout=timeout, uid=UID)
 
     def accepting(self) -> bool:
         """True when the server accepts connections (pg_isready)."""
@@ -156,8 +168,7 @@ class PostgresServer:
     def stop(self) -> None:
         """Fast shutdown (disconnect clients, checkpoint) and wait for the process.
 
-        pg_ctl signals the postmaster itself: a SIGTERM to the runuser wrapper would reach Postgres
-        too, but runuser then waits 2 s and SIGKILLs it, which slows every stop and forces recovery.
+        pg_ctl waits for the shutdown checkpoint; the process is then reaped.
         """
         if self.process is None or not self.process.running:
             return

@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -40,10 +41,12 @@ def require_binary(name: str, hint: str) -> str:
 
     In CI (CI=true) a missing binary is a failure, never a skip: CI installs every server.
     """
-    found = shutil.which(name) or _venv_binary(name)
-    if found:
-        return found
-    message = f"{name} not found on PATH; install it ({hint})"
+    return shutil.which(name) or _venv_binary(name) or missing(name, hint)
+
+
+def missing(name: str, hint: str) -> NoReturn:
+    """Skip for want of `name` (a failure in CI, which installs everything), saying how to install it."""
+    message = f"{name} not found; install it ({hint})"
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
@@ -57,6 +60,34 @@ def _venv_binary(name: str) -> str | None:
     return str(candidate) if candidate.exists() else None
 
 
+def as_uid(uid: int, argv: Sequence[str]) -> list[str]:
+    """`argv` run as uid and gid `uid` with no other group, as a pod's `runAsUser`/`runAsGroup` run it
+    (no user entry needed); unchanged when we are not root (we cannot switch, and need not).
+
+    setpriv execs the program itself: signals sent to the child reach it, with no wrapper between.
+    """
+    if os.geteuid() != 0:
+        return list(argv)
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *argv]
+
+
+def owned_by(uid: int, path: Path, mode: int = 0o700) -> Path:
+    """`path` given to `uid` (when we are root) with `mode`; returned for chaining."""
+    if os.geteuid() == 0:
+        os.chown(path, uid, uid)
+    path.chmod(mode)
+    return path
+
+
+def write_secret(path: Path, value: str, group: int) -> Path:
+    """A Secret file as the kubelet projects it into a pod: owned by root and the pod's `group`, mode 0440."""
+    path.write_text(value)
+    if os.geteuid() == 0:
+        os.chown(path, 0, group)
+    path.chmod(0o440)
+    return path
+
+
 class ServerProcess:
     """A foreground child process with a readiness check; `stop()` terminates and waits."""
 
@@ -68,14 +99,12 @@ class ServerProcess:
         log: Path,
         timeout: float = 30.0,
         env: dict[str, str] | None = None,
-        user: str | None = None,
+        uid: int | None = None,
         cwd: Path | None = None,
     ) -> None:
         self.argv = list(argv)
         self.log = log
-        command = self.argv
-        if user is not None and os.geteuid() == 0:
-            command = ["runuser", "-u", user, "--", *command]
+        command = as_uid(uid, self.argv) if uid is not None else self.argv
         self._log_file = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             command,

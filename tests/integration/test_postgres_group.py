@@ -5,7 +5,9 @@ started with the builder's server settings. See bench/postgres_support.py for ho
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +24,9 @@ from bench.postgres_support import (
     wait_replayed,
     write_scripts,
 )
-from components.postgres import PostgresPasswords, PostgresSpec
+from components.postgres import RUN_AS, PostgresPasswords, PostgresSpec
 from testsupport.postgres import PostgresServer
-from testsupport.process import free_port
+from testsupport.process import LOOPBACK, ServerProcess, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -119,7 +121,7 @@ def test_bootstrap_with_a_wrong_password_fails_and_leaves_no_cluster(primary: Me
     wrong = PostgresPasswords(app=PASSWORDS.app, replication="wrong")
     clone = Member(PostgresServer(owned_dir("kit-pg-wrong-"), free_port()), SPEC, wrong, primary.scripts)
     try:
-        result = bootstrap(clone, Member(primary.server, SPEC, wrong, primary.scripts), REPLICA)
+        result = bootstrap(clone, primary, REPLICA)
         assert result.returncode != 0
         assert 'password authentication failed for user "replicator"' in result.stderr
         assert not (clone.server.data / "PG_VERSION").exists()
@@ -214,3 +216,62 @@ def test_promotion_turns_a_replica_into_a_writable_primary(own_pair: tuple[Membe
         assert successor.probe("replica").returncode == 0
     finally:
         successor.close()
+
+
+def uid_and_environ(pid: int) -> tuple[int, bytes]:
+    """The real uid of a process and its environment block, from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+    return uid, Path(f"/proc/{pid}/environ").read_bytes()
+
+
+def postmaster(member: Member) -> int:
+    return int((member.server.data / "postmaster.pid").read_text().split()[0])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to the pods' uid needs root")
+def test_servers_and_scripts_run_as_the_pods_uid_with_no_user_entry(primary: Member, replica: Member) -> None:
+    for member in (primary, replica):
+        uid, _ = uid_and_environ(postmaster(member))
+        assert uid == RUN_AS == 10002
+    assert subprocess.run(["getent", "passwd", str(RUN_AS)], check=False).returncode == 2  # no such user
+    assert primary.run("ready.sh", "primary").returncode == 0  # the probe as that uid
+
+
+def test_the_replica_reads_its_password_from_a_file_on_its_volume_not_its_data(replica: Member) -> None:
+    """primary_conninfo names the password file the bootstrap wrote from the Secret's file (0600, as
+    libpq wants it); no password is in the data directory, the command line or the environment."""
+    auto_conf = (replica.server.data / "postgresql.auto.conf").read_text()
+    passfile = replica.server.root / "replication.pgpass"
+    assert f"passfile=''{passfile}''" in auto_conf and PASSWORDS.replication not in auto_conf
+    assert passfile.read_text() == f"*:*:*:replicator:{PASSWORDS.replication}\n"
+    assert passfile.stat().st_mode & 0o777 == 0o600
+    assert (replica.secrets / "replication-password").stat().st_mode & 0o777 == 0o440
+    _, environ = uid_and_environ(postmaster(replica))
+    assert PASSWORDS.replication.encode() not in environ and PASSWORDS.app.encode() not in environ
+
+
+def test_postgres_start_runs_a_cluster_directly_without_the_password_in_its_environment(
+    own_pair: tuple[Member, Member],
+) -> None:
+    """The container command on a volume that holds a cluster: postgres itself, the *_FILE variable
+    dropped; the replica it restarts streams again with its password file."""
+    primary, replica = own_pair
+    replica.server.stop()
+    insert(primary, 1, 10)
+    server = replica.server
+    settings = [arg for key, value in server.settings.items() for arg in ("-c", f"{key}={value}")]
+    argv = [str(replica.scripts / "postgres-start.sh"), "-c", f"port={server.port}", *settings]
+    argv += ["-c", f"listen_addresses={LOOPBACK}", "-c", f"unix_socket_directories={server.root}"]
+    env = {**replica.env(), "POSTGRES_PASSWORD_FILE": replica.secret("password")}
+    process = ServerProcess(argv, ready=server.accepting, log=server.root / "start.log", env=env, uid=RUN_AS)
+    try:
+        uid, environ = uid_and_environ(process.proc.pid)  # the script exec'd postgres in its place
+        assert b"POSTGRES_PASSWORD" not in environ and PASSWORDS.app.encode() not in environ
+        assert Path(f"/proc/{process.proc.pid}/exe").resolve().name == "postgres"
+        if os.geteuid() == 0:
+            assert uid == RUN_AS
+        wait_replayed(primary, replica)
+        assert replica.value("SELECT count(*) FROM items") == 10
+    finally:
+        process.stop()

@@ -24,8 +24,8 @@ from bench.postgres_support import (
     wait_replayed,
     write_scripts,
 )
-from components.postgres import PoolerSpec, PostgresPasswords, PostgresSpec, pgbouncer_ini
-from testsupport.process import LOOPBACK, ServerProcess, free_port, port_open, require_binary
+from components.postgres import PASSWORD_KEY, RUN_AS, PoolerSpec, PostgresPasswords, PostgresSpec, pgbouncer_ini
+from testsupport.process import LOOPBACK, ServerProcess, free_port, port_open, require_binary, write_secret
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +52,10 @@ def group() -> Iterator[tuple[Member, Member]]:
         shutil.rmtree(scripts)
 
 
-def write_userlist(scripts: Path, folder: Path, user: str, password: str) -> Path:
+def write_userlist(scripts: Path, folder: Path, user: str, password_file: str) -> Path:
+    """pgbouncer-userlist.sh as the init container runs it: the password from the Secret's file."""
     auth_file = folder / "userlist.txt"
-    env = {"POOLER_USER": user, "POOLER_PASSWORD": password, "AUTH_FILE": str(auth_file)}
+    env = {"POOLER_USER": user, "POOLER_PASSWORD_FILE": password_file, "AUTH_FILE": str(auth_file)}
     result = run_as_postgres([str(scripts / "pgbouncer-userlist.sh")], env)
     assert result.returncode == 0, result.stderr
     return auth_file
@@ -66,7 +67,7 @@ def pooler(group: tuple[Member, Member]) -> Iterator[int]:
     primary, replica = group
     folder = owned_dir("kit-pgbouncer-")
     port = free_port()
-    auth_file = write_userlist(primary.scripts, folder, SPEC.user, PASSWORDS.app)
+    auth_file = write_userlist(primary.scripts, folder, SPEC.user, primary.secret(PASSWORD_KEY))
     ini = pgbouncer_ini(
         SPEC,
         primary=(LOOPBACK, primary.port),
@@ -76,9 +77,7 @@ def pooler(group: tuple[Member, Member]) -> Iterator[int]:
     )
     (folder / "pgbouncer.ini").write_text(ini)
     log = folder / "pgbouncer.log"
-    process = ServerProcess(
-        [binary, str(folder / "pgbouncer.ini")], ready=lambda: port_open(port), log=log, user="postgres"
-    )
+    process = ServerProcess([binary, str(folder / "pgbouncer.ini")], ready=lambda: port_open(port), log=log, uid=RUN_AS)
     yield port
     process.stop()
     shutil.rmtree(folder)
@@ -136,7 +135,8 @@ def test_userlist_quotes_what_pgbouncer_needs_quoted(group: tuple[Member, Member
     primary, _ = group
     folder = owned_dir("kit-userlist-")
     try:
-        auth_file = write_userlist(primary.scripts, folder, "app", 'pa"ss word')
+        password = write_secret(folder / "password", 'pa"ss word', RUN_AS)
+        auth_file = write_userlist(primary.scripts, folder, "app", str(password))
         assert auth_file.read_text() == '"app" "pa""ss word"\n'
         assert auth_file.stat().st_mode & 0o777 == 0o600
     finally:

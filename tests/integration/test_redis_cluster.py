@@ -24,7 +24,8 @@ import redis
 from redis.crc import key_slot
 
 from bench.redis_support import SLOTS, LoopbackCluster, Node, slot_count
-from components.redis import SCRIPTS, RedisSpec
+from components.redis import RUN_AS, SCRIPTS, RedisSpec
+from testsupport.process import write_secret
 
 pytestmark = pytest.mark.integration
 
@@ -548,9 +549,8 @@ def test_a_migration_left_open_is_closed_by_the_next_run(make_cluster) -> None:
         assert client.get("{open}:key") == "kept"
 
 
-def test_the_bootstrap_refuses_a_member_list_that_does_not_fit_the_shape(tmp_path: Path) -> None:
-    env = {"REDIS_NODES": "a:6379 b:6379 c:6379 d:6379 e:6379", "REDIS_MASTERS": "3", "REDIS_REPLICAS": "1"}
-    result = subprocess.run(
+def bootstrap_alone(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         ["sh", str(SCRIPTS / "cluster-bootstrap.sh")],
         env={"PATH": "/usr/bin:/bin", **env},
         capture_output=True,
@@ -558,7 +558,21 @@ def test_the_bootstrap_refuses_a_member_list_that_does_not_fit_the_shape(tmp_pat
         timeout=30,
         check=False,
     )
+
+
+def test_the_bootstrap_refuses_a_member_list_that_does_not_fit_the_shape(tmp_path: Path) -> None:
+    env = {"REDIS_NODES": "a:6379 b:6379 c:6379 d:6379 e:6379", "REDIS_MASTERS": "3", "REDIS_REPLICAS": "1"}
+    password = write_secret(tmp_path / "password", "p", RUN_AS)
+    result = bootstrap_alone({**env, "REDIS_PASSWORD_FILE": str(password)})
     assert result.returncode == 1
     assert result.stderr.endswith(
         "FAILED: REDIS_NODES lists 5 members; REDIS_MASTERS=3 x (1 + REDIS_REPLICAS=1) needs 6\n"
     )
+
+
+def test_the_scripts_refuse_to_run_without_the_password_file(tmp_path: Path) -> None:
+    env = {"REDIS_NODES": "a:6379", "REDIS_MASTERS": "1", "REDIS_REPLICAS": "0"}
+    unset = bootstrap_alone(env)
+    assert unset.returncode != 0 and "REDIS_PASSWORD_FILE: file holding the password" in unset.stderr
+    missing = bootstrap_alone({**env, "REDIS_PASSWORD_FILE": str(tmp_path / "absent")})
+    assert missing.returncode != 0 and "absent: No such file" in missing.stderr

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from components.redis import SCRIPTS, RedisSpec, render_conf
-from testsupport.process import LOOPBACK, ServerProcess, free_port, require_binary
+from components.redis import RUN_AS, SCRIPTS, RedisSpec, render_conf
+from testsupport.process import LOOPBACK, ServerProcess, free_port, require_binary, write_secret
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,8 @@ def start(tmp_path: Path) -> Iterator[Start]:
             process.stop()
         conf = tmp_path / "redis.conf"
         conf.write_text(render_conf(spec))
-        env = {"REDIS_CONFIG": str(conf), "REDIS_RUN_DIR": str(tmp_path), "REDISCLI_AUTH": PASSWORD}
+        password = write_secret(tmp_path / "password", PASSWORD, RUN_AS)
+        env = {"REDIS_CONFIG": str(conf), "REDIS_RUN_DIR": str(tmp_path), "REDIS_PASSWORD_FILE": str(password)}
         argv = ["sh", str(SCRIPTS / "node-start.sh"), "--bind", LOOPBACK, "--port", str(port)]
         processes.append(ServerProcess(argv, ready=answers, log=tmp_path / "redis.log", env=env, cwd=tmp_path))
         return client()
