@@ -171,8 +171,13 @@ def secret_env_literal(obj: Object) -> Iterator[str]:
                 )
 
 
+def _number(value: Any) -> int | None:
+    """An integer field as a rule compares it: the engine hands every number over as a float."""
+    return None if value is None else int(value)
+
+
 def _item_modes(where: str, items: list[Object]) -> list[tuple[str, int | None]]:
-    return [(f"{where}.items[{i}].mode", item["mode"]) for i, item in enumerate(items) if "mode" in item]
+    return [(f"{where}.items[{i}].mode", _number(item["mode"])) for i, item in enumerate(items) if "mode" in item]
 
 
 def _secret_volumes(pod: Object) -> dict[str, list[tuple[str, int | None]]]:
@@ -183,7 +188,7 @@ def _secret_volumes(pod: Object) -> dict[str, list[tuple[str, int | None]]]:
         if "secret" in volume:
             secret = volume["secret"]
             found[volume["name"]] = [
-                (f"{where}.secret.defaultMode", secret.get("defaultMode")),
+                (f"{where}.secret.defaultMode", _number(secret.get("defaultMode"))),
                 *_item_modes(f"{where}.secret", secret.get("items") or []),
             ]
         projected = volume.get("projected") or {}
@@ -191,7 +196,7 @@ def _secret_volumes(pod: Object) -> dict[str, list[tuple[str, int | None]]]:
         secrets = [(f"{where}.projected.sources[{i}].secret", s["secret"]) for i, s in sources if "secret" in s]
         if secrets:
             found[volume["name"]] = [
-                (f"{where}.projected.defaultMode", projected.get("defaultMode")),
+                (f"{where}.projected.defaultMode", _number(projected.get("defaultMode"))),
                 *(mode for field, secret in secrets for mode in _item_modes(field, secret.get("items") or [])),
             ]
     return found
@@ -241,7 +246,7 @@ def high_ids(obj: Object) -> Iterator[str]:
         return
     path, pod = found
     pod_security = pod.get("securityContext") or {}
-    fs_group = pod_security.get("fsGroup")
+    fs_group = _number(pod_security.get("fsGroup"))
     if fs_group is not None and fs_group < MIN_ID:
         yield (
             f"{ref(obj)}: {path}.securityContext.fsGroup is {fs_group}, below {MIN_ID}; fix: give the pod's "
@@ -250,7 +255,7 @@ def high_ids(obj: Object) -> Iterator[str]:
     for c in containers(obj):
         security = _security(c)
         for field in ("runAsUser", "runAsGroup"):
-            value = security.get(field, pod_security.get(field))
+            value = _number(security.get(field, pod_security.get(field)))
             if value is None or value < MIN_ID:
                 shown = "unset (the image decides)" if value is None else f"{value}, below {MIN_ID}"
                 yield (

@@ -118,3 +118,32 @@ def test_stack_policies_see_the_phase_and_report_against_the_resource() -> None:
             "urn:pulumi:phase3::scaleladder::Namespace::scaleladder-phase3",
         )
     ]
+
+
+def _floats(value: Any) -> Any:
+    """`value` with every integer a float: the engine hands numbers over as protobuf doubles."""
+    if isinstance(value, dict):
+        return {key: _floats(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_floats(item) for item in value]
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def test_resource_policies_take_numbers_as_the_engine_sends_them() -> None:
+    """Every object rule over every object of phase 6, each number a float: nothing reported, nothing raised;
+    a low uid is still reported, as the integer it is."""
+    for rule in (r for r in RULES if r.object_check):
+        for obj in cli.load_stack("phase6").objects():
+            resource = f"kubernetes:{'core/v1' if obj['apiVersion'] == 'v1' else obj['apiVersion']}:{obj['kind']}"
+            args = ResourceValidationArgs(resource, _props(_floats(obj)), "urn:x", "x", OPTIONS, None)
+            reported: list[str] = []
+            _policy(rule.id).validate(args, lambda message, urn, found=reported: found.append(message))
+            assert reported == [], (rule.id, obj["kind"], obj["metadata"]["name"])
+    low = deployment()
+    low["spec"]["template"]["spec"]["securityContext"]["fsGroup"] = 999
+    reported = []
+    args = ResourceValidationArgs(DEPLOYMENT, _props(_floats(low)), "urn:x", "app", OPTIONS, None)
+    _policy("high-ids").validate(args, lambda message, urn: reported.append(message))
+    assert [m.split(";")[0] for m in reported] == [
+        "Deployment/app: spec.template.spec.securityContext.fsGroup is 999, below 10000"
+    ]
