@@ -3,14 +3,14 @@
 `OriginServer` is an HTTP/1.1 server in a thread on loopback: each path answers what `set()` said
 (status, headers, body), `/healthz` answers 200 while `healthy`, and every request is counted
 per path. `Varnish` starts varnishd in the foreground on free loopback ports with exactly
-`varnishd_args()` of the builder plus a private work dir, a CLI secret and, as root, the
-`varnish` user's jail.
+`varnishd_args()` of the builder plus a private work dir and a CLI secret, as the pods run it: as
+root, under the pods' uid and gid (`components.edge_cache.RUN_AS`, no user entry), so unprivileged
+and without a jail.
 """
 
 from __future__ import annotations
 
 import http.client
-import os
 import secrets
 import shutil
 import subprocess
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from components.edge_cache import EdgeCacheSpec, varnishd_args
+from components.edge_cache import RUN_AS, EdgeCacheSpec, varnishd_args
 from components.edge_cache_vcl import HEALTH_PATH, CachePolicy, Origin, render_vcl
-from testsupport.process import LOOPBACK, ServerProcess, free_port, port_open
+from testsupport.process import LOOPBACK, ServerProcess, free_port, owned_by, port_open
 
 
 @dataclass
@@ -161,11 +161,9 @@ def loopback_policy(policy: CachePolicy, origin_port: int, *, probe_interval_sec
     return replace(policy, origin=origin)
 
 
-def jail_readable_dir(name: str) -> Path:
-    """A fresh directory the `varnish` user can read: as root, varnishd reads the VCL as that user."""
-    path = Path(tempfile.mkdtemp(prefix=f"edge-{name}-"))
-    path.chmod(0o755)
-    return path
+def varnish_dir(name: str) -> Path:
+    """A fresh directory the pods' uid owns (when we are root): varnishd's VCL, secret and work dir."""
+    return owned_by(RUN_AS, Path(tempfile.mkdtemp(prefix=f"edge-{name}-")), 0o755)
 
 
 class Varnish:
@@ -184,12 +182,12 @@ class Varnish:
         storage_mib: int = 64,
         vcl: str | None = None,
     ) -> None:
-        self.dir = jail_readable_dir(name)
+        self.dir = varnish_dir(name)
         self.vcl = self.dir / "default.vcl"
         self.vcl.write_text(render_vcl(policy) if vcl is None else vcl)
         self.secret = self.dir / "secret"
         self.secret.write_text(secrets.token_hex(16) + "\n")
-        self.secret.chmod(0o600)
+        owned_by(RUN_AS, self.secret, 0o600)
         self.http_port, self.purge_port, self.admin_port = free_port(), free_port(), free_port()
         self.work_dir = self.dir / "work"
         args = varnishd_args(
@@ -201,12 +199,12 @@ class Varnish:
             purge_port=self.purge_port,
             admin_port=self.admin_port,
         )
-        jail = ["-j", "unix,user=varnish"] if os.geteuid() == 0 else []
         self.process = ServerProcess(
-            [binary, *args, "-S", str(self.secret), *jail],
+            [binary, *args, "-S", str(self.secret)],
             ready=self.ready,
             log=logs / f"{name}.log",
             timeout=60,
+            uid=RUN_AS,
         )
 
     def ready(self) -> bool:

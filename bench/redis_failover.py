@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from bench.redis_support import LoopbackCluster
 from components.redis import RedisSpec
@@ -43,9 +41,9 @@ class Result:
         return statistics.median(self.times)
 
 
-def measure(node_timeout_ms: int, watch: bool, runs: int, root: Path) -> Result:
+def measure(node_timeout_ms: int, watch: bool, runs: int) -> Result:
     spec = RedisSpec(enabled=True, mode="cluster", node_timeout_ms=node_timeout_ms, failover_watch=watch)
-    cluster = LoopbackCluster(root, spec)
+    cluster = LoopbackCluster(spec)
     try:
         cluster.start()
         times, by_watcher = [], 0
@@ -79,11 +77,9 @@ def main() -> None:
     parser.add_argument("--timeouts", default="5000,2000", help="node timeouts in ms, comma separated")
     args = parser.parse_args()
     results = []
-    with tempfile.TemporaryDirectory(prefix="redis-failover-") as tmp:
-        for node_timeout_ms in (int(value) for value in args.timeouts.split(",")):
-            for watch in (False, True):
-                root = Path(tmp) / f"{node_timeout_ms}-{'on' if watch else 'off'}"
-                results.append(measure(node_timeout_ms, watch, args.runs, root))
+    for node_timeout_ms in (int(value) for value in args.timeouts.split(",")):
+        for watch in (False, True):
+            results.append(measure(node_timeout_ms, watch, args.runs))
     print()
     print(
         "| node timeout | watcher | runs | min s | median s | max s | target s (timeout + 2) | within target "

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import random
-import tempfile
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from bench.redis_support import LoopbackCluster, slot_count
 from components.redis import RedisSpec
@@ -68,35 +66,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=50000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="redis-rebalance-") as tmp:
-        cluster = LoopbackCluster(Path(tmp) / "cluster", RedisSpec(enabled=True, mode="cluster"))
-        try:
-            cluster.start()
-            if cluster.bootstrap().returncode != 0:
-                raise RuntimeError("bootstrap of 3 x 1 failed")
-            with cluster.client() as client, client.pipeline(transaction=False) as pipe:
-                for index in range(args.keys):
-                    pipe.set(f"item:{index}", f"value-{index}")
-                    if index % 1000 == 999:
-                        pipe.execute()
-                pipe.execute()
-            base_time, base = phase(cluster, args.keys, lambda: time.sleep(3))
-            added = cluster.grow(replace(cluster.spec, masters=4))
-            outcome = {}
+    cluster = LoopbackCluster(RedisSpec(enabled=True, mode="cluster"))
+    try:
+        cluster.start()
+        if cluster.bootstrap().returncode != 0:
+            raise RuntimeError("bootstrap of 3 x 1 failed")
+        with cluster.client() as client, client.pipeline(transaction=False) as pipe:
+            for index in range(args.keys):
+                pipe.set(f"item:{index}", f"value-{index}")
+                if index % 1000 == 999:
+                    pipe.execute()
+            pipe.execute()
+        base_time, base = phase(cluster, args.keys, lambda: time.sleep(3))
+        added = cluster.grow(replace(cluster.spec, masters=4))
+        outcome = {}
 
-            def scale_out() -> None:
-                outcome["result"] = cluster.bootstrap()
+        def scale_out() -> None:
+            outcome["result"] = cluster.bootstrap()
 
-            took, during = phase(cluster, args.keys, scale_out)
-            if outcome["result"].returncode != 0:
-                raise RuntimeError(f"bootstrap of 4 x 1 failed:\n{outcome['result'].stderr}")
-            masters = cluster.masters()
-            new_master = next(node for node in added if node.address in {m["address"] for m in masters.values()})
-            slots = next(slot_count(m["slots"]) for m in masters.values() if m["address"] == new_master.address)
-            with new_master.client() as direct:
-                moved_keys = direct.dbsize()
-        finally:
-            cluster.close()
+        took, during = phase(cluster, args.keys, scale_out)
+        if outcome["result"].returncode != 0:
+            raise RuntimeError(f"bootstrap of 4 x 1 failed:\n{outcome['result'].stderr}")
+        masters = cluster.masters()
+        new_master = next(node for node in added if node.address in {m["address"] for m in masters.values()})
+        slots = next(slot_count(m["slots"]) for m in masters.values() if m["address"] == new_master.address)
+        with new_master.client() as direct:
+            moved_keys = direct.dbsize()
+    finally:
+        cluster.close()
     print()
     print(
         "| keys | bootstrap s | slots moved | keys moved | reads/s before | reads/s during | failed reads during "

@@ -8,15 +8,21 @@ same port as every other node (as every pod uses 6379), announces a stable hostn
 the same directory and hostname. Each node runs its pod's helper containers as sidecar
 processes: cluster-rejoin.sh and, unless the spec turns it off, failover-watch.sh. Cluster clients
 reach nodes by announced hostname; `address_remap` plays the role of the cluster DNS for them.
+
+Every process (redis-server and the kit's scripts) runs, as root, as the pods' uid and gid
+(`components.redis.RUN_AS`, with no user entry), in a directory that uid owns, and reads the
+password from a file owned by root and that group, mode 0440, as the pods' projected Secret.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,7 +31,7 @@ from redis.crc import key_slot
 
 from components.redis import RUN_AS, SCRIPTS, RedisSpec
 from components.redis_cluster import cluster_conf
-from testsupport.process import ServerProcess, require_binary, write_secret
+from testsupport.process import ServerProcess, as_uid, owned_by, require_binary, write_secret
 
 INSTALL_HINT = "Debian: apt-get install redis-server redis-tools"
 PASSWORD = 'integration "pass" \\ word'
@@ -54,6 +60,8 @@ class Node:
         self.dir = cluster.root / self.hostname
         self.run_dir = self.dir / "run"
         self.run_dir.mkdir(parents=True)
+        owned_by(RUN_AS, self.dir, 0o755)
+        owned_by(RUN_AS, self.run_dir)
         self.ip = ""
         self.process: ServerProcess | None = None
         self.sidecar: ServerProcess | None = None
@@ -77,7 +85,7 @@ class Node:
             "REDIS_PASSWORD_FILE": str(self.cluster.password_file),
         }
         self.process = ServerProcess(
-            argv, ready=self.answers, log=self.dir / "redis.log", env=env, cwd=self.dir, timeout=30
+            argv, ready=self.answers, log=self.dir / "redis.log", env=env, cwd=self.dir, timeout=30, uid=RUN_AS
         )
         if self.sidecar is None or not self.sidecar.running:
             self.start_sidecar()
@@ -91,7 +99,11 @@ class Node:
         heartbeat = self.run_dir / "rejoin.alive"
         heartbeat.unlink(missing_ok=True)
         self.sidecar = ServerProcess(
-            ["sh", str(SCRIPTS / "cluster-rejoin.sh")], ready=heartbeat.exists, log=self.dir / "rejoin.log", env=env
+            ["sh", str(SCRIPTS / "cluster-rejoin.sh")],
+            ready=heartbeat.exists,
+            log=self.dir / "rejoin.log",
+            env=env,
+            uid=RUN_AS,
         )
 
     def start_watcher(self) -> None:
@@ -101,7 +113,7 @@ class Node:
         heartbeat = self.run_dir / "failover-watch.alive"
         heartbeat.unlink(missing_ok=True)
         self.watcher = ServerProcess(
-            ["sh", str(SCRIPTS / "failover-watch.sh")], ready=heartbeat.exists, log=self.watch_log, env=env
+            ["sh", str(SCRIPTS / "failover-watch.sh")], ready=heartbeat.exists, log=self.watch_log, env=env, uid=RUN_AS
         )
 
     @property
@@ -171,19 +183,18 @@ class LoopbackCluster:
     of shard `index // (1 + replicas)`.
     """
 
-    def __init__(self, root: Path, spec: RedisSpec) -> None:
+    def __init__(self, spec: RedisSpec) -> None:
         require_binary("redis-server", INSTALL_HINT)
         require_binary("redis-cli", INSTALL_HINT)
-        self.root = root
-        self.root.mkdir()
+        self.root = owned_by(RUN_AS, Path(tempfile.mkdtemp(prefix="kit-redis-cluster-")), 0o755)
         self.spec = spec
-        self.conf = root / "redis.conf"
+        self.conf = self.root / "redis.conf"
         self.conf.write_text(cluster_conf(spec))
-        self.password_file = write_secret(root / "password", PASSWORD, RUN_AS)
+        self.password_file = write_secret(self.root / "password", PASSWORD, RUN_AS)
         self.subnet = f"127.{random.randrange(100, 250)}.{random.randrange(1, 250)}"
         self.port = self._free_port(range(2, 140))
         self.nodes = [Node(self, index) for index in range(spec.pods)]
-        self.members = root / "members"
+        self.members = self.root / "members"
 
     def _free_port(self, hosts: range) -> int:
         """A port that is free, with its cluster bus port (+10000), on every address this cluster may use."""
@@ -230,16 +241,20 @@ class LoopbackCluster:
             "TMPDIR": str(self.root),
         }
 
-    def bootstrap(self) -> subprocess.CompletedProcess[str]:
-        """Run cluster-bootstrap.sh as the Job does; its output is kept for the failure message."""
+    def script(self, name: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+        """Run one of the kit's scripts as the pods' uid; its output is kept for the failure message."""
         return subprocess.run(
-            ["sh", str(SCRIPTS / "cluster-bootstrap.sh")],
-            env=self.env(),
+            as_uid(RUN_AS, ["sh", str(SCRIPTS / name)]),
+            env=env,
             capture_output=True,
             text=True,
-            timeout=BOOTSTRAP_TIMEOUT + 30,
+            timeout=timeout,
             check=False,
         )
+
+    def bootstrap(self) -> subprocess.CompletedProcess[str]:
+        """Run cluster-bootstrap.sh as the Job does."""
+        return self.script("cluster-bootstrap.sh", self.env(), BOOTSTRAP_TIMEOUT + 30)
 
     def client(self) -> redis.RedisCluster:
         """A cluster client that follows announced hostnames, resolved to the nodes' current addresses."""
@@ -334,8 +349,10 @@ class LoopbackCluster:
         return elapsed, victim, str(successor())
 
     def close(self) -> None:
+        """Stop every process and delete the cluster's directory."""
         for node in self.nodes:
             node.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def slot_count(slots: tuple[str, ...]) -> int:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.edge_support import OriginServer, Varnish, jail_readable_dir, loopback_policy, request
+from bench.edge_support import OriginServer, Varnish, loopback_policy, request, varnish_dir
+from components.edge_cache import RUN_AS
 from components.edge_cache_vcl import CachePolicy, Origin, PathRule, render_vcl
-from testsupport.process import require_binary
+from testsupport.process import as_uid, require_binary
 
 pytestmark = pytest.mark.integration
 
@@ -48,11 +49,11 @@ def cache(varnishd: str, origin: OriginServer, tmp_path_factory: pytest.TempPath
 def test_default_policy_compiles(varnishd: str) -> None:
     """The stack's default VCL (origin `web`, here a name that resolves on this host) compiles."""
     policy = CachePolicy(origin=Origin(host="localhost"))
-    directory = jail_readable_dir("compile")
+    directory = varnish_dir("compile")
     try:
         vcl = directory / "default.vcl"
         vcl.write_text(render_vcl(policy))
-        command = [varnishd, "-C", "-f", str(vcl), "-n", str(directory / "work")]
+        command = as_uid(RUN_AS, [varnishd, "-C", "-f", str(vcl), "-n", str(directory / "work")])
         result = subprocess.run(command, capture_output=True, text=True, check=False)
     finally:
         shutil.rmtree(directory)

@@ -12,6 +12,7 @@ iptables/nftables); the watcher leaves such a master alone by the same quorum ch
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -34,11 +35,11 @@ FORCE = "CLUSTER FAILOVER FORCE"
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[object]:
+def make_cluster() -> Iterator[object]:
     clusters: list[LoopbackCluster] = []
 
     def make(spec: RedisSpec = SPEC) -> LoopbackCluster:
-        cluster = LoopbackCluster(tmp_path / f"cluster{len(clusters)}", spec)
+        cluster = LoopbackCluster(spec)
         clusters.append(cluster)
         cluster.start()
         return cluster
@@ -46,6 +47,11 @@ def make_cluster(tmp_path: Path) -> Iterator[object]:
     yield make
     for cluster in clusters:
         cluster.close()
+
+
+def real_uid(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
 
 
 def assert_bootstrapped(cluster: LoopbackCluster) -> subprocess.CompletedProcess[str]:
@@ -113,9 +119,14 @@ def test_bootstrap_forms_the_cluster_with_every_slot_covered(make_cluster) -> No
     view = cluster.nodes[0].nodes()
     # every node announces its hostname, the name clients are sent to
     assert {entry["hostname"] for entry in view.values()} == {node.hostname for node in cluster.nodes}
-    # the password from the Secret is required
+    # the password from the Secret's file is required
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(cluster.nodes[0].ip, cluster.port).ping()
+    # every process runs as the pods' uid (no user entry), as it does in the pod
+    node = cluster.nodes[0]
+    processes = [node.process, node.sidecar, node.watcher]
+    if os.geteuid() == 0:
+        assert {real_uid(process.proc.pid) for process in processes if process is not None} == {RUN_AS}
     with cluster.client() as client:
         for index in range(200):
             client.set(f"key:{index}", index)
@@ -353,9 +364,7 @@ def test_a_master_stopped_by_kubernetes_hands_its_slots_over_first(make_cluster)
     env = {**cluster.env(), "REDIS_SELF": victim.address}
 
     start = time.monotonic()
-    result = subprocess.run(
-        ["sh", str(SCRIPTS / "node-stop.sh")], env=env, capture_output=True, text=True, timeout=30, check=False
-    )
+    result = cluster.script("node-stop.sh", env, timeout=30)
     handover = time.monotonic() - start
     victim.stop()  # SIGTERM after preStop, as the kubelet does
 
@@ -374,9 +383,7 @@ def test_a_master_stopped_by_kubernetes_hands_its_slots_over_first(make_cluster)
     replica = next(node for node in cluster.running() if node.address not in masters)
     for node in (new_owner, replica):
         env = {**cluster.env(), "REDIS_SELF": node.address}
-        again = subprocess.run(
-            ["sh", str(SCRIPTS / "node-stop.sh")], env=env, capture_output=True, text=True, timeout=30, check=False
-        )
+        again = cluster.script("node-stop.sh", env, timeout=30)
         assert (again.returncode, again.stderr) == (0, "")
     assert cluster.owner("{handover}:acked") is new_owner
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import pytest
 import redis
 
 from components.redis import RUN_AS, SCRIPTS, RedisSpec, render_conf
-from testsupport.process import LOOPBACK, ServerProcess, free_port, require_binary, write_secret
+from testsupport.process import LOOPBACK, ServerProcess, free_port, owned_by, require_binary, write_secret
 
 pytestmark = pytest.mark.integration
 
@@ -18,9 +20,11 @@ Start = Callable[[RedisSpec], redis.Redis]
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Start]:
-    """Start (or restart, same port and directory) the session store as its pod does."""
+def start() -> Iterator[Start]:
+    """Start (or restart, same port and directory) the session store as its pod does: as the pod's uid,
+    in a directory it owns, the password from a root-owned file of its group."""
     require_binary("redis-server", "Debian: apt-get install redis-server")
+    folder = owned_by(RUN_AS, Path(tempfile.mkdtemp(prefix="kit-redis-")))
     port = free_port()
     processes: list[ServerProcess] = []
 
@@ -37,17 +41,19 @@ def start(tmp_path: Path) -> Iterator[Start]:
     def run(spec: RedisSpec) -> redis.Redis:
         for process in processes:
             process.stop()
-        conf = tmp_path / "redis.conf"
+        conf = folder / "redis.conf"
         conf.write_text(render_conf(spec))
-        password = write_secret(tmp_path / "password", PASSWORD, RUN_AS)
-        env = {"REDIS_CONFIG": str(conf), "REDIS_RUN_DIR": str(tmp_path), "REDIS_PASSWORD_FILE": str(password)}
+        password = write_secret(folder / "password", PASSWORD, RUN_AS)
+        env = {"REDIS_CONFIG": str(conf), "REDIS_RUN_DIR": str(folder), "REDIS_PASSWORD_FILE": str(password)}
         argv = ["sh", str(SCRIPTS / "node-start.sh"), "--bind", LOOPBACK, "--port", str(port)]
-        processes.append(ServerProcess(argv, ready=answers, log=tmp_path / "redis.log", env=env, cwd=tmp_path))
+        log = folder / "redis.log"
+        processes.append(ServerProcess(argv, ready=answers, log=log, env=env, cwd=folder, uid=RUN_AS))
         return client()
 
     yield run
     for process in processes:
         process.stop()
+    shutil.rmtree(folder)
 
 
 def test_the_password_is_required_and_the_rendered_settings_apply(start: Start) -> None:
