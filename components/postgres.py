@@ -270,6 +270,12 @@ def script_names() -> list[str]:
     return sorted(path.name for path in SCRIPTS.glob("*.sh"))
 
 
+def scripts_checksum() -> dict[str, str]:
+    """The pod annotation that rolls the pods running the scripts when any of them changes."""
+    scripts = "".join(script(name) for name in script_names())
+    return {"checksum/scripts": hashlib.sha256(scripts.encode()).hexdigest()}
+
+
 def server_settings(spec: PostgresSpec) -> dict[str, str]:
     """Server parameters of every member (primary and replicas alike), passed as `-c key=value`.
 
@@ -476,7 +482,6 @@ def _stateful_set(
     }
     if spec.storage_class:
         claim_spec["storageClassName"] = spec.storage_class
-    scripts = "".join(script(n) for n in script_names())
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -488,7 +493,7 @@ def _stateful_set(
             "template": {
                 "metadata": {
                     "labels": meta.labels(name, component),
-                    "annotations": {"checksum/scripts": hashlib.sha256(scripts.encode()).hexdigest()},
+                    "annotations": scripts_checksum(),
                 },
                 "spec": mount_secret_files(
                     {

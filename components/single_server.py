@@ -56,7 +56,7 @@ def deployment(
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": selector},
             "template": {
-                "metadata": {"labels": meta.labels(web.NAME, "server")},
+                "metadata": {"labels": meta.labels(web.NAME, "server"), "annotations": postgres.scripts_checksum()},
                 "spec": mount_secret_files(
                     {
                         "automountServiceAccountToken": False,

@@ -8,10 +8,11 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
-from components import postgres
+from components import postgres, single_server
 from components.labels import Meta
 from components.pods import mount_secret_files
 from components.settings import load
+from components.web import WebSpec
 
 META = Meta(namespace="ns", instance="test", version="0.0.0")
 PASSWORDS = postgres.PostgresPasswords(app="app-secret-value", replication="replication-secret-value")
@@ -347,3 +348,18 @@ def test_storage_class_is_set_on_every_claim_only_when_given() -> None:
 
     assert classes(postgres.PostgresSpec(replicas=1)) == [None, None]
     assert classes(postgres.PostgresSpec(replicas=1, storage_class="fast")) == ["fast", "fast"]
+
+
+def test_every_pod_running_the_scripts_rolls_when_one_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    def templates() -> list[dict]:
+        phase1 = single_server.deployment(META, WebSpec(), postgres.PostgresSpec(), [])
+        group = postgres.postgres_objects(META, GROUP, PASSWORDS)
+        workloads = [phase1, *(o for o in group if o["kind"] == "StatefulSet")]
+        return [w["spec"]["template"]["metadata"].get("annotations", {}) for w in workloads]
+
+    before = templates()
+    assert len(before) == 3 and all(a == postgres.scripts_checksum() for a in before)
+    original = postgres.script
+    monkeypatch.setattr(postgres, "script", lambda name: original(name) + ("#\n" if name == "ready.sh" else ""))
+    after = templates()
+    assert all(a["checksum/scripts"] != b["checksum/scripts"] for a, b in zip(after, before, strict=True))
