@@ -154,7 +154,7 @@ def main() -> None:
     finally:
         for process in reversed(started):
             process.stop()
-        cluster.stop()
+        cluster.close()
         postgres.close()
 
     e2e_p50, submit_p50 = statistics.median(end_to_end), statistics.median(submit_ms)

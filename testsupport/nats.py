@@ -3,22 +3,26 @@
 `NatsCluster` starts `replicas` nats-server processes from `components.queue.nats_conf` with
 loopback routes and free ports, and provisions the streams, bucket and consumer by running the
 provisioning script and definitions exactly as the ConfigMap carries them. Members can be killed
-and restarted under their name with their JetStream files, as pods are.
+and restarted under their name with their JetStream files, as pods are. As root, every nats-server
+runs as the pods' uid and gid (`components.queue.RUN_AS`, no user entry), its configuration and
+JetStream files in a directory that uid owns (`home`); `close()` stops them and deletes it.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.queue import IMAGE, QueueSpec, nats_conf, provision_data
-from testsupport.process import LOOPBACK, ServerProcess, free_port, require_binary
+from components.queue import IMAGE, RUN_AS, QueueSpec, nats_conf, provision_data
+from testsupport.process import LOOPBACK, ServerProcess, free_port, owned_by, require_binary
 
 
 @functools.cache
@@ -54,8 +58,10 @@ class NatsCluster:
     """Three nats-server processes running the generated configuration, routed over loopback."""
 
     tmp: Path
+    """Logs and the provisioning files."""
     spec: QueueSpec
     members: list[Member] = field(default_factory=list)
+    home: Path = field(default_factory=lambda: owned_by(RUN_AS, Path(tempfile.mkdtemp(prefix="kit-nats-")), 0o755))
 
     @property
     def url(self) -> str:
@@ -73,9 +79,9 @@ class NatsCluster:
                 client_port=member.client_port,
                 cluster_port=cluster_port,
                 monitor_port=member.monitor_port,
-                store_dir=str(self.tmp / member.name / "jetstream"),
+                store_dir=str(self.home / member.name / "jetstream"),
             )
-            (self.tmp / f"{member.name}.conf").write_text(conf)
+            (self.home / f"{member.name}.conf").write_text(conf)
             self.run(member)
         self.wait_healthy()
 
@@ -83,10 +89,11 @@ class NatsCluster:
         """Start a member from its configuration and JetStream directory, as its pod would after a restart."""
         monitor = f"http://{LOOPBACK}:{member.monitor_port}"
         member.process = ServerProcess(
-            [nats_server(), "--config", str(self.tmp / f"{member.name}.conf")],
+            [nats_server(), "--config", str(self.home / f"{member.name}.conf")],
             ready=lambda: http_ok(f"{monitor}/healthz?js-enabled-only=true"),
             log=self.tmp / f"{member.name}.log",
             env={"SERVER_NAME": member.name},
+            uid=RUN_AS,
         )
 
     def wait_healthy(self, timeout: float = 30) -> None:
@@ -110,6 +117,11 @@ class NatsCluster:
         for member in self.members:
             if member.process:
                 member.process.stop()
+
+    def close(self) -> None:
+        """Stop every member and delete their configuration and JetStream files."""
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
 
     def provision(self, spec: QueueSpec | None = None) -> list[str]:
         """Run the provisioning script and definitions exactly as the ConfigMap carries them."""

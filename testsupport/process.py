@@ -71,6 +71,12 @@ def as_uid(uid: int, argv: Sequence[str]) -> list[str]:
     return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", *argv]
 
 
+def real_uid(pid: int) -> int:
+    """The real uid a process runs as, from /proc."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+
+
 def owned_by(uid: int, path: Path, mode: int = 0o700) -> Path:
     """`path` given to `uid` (when we are root) with `mode`; returned for chaining."""
     if os.geteuid() == 0:

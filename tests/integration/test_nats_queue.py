@@ -118,10 +118,10 @@ if __name__ == "__main__":
 import pytest  # noqa: E402 - the worker process above needs none of the test imports
 
 from components.labels import Meta  # noqa: E402
-from components.queue import QueueSpec, job_env, queue_objects  # noqa: E402
+from components.queue import RUN_AS, QueueSpec, job_env, queue_objects  # noqa: E402
 from components.settings import load  # noqa: E402
 from testsupport.nats import NatsCluster, nats_server  # noqa: E402
-from testsupport.process import ServerProcess  # noqa: E402
+from testsupport.process import ServerProcess, real_uid  # noqa: E402
 
 pytestmark = pytest.mark.integration
 META = Meta(namespace="phase6", instance="phase6", version="0.1.0")
@@ -153,7 +153,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     running.start()
     running.provision()
     yield running
-    running.stop()
+    running.close()
 
 
 @pytest.fixture
@@ -163,7 +163,7 @@ def fresh_cluster(tmp_path: Path) -> Iterator[Cluster]:
         running.start()
         yield running
     finally:
-        running.stop()
+        running.close()
 
 
 @pytest.fixture
@@ -307,6 +307,8 @@ def test_generated_config_forms_a_cluster_with_replicated_streams(cluster: Clust
                 assert info.cluster is not None and len(info.cluster.replicas or []) == 2
             jobs = await client.js.stream_info("JOBS")
             assert jobs.config.retention == "workqueue"
+            if os.geteuid() == 0:  # every member as the pods run it: their uid, with no user entry
+                assert {real_uid(m.process.proc.pid) for m in cluster.members if m.process} == {RUN_AS}
             consumer = await client.js.consumer_info("JOBS", "workers")
             assert (consumer.config.max_deliver, consumer.config.ack_wait) == (3, 2.0)
 

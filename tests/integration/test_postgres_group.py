@@ -26,7 +26,7 @@ from bench.postgres_support import (
 )
 from components.postgres import RUN_AS, PostgresPasswords, PostgresSpec
 from testsupport.postgres import PostgresServer
-from testsupport.process import LOOPBACK, ServerProcess, free_port
+from testsupport.process import LOOPBACK, ServerProcess, free_port, real_uid
 
 pytestmark = pytest.mark.integration
 
@@ -220,9 +220,7 @@ def test_promotion_turns_a_replica_into_a_writable_primary(own_pair: tuple[Membe
 
 def uid_and_environ(pid: int) -> tuple[int, bytes]:
     """The real uid of a process and its environment block, from /proc."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
-    return uid, Path(f"/proc/{pid}/environ").read_bytes()
+    return real_uid(pid), Path(f"/proc/{pid}/environ").read_bytes()
 
 
 def postmaster(member: Member) -> int:

@@ -26,7 +26,7 @@ from redis.crc import key_slot
 
 from bench.redis_support import SLOTS, LoopbackCluster, Node, slot_count
 from components.redis import RUN_AS, SCRIPTS, RedisSpec
-from testsupport.process import write_secret
+from testsupport.process import real_uid, write_secret
 
 pytestmark = pytest.mark.integration
 
@@ -47,11 +47,6 @@ def make_cluster() -> Iterator[object]:
     yield make
     for cluster in clusters:
         cluster.close()
-
-
-def real_uid(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
 
 
 def assert_bootstrapped(cluster: LoopbackCluster) -> subprocess.CompletedProcess[str]:

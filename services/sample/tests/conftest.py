@@ -65,4 +65,4 @@ def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsClust
         cluster.provision()
         yield cluster
     finally:
-        cluster.stop()
+        cluster.close()
