@@ -101,12 +101,21 @@ def _security(c: Container) -> dict[str, Any]:
     return security
 
 
-def non_root(obj: Object) -> Iterator[str]:
+def _pod_security(obj: Object) -> tuple[str, Object] | None:
+    """(path of the pod spec, its securityContext) of a workload; None for anything that runs no pods."""
     found = pod_spec(obj)
     if found is None:
-        return
+        return None
     path, pod = found
-    pod_security = pod.get("securityContext") or {}
+    security: Object = pod.get("securityContext") or {}
+    return path, security
+
+
+def non_root(obj: Object) -> Iterator[str]:
+    found = _pod_security(obj)
+    if found is None:
+        return
+    path, pod_security = found
     if pod_security.get("runAsUser") == 0:
         yield f"{ref(obj)}: {path}.securityContext.runAsUser is 0 (root); fix: run as a non-zero uid"
     for c in containers(obj):
@@ -241,11 +250,10 @@ def secret_file(obj: Object) -> Iterator[str]:
 
 
 def high_ids(obj: Object) -> Iterator[str]:
-    found = pod_spec(obj)
+    found = _pod_security(obj)
     if found is None:
         return
-    path, pod = found
-    pod_security = pod.get("securityContext") or {}
+    path, pod_security = found
     fs_group = _number(pod_security.get("fsGroup"))
     if fs_group is not None and fs_group < MIN_ID:
         yield (

@@ -17,6 +17,8 @@ from typing import NoReturn
 
 import pytest
 
+from components.pods import SECRET_FILE_MODE
+
 LOOPBACK = "127.0.0.1"
 
 
@@ -90,7 +92,7 @@ def write_secret(path: Path, value: str, group: int) -> Path:
     path.write_text(value)
     if os.geteuid() == 0:
         os.chown(path, 0, group)
-    path.chmod(0o440)
+    path.chmod(SECRET_FILE_MODE)
     return path
 
 
