@@ -71,7 +71,7 @@ def measure(ctx: plan.Context, env: dict[str, str], phase: int, manifests: Path)
     config = str(ctx.workspace.stack_file(stack))
     preview = (*ctx.pulumi, "preview", "--stack", stack, "--config-file", config, "--expect-no-changes")
     figures = {
-        "pulumi up": timed(lambda: runner.run(plan.phase_up(ctx, phase, image.image_ref(ROOT)))),
+        "pulumi up": timed(lambda: runner.run(plan.phase_up(ctx, phase, list(image.image_refs(ROOT).values())))),
         "pulumi preview (no-op)": timed(lambda: run((*preview, "--non-interactive"), {**env, **ctx.pulumi_env})),
         "pulumi destroy": timed(lambda: runner.run(plan.destroy_stack(ctx, stack))),
     }

@@ -51,17 +51,18 @@ def require_stack(root: Path, phase: int) -> None:
         raise ValueError(f"--phase {phase}: there is no stacks/Pulumi.{stack}.yaml yet; phase stacks: {known}")
 
 
-def require_dockerfile(root: Path) -> None:
-    dockerfile = root / image.CONTEXT / "Dockerfile"
-    if not dockerfile.exists():
-        raise ValueError(f"no {dockerfile}: the sample image cannot be built")
+def require_dockerfiles(root: Path) -> None:
+    for build in image.BUILDS:
+        dockerfile = root / build.context / "Dockerfile"
+        if not dockerfile.exists():
+            raise ValueError(f"no {dockerfile}: the image {build.repository} cannot be built")
 
 
 def steps_for(args: argparse.Namespace, root: Path, env: Mapping[str, str]) -> tuple[plan.Context, list[plan.Step]]:
     ctx = context(root, env)
     if args.action == "up":
         require_stack(root, args.phase)
-        return ctx, plan.up(ctx, args.phase, image.image_ref(root))
+        return ctx, plan.up(ctx, args.phase, list(image.image_refs(root).values()))
     return ctx, plan.down(ctx, phase_stacks(root), args.keep_cluster)
 
 
@@ -134,7 +135,9 @@ def parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser("workspace", help="(a step of up/down) write a stack's generated config file")
     prepare.add_argument("stack")
     prepare.add_argument("--context", required=True, help="kubeconfig context Pulumi must deploy to")
-    prepare.add_argument("--image", help="web image of this run")
+    prepare.add_argument(
+        "--image", action="append", default=[], help="an image of this run (the web or the Postgres image); repeatable"
+    )
     prepare.add_argument(
         "--crds", action="append", default=[], metavar="DIR", help="install only the CRDs in DIR, not the add-ons"
     )
@@ -188,7 +191,7 @@ def main(argv: list[str] | None = None, root: Path = ROOT, env: Mapping[str, str
             return engine.run(args.args, root, sim.pulumi_env(env, toolchain.Toolchain.load(env)))
         ctx, steps = steps_for(args, root, env)
         if args.command == "up":
-            require_dockerfile(root)
+            require_dockerfiles(root)
     except (ValueError, toolchain.ToolchainError) as error:
         print(f"scaleladder-local: {error}", file=sys.stderr)
         return 2

@@ -1,22 +1,38 @@
-"""The sample service's image name: a content hash of its build context, never `latest`.
+"""The kit's own images, named by a content hash of their build context, never `latest`.
 
-The tag is the first 12 hex digits of a sha256 over the files git tracks under services/sample
-(path and content, sorted by path, read from the work tree): the same sources always give the same
-tag, and any change gives a new one, so a node never runs a stale image under a reused name.
+Two images are built from this repository: the sample service (`services/sample`) and Postgres with
+Patroni (`images/postgres-patroni`, the members of a Postgres group). A tag is the first 12 hex
+digits of a sha256 over the files git tracks under the build context (path and content, sorted by
+path, read from the work tree): the same sources always give the same tag, and any change gives a
+new one, so a node never runs a stale image under a reused name.
 """
 
 from __future__ import annotations
 
 import hashlib
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
-REPOSITORY = "scaleladder/sample"
-CONTEXT = Path("services/sample")
 TAG_LENGTH = 12
 
 
-def tracked_files(root: Path, context: Path = CONTEXT) -> list[str]:
+@dataclass(frozen=True)
+class Build:
+    """One image the kit builds: its repository name, its build context, the stack setting it fills."""
+
+    repository: str
+    context: Path
+    setting: tuple[str, ...]
+    """Where the image's name goes in the stack's config: `("web", "image")` is `scaleladder:web.image`."""
+
+
+WEB = Build("scaleladder/sample", Path("services/sample"), ("web", "image"))
+POSTGRES = Build("scaleladder/postgres-patroni", Path("images/postgres-patroni"), ("postgres", "ha", "image"))
+BUILDS = (WEB, POSTGRES)
+
+
+def tracked_files(root: Path, context: Path) -> list[str]:
     """Paths git tracks under the build context, relative to the repository root, sorted."""
     listing = subprocess.run(
         ["git", "-C", str(root), "ls-files", "-z", "--", str(context)],
@@ -37,9 +53,14 @@ def content_tag(root: Path, files: list[str]) -> str:
     return digest.hexdigest()[:TAG_LENGTH]
 
 
-def image_ref(root: Path, context: Path = CONTEXT) -> str:
-    """`scaleladder/sample:<content hash>`; ValueError when git tracks nothing there."""
-    files = tracked_files(root, context)
+def image_ref(root: Path, build: Build = WEB) -> str:
+    """`<repository>:<content hash>`; ValueError when git tracks nothing in the build context."""
+    files = tracked_files(root, build.context)
     if not files:
-        raise ValueError(f"git tracks no files under {context} in {root}: nothing to build the image from")
-    return f"{REPOSITORY}:{content_tag(root, files)}"
+        raise ValueError(f"git tracks no files under {build.context} in {root}: nothing to build the image from")
+    return f"{build.repository}:{content_tag(root, files)}"
+
+
+def image_refs(root: Path) -> dict[Build, str]:
+    """Every image this checkout builds, by its build."""
+    return {build: image_ref(root, build) for build in BUILDS}

@@ -8,11 +8,12 @@ probe says its work is already done (`skip_if`), or only run when probes say it 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.local.cluster_config import KindCluster
-from components.local.workspace import Workspace
+from components.local.workspace import Workspace, image_build
 
 Argv = tuple[str, ...]
 CLUSTER_STACK = "kind"
@@ -108,14 +109,21 @@ def pulumi_update(ctx: Context, verb: str, stack: str, config: str) -> Argv:
     )
 
 
-def deploy_stack(ctx: Context, stack: str, image: str | None) -> list[Step]:
+def deploy_stack(ctx: Context, stack: str, images: Sequence[str] = ()) -> list[Step]:
     """Write the stack's generated config, create or select the stack, `pulumi up`."""
     config = str(ctx.workspace.stack_file(stack))
     extra = ctx.cluster_stack_args if stack == CLUSTER_STACK else ()
-    prepare = ["workspace", stack, "--context", ctx.context, *(["--image", image] if image else []), *extra]
+    prepare = [
+        "workspace",
+        stack,
+        "--context",
+        ctx.context,
+        *(arg for ref in images for arg in ("--image", ref)),
+        *extra,
+    ]
     return [
         Step(
-            f"write {config} (stacks/Pulumi.{stack}.yaml + kube context{' + image' if image else ''})",
+            f"write {config} (stacks/Pulumi.{stack}.yaml + kube context{' + images' if images else ''})",
             helper(ctx, *prepare),
             env=workspace_env(ctx),
             cwd=ctx.root,
@@ -160,7 +168,7 @@ def cluster_up(ctx: Context) -> list[Step]:
             "wait for every node to be Ready",
             kubectl(ctx, "wait", "--for=condition=Ready", "nodes", "--all", "--timeout=5m"),
         ),
-        *deploy_stack(ctx, CLUSTER_STACK, None),
+        *deploy_stack(ctx, CLUSTER_STACK),
         Step(
             "wait for metrics-server to serve the metrics API (the HPA reads it)",
             kubectl(ctx, "wait", "--for=condition=Available", f"apiservice/{METRICS_API}", "--timeout=5m"),
@@ -172,36 +180,40 @@ def cluster_up(ctx: Context) -> list[Step]:
     ]
 
 
-def image_loaded(ctx: Context, image: str) -> list[Step]:
-    """Build the sample image unless it exists, load it into the nodes, check every node has it."""
-    return [
-        Step(
-            f"build the sample image {image}",
-            ("docker", "build", "--tag", image, "services/sample"),
-            cwd=ctx.root,
-            skip_if=("docker", "image", "inspect", image),
-            timeout=1200.0,
-        ),
-        Step(
-            f"load {image} into every node (nodes never pull it)",
-            ("kind", "load", "docker-image", image, "--name", ctx.cluster.name),
-        ),
-        *(
+def image_loaded(ctx: Context, images: Sequence[str]) -> list[Step]:
+    """Build each image unless it exists, load it into the nodes, check every node has it."""
+    steps = []
+    for ref in images:
+        context = str(image_build(ref).context)
+        steps += [
             Step(
-                f"check that {node} has {image}",
-                ("docker", "exec", node, "crictl", "inspecti", f"docker.io/{image}"),
-            )
-            for node in ctx.cluster.nodes
-        ),
-    ]
+                f"build the image {ref} from {context}",
+                ("docker", "build", "--tag", ref, context),
+                cwd=ctx.root,
+                skip_if=("docker", "image", "inspect", ref),
+                timeout=1200.0,
+            ),
+            Step(
+                f"load {ref} into every node (nodes never pull it)",
+                ("kind", "load", "docker-image", ref, "--name", ctx.cluster.name),
+            ),
+            *(
+                Step(
+                    f"check that {node} has {ref}",
+                    ("docker", "exec", node, "crictl", "inspecti", f"docker.io/{ref}"),
+                )
+                for node in ctx.cluster.nodes
+            ),
+        ]
+    return steps
 
 
-def phase_up(ctx: Context, phase: int, image: str) -> list[Step]:
-    """Deploy the phase stack with this image and wait until its pods serve."""
+def phase_up(ctx: Context, phase: int, images: Sequence[str]) -> list[Step]:
+    """Deploy the phase stack with these images and wait until its pods serve."""
     stack = phase_stack(phase)
     ns = namespace(stack)
     return [
-        *deploy_stack(ctx, stack, image),
+        *deploy_stack(ctx, stack, images),
         Step(
             f"wait for every Deployment in {ns} to be Available",
             kubectl(ctx, "wait", "--for=condition=Available", "deployment", "--all", "-n", ns, "--timeout=10m"),
@@ -223,9 +235,9 @@ def phase_up(ctx: Context, phase: int, image: str) -> list[Step]:
     ]
 
 
-def up(ctx: Context, phase: int, image: str) -> list[Step]:
-    """Cluster and cluster layer, image, phase stack: in that order."""
-    return [*cluster_up(ctx), *image_loaded(ctx, image), *phase_up(ctx, phase, image)]
+def up(ctx: Context, phase: int, images: Sequence[str]) -> list[Step]:
+    """Cluster and cluster layer, images, phase stack: in that order."""
+    return [*cluster_up(ctx), *image_loaded(ctx, images), *phase_up(ctx, phase, images)]
 
 
 def destroy_stack(ctx: Context, stack: str) -> list[Step]:

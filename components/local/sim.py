@@ -205,9 +205,9 @@ def up(root: Path, env: Mapping[str, str], tools: Toolchain, phase: int | None) 
     """The simulated cluster, its cluster layer (CRDs and the shared Gateway), then phase `phase` if given."""
     ctx = context(root, env, tools)
     config, objects = write_files(root, env, tools)
-    steps = [*cluster_up(ctx, config, objects, env), *plan.deploy_stack(ctx, plan.CLUSTER_STACK, None)]
+    steps = [*cluster_up(ctx, config, objects, env), *plan.deploy_stack(ctx, plan.CLUSTER_STACK)]
     if phase is not None:
-        steps += plan.phase_up(ctx, phase, image.image_ref(root))
+        steps += plan.phase_up(ctx, phase, list(image.image_refs(root).values()))
     return ctx, steps
 
 

@@ -3,7 +3,7 @@
 `pulumi stack init` writes an `encryptionsalt` into the stack's config file, and `pulumi config
 set` writes values there: both would dirty the checked-in stacks/Pulumi.<stack>.yaml. So the flow
 keeps a small project folder under SCALELADDER_HOME (default ~/.scaleladder) whose stack files
-are generated: the checked-in config, plus the kubeconfig context and the web image of this run,
+are generated: the checked-in config, plus the kubeconfig context and the kit's images of this run,
 plus the salt Pulumi wrote there earlier. `pulumi up --config-file` reads them; the program still
 runs from the repository.
 """
@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from components.local.image import BUILDS, Build
+from components.settings import merge
 
 DEV_PASSPHRASE = "scaleladder-local-development"  # local-only: it guards a dev state on this machine
 
@@ -57,15 +60,17 @@ def stack_document(
     checked_in: Mapping[str, Any],
     previous: Mapping[str, Any],
     context: str,
-    image: str | None,
+    images: Sequence[str] = (),
     crds: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The generated stack file: checked-in config + context + image (+ CRD folders that replace the
-    cluster layer's Helm releases), keeping the salt Pulumi wrote."""
+    """The generated stack file: checked-in config + context + the kit's images, each in its setting
+    (+ CRD folders that replace the cluster layer's Helm releases), keeping the salt Pulumi wrote."""
     config = dict(checked_in.get("config") or {})
     config["kubernetes:context"] = context
-    if image is not None:
-        config["scaleladder:web"] = {**(config.get("scaleladder:web") or {}), "image": image}
+    for ref in images:
+        build = image_build(ref)
+        top, *inner = build.setting
+        config[f"scaleladder:{top}"] = merge(config.get(f"scaleladder:{top}") or {}, nested(inner, ref))
     if crds:
         config["scaleladder:cluster"] = {
             **(config.get("scaleladder:cluster") or {}),
@@ -79,8 +84,24 @@ def stack_document(
     return document
 
 
+def image_build(ref: str) -> Build:
+    """The build an image name comes from, by its repository; ValueError naming the known ones."""
+    for build in BUILDS:
+        if ref.startswith(f"{build.repository}:"):
+            return build
+    known = ", ".join(f"{build.repository}:<tag>" for build in BUILDS)
+    raise ValueError(f"--image {ref!r}: not one of the kit's images ({known})")
+
+
+def nested(keys: Sequence[str], value: Any) -> Any:
+    """`{"a": {"b": value}}` for keys ("a", "b")."""
+    for key in reversed(keys):
+        value = {key: value}
+    return value
+
+
 def write(
-    workspace: Workspace, root: Path, stack: str, context: str, image: str | None, crds: Sequence[str] = ()
+    workspace: Workspace, root: Path, stack: str, context: str, images: Sequence[str] = (), crds: Sequence[str] = ()
 ) -> Path:
     """Write the project folder and the stack's generated file; returns the file's path."""
     source = root / "stacks" / f"Pulumi.{stack}.yaml"
@@ -97,6 +118,6 @@ def write(
     (workspace.project / "Pulumi.yaml").write_text(yaml.safe_dump(project, sort_keys=False))
     target = workspace.stack_file(stack)
     previous = yaml.safe_load(target.read_text()) if target.exists() else {}
-    document = stack_document(yaml.safe_load(source.read_text()) or {}, previous or {}, context, image, crds)
+    document = stack_document(yaml.safe_load(source.read_text()) or {}, previous or {}, context, images, crds)
     target.write_text(yaml.safe_dump(document, sort_keys=False))
     return target

@@ -144,9 +144,9 @@ def deployed(kit: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     stack = plan.phase_stack(phase)
     if stack not in cli.phase_stacks(cli.ROOT):
         pytest.skip(f"e2e: no stacks/Pulumi.{stack}.yaml yet")
-    ref = image.image_ref(cli.ROOT)
+    refs = list(image.image_refs(cli.ROOT).values())
     with open(kit.logs / f"{stack}.log", "w") as out:
         runner = Runner(os.environ, out)
-        runner.run([*plan.image_loaded(kit.ctx, ref), *plan.phase_up(kit.ctx, phase, ref)])
+        runner.run([*plan.image_loaded(kit.ctx, refs), *plan.phase_up(kit.ctx, phase, refs)])
         yield plan.namespace(stack)
         runner.run(plan.destroy_stack(kit.ctx, stack))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.local import cli, cluster_config, crds, guide
+from components.local import cli, cluster_config, crds, guide, image
 from components.local.cli import GATEWAY_NODE_PORT, ROOT
 
 
@@ -21,7 +21,12 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """A repository-like folder with the kind file, a phase1 stack and a git-tracked sample context."""
+    """A repository-like folder with the kind file, a phase1 stack and the git-tracked build contexts:
+    the sample's without its Dockerfile, the Postgres image's with it."""
+    return make_repo(tmp_path, dockerfiles=[image.POSTGRES])
+
+
+def make_repo(tmp_path: Path, dockerfiles: list[image.Build]) -> Path:
     root = tmp_path / "repo"
     (root / "stacks").mkdir(parents=True)
     (root / "local").mkdir()
@@ -29,6 +34,10 @@ def repo(tmp_path: Path) -> Path:
     (root / "stacks" / "Pulumi.phase1.yaml").write_text("config: {}\n")
     (root / "services" / "sample").mkdir(parents=True)
     (root / "services" / "sample" / "app.py").write_text("print('hi')\n")
+    (root / "images" / "postgres-patroni").mkdir(parents=True)
+    (root / "images" / "postgres-patroni" / "requirements.txt").write_text("patroni==4.1.5\n")
+    for build in dockerfiles:
+        (root / build.context / "Dockerfile").write_text("FROM python:3.11.14-slim\n")
     subprocess.run(["git", "-C", str(root), "init", "-q"], check=True)
     subprocess.run(["git", "-C", str(root), "add", "."], check=True)
     return root
@@ -40,6 +49,11 @@ def test_plan_up_prints_commands_and_runs_nothing(env: dict[str, str], capsys: p
     assert out.startswith("# 1. create kind cluster scaleladder (1 control plane, 3 workers in 3 zones)\n")
     assert "#    skipped if: kind get kubeconfig --name scaleladder\n" in out
     assert "pulumi up --stack phase2 --config-file " in out
+    # both of the kit's images are built from this checkout and handed to the phase stack
+    refs = image.image_refs(ROOT)
+    for build, ref in refs.items():
+        assert f"docker build --tag {ref} {build.context}" in out
+    assert f"--image {refs[image.WEB]} --image {refs[image.POSTGRES]}" in out
     assert "PULUMI_CONFIG_PASSPHRASE=scaleladder-local-development" in out
     assert not (Path(env["SCALELADDER_HOME"]) / "project").exists()
 
@@ -87,10 +101,26 @@ def test_workspace_helper_writes_the_generated_stack_file(
     env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     stack = cli.phase_stacks(ROOT)[0]
-    assert cli.main(["workspace", stack, "--context", "kind-scaleladder", "--image", "x/y:1"], env=env) == 0
+    web, pg = "scaleladder/sample:0123456789ab", "scaleladder/postgres-patroni:ba9876543210"
+    args = ["workspace", stack, "--context", "kind-scaleladder", "--image", web, "--image", pg]
+    assert cli.main(args, env=env) == 0
     path = Path(capsys.readouterr().out.strip())
     assert path == Path(env["SCALELADDER_HOME"]) / "project" / f"Pulumi.{stack}.yaml"
-    assert yaml.safe_load(path.read_text())["config"]["scaleladder:web"]["image"] == "x/y:1"
+    config = yaml.safe_load(path.read_text())["config"]
+    assert config["scaleladder:web"]["image"] == web
+    assert config["scaleladder:postgres"]["ha"]["image"] == pg
+
+
+def test_workspace_helper_refuses_an_image_the_kit_does_not_build(
+    env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = cli.phase_stacks(ROOT)[0]
+    assert cli.main(["workspace", stack, "--context", "kind-scaleladder", "--image", "x/y:1"], env=env) == 2
+    assert capsys.readouterr().err == (
+        "scaleladder-local: --image 'x/y:1': not one of the kit's images "
+        "(scaleladder/sample:<tag>, scaleladder/postgres-patroni:<tag>)\n"
+    )
+    assert not (Path(env["SCALELADDER_HOME"]) / "project" / f"Pulumi.{stack}.yaml").exists()
 
 
 def test_crds_are_chosen_by_group() -> None:
@@ -128,22 +158,16 @@ def test_guide_for_a_phase_without_a_route() -> None:
     assert "localtest.me" not in text
 
 
-def test_up_needs_the_sample_dockerfile(
-    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("missing", image.BUILDS, ids=lambda build: build.repository)
+def test_up_needs_every_dockerfile(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str], missing: image.Build
 ) -> None:
-    root = tmp_path / "repo"
-    (root / "stacks").mkdir(parents=True)
-    (root / "local").mkdir()
-    shutil.copy(cluster_config.CONFIG, root / "local" / "kind-cluster.yaml")
-    (root / "stacks" / "Pulumi.phase1.yaml").write_text("config: {}\n")
-    (root / "services" / "sample").mkdir(parents=True)
-    (root / "services" / "sample" / "app.py").write_text("print('hi')\n")
-    subprocess.run(["git", "-C", str(root), "init", "-q"], check=True)
-    subprocess.run(["git", "-C", str(root), "add", "."], check=True)
+    root = make_repo(tmp_path, dockerfiles=[build for build in image.BUILDS if build != missing])
     assert cli.main(["up", "--phase", "1"], root=root, env=env) == 2
     assert capsys.readouterr().err == (
-        f"scaleladder-local: no {root}/services/sample/Dockerfile: the sample image cannot be built\n"
+        f"scaleladder-local: no {root}/{missing.context}/Dockerfile: the image {missing.repository} cannot be built\n"
     )
+    assert not (Path(env["SCALELADDER_HOME"]) / "project").exists()
 
 
 def test_delete_crds_lists_then_deletes_only_the_given_groups(

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from components import charts, cluster_layer, config, routing, web
+from components import charts, cluster_layer, config, patroni, routing, settings, web
 from components.labels import Meta
-from components.local import cluster_config, guide, plan, workspace
+from components.local import cluster_config, guide, image, plan, workspace
 from components.local.cli import GATEWAY_NODE_PORT, ROOT
 
 DOCS = ROOT / "docs" / "local.md"
@@ -52,11 +52,26 @@ def test_docs_list_every_e2e_test_file_and_the_pinned_node_image() -> None:
     assert "missing here: docker engine, kind, pulumi" in text
 
 
-def test_the_program_reads_the_image_from_the_generated_stack_file_and_ignores_the_context() -> None:
+def test_content_hash_image_is_a_valid_postgres_ha_image() -> None:
+    spec, problems = settings.load(patroni.PatroniSpec, {"image": "scaleladder/postgres-patroni:0123456789ab"}, "ha")
+    assert problems == [] and spec is not None
+    assert image.POSTGRES.repository == patroni.IMAGE_REPOSITORY
+    assert patroni.PatroniSpec().image.startswith(f"{image.POSTGRES.repository}:")
+
+
+def test_the_program_reads_the_images_from_the_generated_stack_file_and_ignores_the_context() -> None:
     """The generated file, as the engine hands it to the program (objects as JSON strings)."""
     checked_in = yaml.safe_load((ROOT / "stacks" / "Pulumi.phase3.yaml").read_text())
-    document = workspace.stack_document(checked_in, {}, "kind-scaleladder", "scaleladder/sample:0123456789ab")
+    images = ["scaleladder/sample:0123456789ab", "scaleladder/postgres-patroni:ba9876543210"]
+    document = workspace.stack_document(checked_in, {}, "kind-scaleladder", images)
     engine = {key: value if isinstance(value, str) else json.dumps(value) for key, value in document["config"].items()}
     loaded = config.from_pulumi_config(engine)
     assert loaded.web.image == "scaleladder/sample:0123456789ab"
+    assert loaded.postgres.ha.image == "scaleladder/postgres-patroni:ba9876543210"
     assert loaded.phase == 3
+    # every build's setting is a real setting of the program, read where the workspace writes it
+    for build in image.BUILDS:
+        value: object = loaded
+        for key in build.setting:
+            value = getattr(value, key)
+        assert value in images, build

@@ -7,6 +7,7 @@ would. The tests check the commands OUR flow runs, in order, and what it writes 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -45,7 +46,7 @@ def stub_tools(tmp_path: Path, cluster_exists: bool) -> tuple[dict[str, str], Pa
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
-    for folder in ("stacks", "local", "services/sample"):
+    for folder in ("stacks", "local", "services/sample", "images/postgres-patroni"):
         (root / folder).mkdir(parents=True)
     shutil.copy(cli.ROOT / "Pulumi.yaml", root / "Pulumi.yaml")
     shutil.copy(cluster_config.CONFIG, root / "local" / "kind-cluster.yaml")
@@ -53,6 +54,7 @@ def repo(tmp_path: Path) -> Path:
     (root / "stacks" / "Pulumi.phase1.yaml").write_text("config:\n  scaleladder:phase: 1\n")
     (root / "stacks" / "Pulumi.phase2.yaml").write_text("config:\n  scaleladder:phase: 2\n")
     (root / "services" / "sample" / "Dockerfile").write_text("FROM python:3.11.14-slim\n")
+    (root / "images" / "postgres-patroni" / "Dockerfile").write_text("FROM postgres:15.18-bookworm\n")
     subprocess.run(["git", "-C", str(root), "init", "-q"], check=True)
     subprocess.run(["git", "-C", str(root), "add", "."], check=True)
     return root
@@ -62,9 +64,13 @@ def test_up_runs_the_whole_flow_in_order(tmp_path: Path, repo: Path, capsys: pyt
     env, log = stub_tools(tmp_path, cluster_exists=False)
     assert cli.main(["up", "--phase", "1"], root=repo, env=env) == 0
     out = capsys.readouterr().out
-    ref = next(
-        line.split()[-1] for line in out.splitlines() if line.startswith("[") and "build the sample image" in line
+    built = dict(
+        (match.group(2), match.group(1))
+        for match in (re.search(r"\] build the image (\S+) from (\S+)$", line) for line in out.splitlines())
+        if match
     )
+    assert list(built) == ["services/sample", "images/postgres-patroni"]
+    ref, pg_ref = built["services/sample"], built["images/postgres-patroni"]
     home = tmp_path / "home"
     kind_file, phase_file = home / "project" / "Pulumi.kind.yaml", home / "project" / "Pulumi.phase1.yaml"
     select = "stack select --create --secrets-provider passphrase"
@@ -83,6 +89,10 @@ def test_up_runs_the_whole_flow_in_order(tmp_path: Path, repo: Path, capsys: pyt
         f"docker build --tag {ref} services/sample",
         f"kind load docker-image {ref} --name scaleladder",
         *(f"docker exec {node} crictl inspecti docker.io/{ref}" for node in NODES),
+        f"docker image inspect {pg_ref}",
+        f"docker build --tag {pg_ref} images/postgres-patroni",
+        f"kind load docker-image {pg_ref} --name scaleladder",
+        *(f"docker exec {node} crictl inspecti docker.io/{pg_ref}" for node in NODES),
         f"pulumi {select} phase1 --cwd {home}/project --non-interactive",
         f"pulumi up --stack phase1 --config-file {phase_file} {up}",
         "kubectl --context kind-scaleladder wait --for=condition=Available deployment --all -n scaleladder-phase1 "
@@ -91,13 +101,20 @@ def test_up_runs_the_whole_flow_in_order(tmp_path: Path, repo: Path, capsys: pyt
         "--field-selector=status.phase!=Succeeded -n scaleladder-phase1 --timeout=10m",
     ]
     assert ref.startswith("scaleladder/sample:") and len(ref.split(":")[1]) == 12
+    assert pg_ref.startswith("scaleladder/postgres-patroni:") and len(pg_ref.split(":")[1]) == 12
     assert yaml.safe_load(phase_file.read_text())["config"] == {
         "scaleladder:phase": 1,
         "kubernetes:context": "kind-scaleladder",
         "scaleladder:web": {"image": ref},
+        "scaleladder:postgres": {"ha": {"image": pg_ref}},
     }
-    assert "[1/18] create kind cluster scaleladder (1 control plane, 3 workers in 3 zones)" in out
-    assert "all 18 steps done in " in out
+    # the cluster layer's file gets no image
+    assert yaml.safe_load(kind_file.read_text())["config"] == {
+        "scaleladder:layer": "cluster",
+        "kubernetes:context": "kind-scaleladder",
+    }
+    assert "[1/24] create kind cluster scaleladder (1 control plane, 3 workers in 3 zones)" in out
+    assert "all 24 steps done in " in out
     assert "phase 1 is up in namespace scaleladder-phase1 on kind cluster scaleladder." in out
     assert (repo / "stacks" / "Pulumi.phase1.yaml").read_text() == "config:\n  scaleladder:phase: 1\n"
 

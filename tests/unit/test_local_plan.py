@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from components.local import cluster_config, plan, workspace
+from components.local import cluster_config, image, plan, workspace
 from components.local.cli import GATEWAY_NODE_PORT, ROOT
 from components.local.plan import Step
 
 IMAGE = "scaleladder/sample:0123456789ab"
+POSTGRES_IMAGE = "scaleladder/postgres-patroni:ba9876543210"
+IMAGES = (IMAGE, POSTGRES_IMAGE)
 
 
 @pytest.fixture
@@ -35,7 +37,7 @@ def index(steps: list[Step], *words: str) -> int:
 
 
 def test_up_order(ctx: plan.Context) -> None:
-    steps = plan.up(ctx, 3, IMAGE)
+    steps = plan.up(ctx, 3, IMAGES)
     order = [
         index(steps, "kind create cluster"),
         index(steps, "wait --for=condition=Ready nodes"),
@@ -44,7 +46,10 @@ def test_up_order(ctx: plan.Context) -> None:
         index(steps, "gateway/edge -n scaleladder-gateway"),
         index(steps, "docker build --tag", IMAGE),
         index(steps, "kind load docker-image", IMAGE),
-        index(steps, "crictl inspecti"),
+        index(steps, "crictl inspecti", IMAGE),
+        index(steps, "docker build --tag", POSTGRES_IMAGE),
+        index(steps, "kind load docker-image", POSTGRES_IMAGE),
+        index(steps, "crictl inspecti", POSTGRES_IMAGE),
         index(steps, "pulumi up --stack phase3"),
         index(steps, "deployment --all -n scaleladder-phase3"),
         index(steps, "pod --all"),
@@ -53,37 +58,52 @@ def test_up_order(ctx: plan.Context) -> None:
 
 
 def test_cluster_is_created_from_the_file_or_reused(ctx: plan.Context) -> None:
-    create = plan.up(ctx, 3, IMAGE)[0]
+    create = plan.up(ctx, 3, IMAGES)[0]
     assert create.argv == ("kind", "create", "cluster", "--config", str(cluster_config.CONFIG), "--wait", "5m")
     assert create.skip_if == ("kind", "get", "kubeconfig", "--name", "scaleladder")
 
 
-def test_image_is_built_once_loaded_and_checked_on_every_node(ctx: plan.Context) -> None:
-    steps = plan.up(ctx, 3, IMAGE)
-    build = steps[index(steps, "docker build")]
-    assert build.argv == ("docker", "build", "--tag", IMAGE, "services/sample")
-    assert (build.cwd, build.skip_if) == (ROOT, ("docker", "image", "inspect", IMAGE))
-    assert steps[index(steps, "kind load")].argv == ("kind", "load", "docker-image", IMAGE, "--name", "scaleladder")
-    checks = [step.argv for step in steps if "crictl" in step.argv]
-    assert checks == [
-        ("docker", "exec", node, "crictl", "inspecti", f"docker.io/{IMAGE}") for node in ctx.cluster.nodes
+@pytest.mark.parametrize(("ref", "context"), [(IMAGE, "services/sample"), (POSTGRES_IMAGE, "images/postgres-patroni")])
+def test_each_image_is_built_once_from_its_context_loaded_and_checked_on_every_node(
+    ctx: plan.Context, ref: str, context: str
+) -> None:
+    steps = plan.up(ctx, 3, IMAGES)
+    builds = [step for step in steps if step.argv[:2] == ("docker", "build")]
+    assert [step.argv for step in builds] == [
+        ("docker", "build", "--tag", IMAGE, "services/sample"),
+        ("docker", "build", "--tag", POSTGRES_IMAGE, "images/postgres-patroni"),
     ]
+    build = steps[index(steps, "docker build --tag", ref)]
+    assert build.argv == ("docker", "build", "--tag", ref, context)
+    assert (build.cwd, build.skip_if) == (ROOT, ("docker", "image", "inspect", ref))
+    assert steps[index(steps, "kind load", ref)].argv == ("kind", "load", "docker-image", ref, "--name", "scaleladder")
+    checks = [step.argv for step in steps if "crictl" in step.argv and f"docker.io/{ref}" in step.argv]
+    assert checks == [("docker", "exec", node, "crictl", "inspecti", f"docker.io/{ref}") for node in ctx.cluster.nodes]
+
+
+def test_the_contexts_are_the_kit_builds() -> None:
+    assert [(build.repository, str(build.context), build.setting) for build in image.BUILDS] == [
+        ("scaleladder/sample", "services/sample", ("web", "image")),
+        ("scaleladder/postgres-patroni", "images/postgres-patroni", ("postgres", "ha", "image")),
+    ]
+    for build in image.BUILDS:
+        assert (ROOT / build.context / "Dockerfile").is_file(), build
 
 
 def test_no_command_uses_a_latest_tag(ctx: plan.Context) -> None:
-    for step in plan.up(ctx, 6, IMAGE):
+    for step in plan.up(ctx, 6, IMAGES):
         assert not any(arg.endswith(":latest") for arg in step.argv), step
 
 
 def test_every_kubectl_names_the_kind_context(ctx: plan.Context) -> None:
-    steps = plan.up(ctx, 3, IMAGE) + plan.down(ctx, ["phase1", "phase3"], keep_cluster=False)
+    steps = plan.up(ctx, 3, IMAGES) + plan.down(ctx, ["phase1", "phase3"], keep_cluster=False)
     for step in steps:
         if step.argv[0] == "kubectl":
             assert step.argv[1:3] == ("--context", "kind-scaleladder"), step
 
 
 def test_stacks_deploy_with_generated_config_outside_the_repository(ctx: plan.Context) -> None:
-    steps = plan.up(ctx, 3, IMAGE)
+    steps = plan.up(ctx, 3, IMAGES)
     generated = str(ctx.workspace.stack_file("phase3"))
     assert steps[index(steps, "workspace phase3")].argv == (
         "/venv/bin/python",
@@ -97,6 +117,8 @@ def test_stacks_deploy_with_generated_config_outside_the_repository(ctx: plan.Co
         "kind-scaleladder",
         "--image",
         IMAGE,
+        "--image",
+        POSTGRES_IMAGE,
     )
     select = steps[index(steps, "stack select --create", "phase3")]
     assert select.argv[-3:] == ("--cwd", str(ctx.workspace.project), "--non-interactive")
@@ -122,7 +144,7 @@ def test_stacks_deploy_with_generated_config_outside_the_repository(ctx: plan.Co
 
 
 def test_pulumi_runs_against_a_local_backend_with_a_dev_passphrase(ctx: plan.Context) -> None:
-    for step in plan.up(ctx, 2, IMAGE):
+    for step in plan.up(ctx, 2, IMAGES):
         if step.argv[0] == "pulumi":
             assert step.env["PULUMI_BACKEND_URL"] == f"file://{ctx.workspace.home}/state"
             assert step.env["PULUMI_CONFIG_PASSPHRASE"] == workspace.DEV_PASSPHRASE

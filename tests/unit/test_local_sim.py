@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from components.local import engine, plan, sim
+from components.local import engine, image, plan, sim
 from components.local.cli import ROOT
 from components.local.toolchain import Toolchain
 
@@ -54,6 +54,11 @@ def test_sim_up_deploys_through_the_in_process_engine(tmp_path: Path) -> None:
     cluster_stack = next(step for step in steps if step.argv[5:7] == ("workspace", plan.CLUSTER_STACK))
     assert "--crds" in cluster_stack.argv
     assert step_index(steps, "pulumi up --stack kind") < step_index(steps, "pulumi up --stack phase2")
+    # the phase stack gets both of the kit's images of this checkout; the cluster layer none
+    phase_stack = next(step for step in steps if step.argv[5:7] == ("workspace", "phase2"))
+    given = [phase_stack.argv[n + 1] for n, arg in enumerate(phase_stack.argv) if arg == "--image"]
+    assert given == list(image.image_refs(ROOT).values())
+    assert "--image" not in cluster_stack.argv
 
 
 def step_index(steps: list[plan.Step], words: str) -> int:
