@@ -104,6 +104,8 @@ PHASE_DEFAULTS: dict[int, dict[str, Any]] = {
         "edge_cache": {"enabled": True},
         # and sharding: users and their orders spread over shard groups by user id
         "shards": {"enabled": True},
+        # at this size a failover must lose no acknowledged order: commits wait for one replica
+        "postgres": {"ha": {"synchronous_mode": True}},
     },
     6: {
         # microservices: one tier per role behind Envoy sidecars, async jobs on a queue with workers

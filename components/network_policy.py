@@ -12,8 +12,10 @@ also draws the diagrams):
 - every pod resolves names through kube-dns.
 
 Each call becomes an egress rule on the caller and the matching ingress rule on the callee, on the
-callee's container port. Kubelet probes need no rule: traffic from the node a pod runs on is always
-allowed (https://kubernetes.io/docs/concepts/services-networking/network-policies/, "IP blocks").
+callee's container port. A workload whose pods mount their ServiceAccount token (Patroni's) may
+also reach the API server: its address is the cluster's, so the rule names only its ports. Kubelet
+probes need no rule: traffic from the node a pod runs on is always allowed
+(https://kubernetes.io/docs/concepts/services-networking/network-policies/, "IP blocks").
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ DNS_NAMESPACE = {"kubernetes.io/metadata.name": "kube-system"}
 DNS_PODS = {"k8s-app": "kube-dns"}
 DNS_PORT = 53
 DNS_PORTS: tuple[dict[str, Any], ...] = ({"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT})
+API_SERVER_PORTS: tuple[dict[str, Any], ...] = ({"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443})
+"""The `kubernetes` Service's port and the API server's own (kind's), which the Service forwards to."""
 GATEWAY_LABEL = "gateway.envoyproxy.io/owning-gateway-{}"
 """Envoy Gateway labels its proxy pods with the Gateway they serve, in whichever namespace they run."""
 
@@ -158,12 +162,21 @@ def _ingress(meta: Meta, name: str, incoming: list[Flow], selectors: dict[str, d
     return _policy(meta, f"{name}-ingress", selectors[name], spec, owner=name)
 
 
-def _egress(meta: Meta, name: str, outgoing: list[Flow], selectors: dict[str, dict[str, str]]) -> dict[str, Any]:
-    """`<name>-egress`: one rule per workload it calls."""
+def uses_api_server(workload: dict[str, Any]) -> bool:
+    """The workload's pods mount their ServiceAccount token: they talk to the API server."""
+    return workload["spec"]["template"]["spec"].get("automountServiceAccountToken") is True
+
+
+def _egress(
+    meta: Meta, name: str, outgoing: list[Flow], selectors: dict[str, dict[str, str]], *, api_server: bool
+) -> dict[str, Any]:
+    """`<name>-egress`: one rule per workload it calls, and one to the API server's ports if it uses it."""
     rules = [
         {"to": [{"podSelector": {"matchLabels": selectors[group[0].server]}}], **_ports(group)}
         for group in _grouped(outgoing, lambda flow: flow.server)
     ]
+    if api_server:
+        rules.append({"ports": list(API_SERVER_PORTS)})
     spec = {"policyTypes": ["Egress"], "egress": rules}
     return _policy(meta, f"{name}-egress", selectors[name], spec, owner=name)
 
@@ -183,6 +196,6 @@ def network_policies(meta: Meta, objects: list[dict[str, Any]]) -> list[dict[str
         if incoming:
             policies.append(_ingress(meta, name, incoming, selectors))
         outgoing = [flow for flow in needed if flow.client == name]
-        if outgoing:
-            policies.append(_egress(meta, name, outgoing, selectors))
+        if outgoing or uses_api_server(workload):
+            policies.append(_egress(meta, name, outgoing, selectors, api_server=uses_api_server(workload)))
     return policies

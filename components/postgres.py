@@ -1,14 +1,15 @@
-"""PostgreSQL for every phase: a native sidecar (phase 1), a StatefulSet (phase 2), a group (phase 3).
+"""PostgreSQL for every phase: a native sidecar (phase 1), a single server (phase 2), a Patroni group (phase 3).
 
 Objects of the main group, by name (shard groups use their own names: `GroupNames.of(group)`):
 
 - Secret `postgres-credentials`: `username`, `password` (the app role), `replication-password`.
 - ConfigMap `postgres-scripts`: the files of components/scripts/postgres, run by the pods.
-- StatefulSet `postgres` + headless Service `postgres`: the primary (pod `postgres-0`).
-- Service `postgres-rw`: the primary, ready (writable) pods only.
-- StatefulSet `postgres-replica` + headless Service `postgres-replica`: streaming hot standbys, each
-  with its own physical replication slot on the primary (`postgres_replica_0`, ...).
-- Service `postgres-ro`: replicas that are in recovery and within the lag limits.
+- StatefulSet `postgres` + headless Service `postgres`: one server (`replicas: 0`), or, with
+  replicas, 1 + `replicas` members run by Patroni (components/patroni.py), which elects the leader
+  through the API server (ServiceAccount, Role and RoleBinding `postgres-patroni`, configuration in
+  the ConfigMap `postgres-patroni`) and labels each pod `role=primary` or `role=replica`.
+- Service `postgres-rw`: the writable server (the leader: ready pods labelled `role=primary`).
+- Service `postgres-ro`: replicas that stream from the leader within the lag limit.
 - Deployment + Service `pgbouncer`, ConfigMap `pgbouncer-config`: transaction pooling in front of
   both; database `<db>` goes to `postgres-rw`, `<db>_ro` to `postgres-ro`.
 
@@ -26,12 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
+from components import patroni
 from components.labels import Meta
+from components.patroni import PatroniSpec
 from components.pods import (
     Resources,
     config_map,
     container_security,
     exec_probe,
+    http_probe,
     mount_secret_files,
     pod_security,
     secret_file_env,
@@ -41,7 +47,6 @@ from components.settings import setting
 from components.web import IMAGE_PATTERN
 
 NAME = "postgres"
-REPLICA_NAME = "postgres-replica"
 POOLER_NAME = "pgbouncer"
 RW_SERVICE = "postgres-rw"
 RO_SERVICE = "postgres-ro"
@@ -61,10 +66,9 @@ PGDATA = f"{DATA_DIR}/pgdata"  # a subdirectory: a fresh volume's root may hold 
 SOCKET_DIR = "/var/run/postgresql"
 SCRIPTS_DIR = "/scripts"
 INITDB_DIR = "/docker-entrypoint-initdb.d"
-REPLICATION_PASSFILE = f"{DATA_DIR}/replication.pgpass"
-"""The replica's password file, on its data volume beside PGDATA: its primary_conninfo names it."""
 POOLER_CONFIG_DIR = "/etc/pgbouncer"
 POOLER_AUTH_DIR = "/run/pgbouncer"
+CLAIM_COMPONENT = "primary"
 RUN_VOLUME = {"name": "pg-run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}
 """Writable socket directory for the read-only root filesystem; pods running `postgres_sidecar` add it."""
 
@@ -81,24 +85,26 @@ RESERVED_CONNECTIONS = 10  # superuser_reserved_connections (3), probes, migrati
 class GroupNames:
     """The object names of one PostgresGroup, so several groups can share a namespace."""
 
-    primary: str
-    replica: str
+    members: str
+    """The StatefulSet and its headless Service; with Patroni, also its scope (`<members>-leader`, ...)."""
     pooler: str
     rw: str
     ro: str
     scripts: str
     pooler_config: str
     secret: str
+    patroni: str
+    """Patroni's ConfigMap, ServiceAccount, Role and RoleBinding."""
 
     @classmethod
     def of(cls, group: str) -> GroupNames:
         """`postgres` keeps the names phases 2-5 always had; another group `g` gets `g`, `g-rw`, `g-pooler`, ..."""
         if group == NAME:
             return cls(
-                NAME, REPLICA_NAME, POOLER_NAME, RW_SERVICE, RO_SERVICE, SCRIPTS_CONFIG_MAP, POOLER_CONFIG_MAP,
-                f"{NAME}-credentials",
+                NAME, POOLER_NAME, RW_SERVICE, RO_SERVICE, SCRIPTS_CONFIG_MAP, POOLER_CONFIG_MAP,
+                f"{NAME}-credentials", f"{NAME}-patroni",
             )  # fmt: skip
-        suffixes = ("replica", "pooler", "rw", "ro", "scripts", "pooler-config", "credentials")
+        suffixes = ("pooler", "rw", "ro", "scripts", "pooler-config", "credentials", "patroni")
         return cls(group, *(f"{group}-{suffix}" for suffix in suffixes))
 
 
@@ -111,15 +117,9 @@ class ReplicationSpec:
 
     max_lag_bytes: int = setting(
         16 * 1024 * 1024,
-        "a replica with more received-but-unreplayed WAL than this is taken out of postgres-ro",
+        "a replica that has replayed this much less WAL than the leader wrote is taken out of postgres-ro",
         minimum=0,
         maximum=16 * 1024**3,
-    )
-    max_lag_seconds: int = setting(
-        10,
-        "a replica whose last replayed transaction is older than this while WAL waits is taken out",
-        minimum=1,
-        maximum=3600,
     )
     max_slot_wal_keep_mb: int = setting(
         256,
@@ -188,8 +188,11 @@ class PostgresSpec:
     resources: Resources = setting(Resources, "requests and limits of each Postgres container")
     max_connections: int = setting(100, "server connections each member accepts", minimum=20, maximum=5000)
     shared_buffers: str = setting("32MB", "shared buffer cache; keep well under the memory limit", pattern=SIZE)
-    replicas: int = setting(0, "streaming read replicas (phase 3: 2)", minimum=0, maximum=MAX_REPLICAS)
+    replicas: int = setting(
+        0, "streaming read replicas; with any, Patroni runs the group (phase 3: 2)", minimum=0, maximum=MAX_REPLICAS
+    )
     replication: ReplicationSpec = setting(ReplicationSpec, "replica lag limits and WAL retention")
+    ha: PatroniSpec = setting(PatroniSpec, "automatic failover of a group with replicas (Patroni)")
     pooler: PoolerSpec = setting(PoolerSpec, "PgBouncer")
 
     def problems(self) -> Iterator[tuple[str, str]]:
@@ -270,10 +273,17 @@ def script_names() -> list[str]:
     return sorted(path.name for path in SCRIPTS.glob("*.sh"))
 
 
+def checksum(files: dict[str, str]) -> str:
+    """sha256 over the names and contents of a ConfigMap's files: any change, renames included, changes it."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(f"{name}\0{files[name]}\0".encode())
+    return digest.hexdigest()
+
+
 def scripts_checksum() -> dict[str, str]:
     """The pod annotation that rolls the pods running the scripts when any of them changes."""
-    scripts = "".join(script(name) for name in script_names())
-    return {"checksum/scripts": hashlib.sha256(scripts.encode()).hexdigest()}
+    return {"checksum/scripts": checksum({name: script(name) for name in script_names()})}
 
 
 def server_settings(spec: PostgresSpec) -> dict[str, str]:
@@ -307,7 +317,7 @@ def credentials_secret(
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": meta.metadata(names.primary, "database", object_name=names.secret),
+        "metadata": meta.metadata(names.members, "database", object_name=names.secret),
         "type": "Opaque",
         "stringData": {
             "username": spec.user,
@@ -329,7 +339,7 @@ def _client_env(spec: PostgresSpec) -> list[dict[str, Any]]:
 
 def _postgres_container(
     spec: PostgresSpec,
-    secret: str | None,
+    secret: str,
     *,
     readiness: dict[str, Any],
     env: list[dict[str, Any]],
@@ -338,9 +348,8 @@ def _postgres_container(
     """postgres-start.sh running `postgres` with the spec's settings.
 
     `secret`: the credentials an empty data directory is initialised with (the app role's password
-    from its file); None for a replica, whose data directory its bootstrap has cloned.
+    from its file).
     """
-    initdb = [] if secret is None else [secret_file_env("POSTGRES_PASSWORD_FILE", secret, PASSWORD_KEY)]
     return {
         "name": NAME,
         "image": spec.image,
@@ -351,7 +360,7 @@ def _postgres_container(
             {"name": "PGDATA", "value": PGDATA},
             {"name": "POSTGRES_USER", "value": spec.user},
             {"name": "POSTGRES_DB", "value": spec.database},
-            *initdb,
+            secret_file_env("POSTGRES_PASSWORD_FILE", secret, PASSWORD_KEY),
             *_client_env(spec),
             *env,
         ],
@@ -457,7 +466,7 @@ def database_env(endpoints: PostgresEndpoints) -> list[dict[str, Any]]:
 
 def scripts_config_map(meta: Meta, names: GroupNames = MAIN) -> dict[str, Any]:
     """ConfigMap `postgres-scripts`: every components/scripts/postgres/*.sh, byte for byte."""
-    metadata = meta.metadata(names.primary, "database", object_name=names.scripts)
+    metadata = meta.metadata(names.members, "database", object_name=names.scripts)
     return config_map(metadata, {name: script(name) for name in script_names()})
 
 
@@ -473,9 +482,17 @@ def _service(meta: Meta, name: str, component: str, selector: dict[str, str], *,
 
 
 def _stateful_set(
-    meta: Meta, spec: PostgresSpec, name: str, component: str, replicas: int, pod_spec: dict[str, Any], scripts_map: str
+    meta: Meta,
+    spec: PostgresSpec,
+    names: GroupNames,
+    component: str,
+    replicas: int,
+    pod_spec: dict[str, Any],
+    annotations: dict[str, str],
 ) -> dict[str, Any]:
-    """StatefulSet `name` with its claim template; the scripts' checksum rolls pods when they change."""
+    """StatefulSet `names.members` with its claim template; `annotations` (checksums of what the pods
+    read) roll the pods when they change."""
+    name = names.members
     claim_spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": spec.storage}},
@@ -491,10 +508,7 @@ def _stateful_set(
             "replicas": replicas,
             "selector": {"matchLabels": meta.selector(name)},
             "template": {
-                "metadata": {
-                    "labels": meta.labels(name, component),
-                    "annotations": scripts_checksum(),
-                },
+                "metadata": {"labels": meta.labels(name, component), "annotations": annotations},
                 "spec": mount_secret_files(
                     {
                         "automountServiceAccountToken": False,
@@ -504,7 +518,7 @@ def _stateful_set(
                         "securityContext": pod_security(RUN_AS),
                         **pod_spec,
                         "volumes": [
-                            {"name": "scripts", "configMap": {"name": scripts_map, "defaultMode": 0o555}},
+                            {"name": "scripts", "configMap": {"name": names.scripts, "defaultMode": 0o555}},
                             RUN_VOLUME,
                             {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
                             *pod_spec.get("volumes", []),
@@ -512,8 +526,10 @@ def _stateful_set(
                     }
                 ),
             },
+            # Kubernetes never updates a claim template: its labels stay those phase 2 gave them, so
+            # that a single server can become a group (and back) without replacing the StatefulSet
             "volumeClaimTemplates": [
-                {"metadata": {"name": DATA_VOLUME, "labels": meta.labels(name, component)}, "spec": claim_spec}
+                {"metadata": {"name": DATA_VOLUME, "labels": meta.labels(name, CLAIM_COMPONENT)}, "spec": claim_spec}
             ],
         },
     }
@@ -531,99 +547,148 @@ def _replication_env(secret: str) -> list[dict[str, Any]]:
 
 
 def primary_objects(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) -> list[dict[str, Any]]:
-    """StatefulSet `postgres` (one pod), headless Service `postgres`, client Service `postgres-rw`.
+    """A single server (phase 2): StatefulSet `postgres` (one pod), headless Service `postgres`, `postgres-rw`.
 
     On first start the image's entrypoint runs initdb, then primary-init.sh (as an initdb hook):
-    the replication role and its pg_hba entry. Phase 2 creates them too, so adding replicas later
-    needs no change to an existing primary. Ready means "accepting writes" (ready.sh primary).
+    the replication role and its pg_hba entry, so that a Patroni group can later take over this data
+    directory and stream it to replicas. Ready means "accepting writes" (ready.sh).
     """
     secret = names.secret
     container = _postgres_container(
         spec,
         secret,
-        readiness=exec_probe([f"{SCRIPTS_DIR}/ready.sh", "primary"], period=5, failure_threshold=2),
+        readiness=exec_probe([f"{SCRIPTS_DIR}/ready.sh"], period=5, failure_threshold=2),
         env=_replication_env(secret),
         mounts=[INITDB_MOUNT],
     )
     pod_spec = {"containers": [container], "volumes": [initdb_volume(names.scripts, replication_role=True)]}
     return [
-        _stateful_set(meta, spec, names.primary, "primary", 1, pod_spec, names.scripts),
-        _service(meta, names.primary, "primary", meta.selector(names.primary), headless=True),
-        _service(meta, names.rw, "primary", meta.selector(names.primary), headless=False),
+        _stateful_set(meta, spec, names, "primary", 1, pod_spec, scripts_checksum()),
+        _service(meta, names.members, "primary", meta.selector(names.members), headless=True),
+        _service(meta, names.rw, "primary", meta.selector(names.members), headless=False),
     ]
 
 
-def bootstrap_container(spec: PostgresSpec, secret: str, primary_host: str = RW_SERVICE) -> dict[str, Any]:
-    """Init container of a replica: replica-bootstrap.sh clones the primary into an empty volume."""
+def patroni_member(meta: Meta, spec: PostgresSpec, names: GroupNames) -> patroni.Member:
+    """What Patroni's configuration takes from the group's settings."""
+    return patroni.Member(
+        scope=names.members,
+        labels=meta.selector(names.members),
+        superuser=spec.user,
+        replication_user=REPLICATION_USER,
+        data_dir=PGDATA,
+        bin_dir=f"/usr/lib/postgresql/{MAJOR}/bin",
+        socket_dir=SOCKET_DIR,
+        port=PORT,
+        parameters=server_settings(spec),
+        post_bootstrap=f"{SCRIPTS_DIR}/patroni-post-bootstrap.sh",
+    )
+
+
+def patroni_config_map(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) -> dict[str, Any]:
+    """ConfigMap `postgres-patroni`: Patroni's configuration (no passwords), as `00-patroni.yml`."""
+    document = patroni.configuration(patroni_member(meta, spec, names), spec.ha)
+    metadata = meta.metadata(names.members, "database", object_name=names.patroni)
+    return config_map(metadata, {patroni.CONFIG_FILE: yaml.safe_dump(document, sort_keys=False)})
+
+
+def patroni_access(meta: Meta, names: GroupNames = MAIN) -> list[dict[str, Any]]:
+    """ServiceAccount, Role and RoleBinding `postgres-patroni`: what Patroni does in the API server.
+
+    Its leader lock, the group's configuration and history are annotations of ConfigMaps named
+    after the group (`<group>-leader`, `-config`, `-sync`, `-failover`), which it creates; it reads
+    and watches the group's pods and patches its own pod's labels and status annotation. Nothing
+    else: no Secrets, no other kinds, no deletes.
+    """
+    metadata = meta.metadata(names.members, "database", object_name=names.patroni)
+    rules = [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
+    ]
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata, "automountServiceAccountToken": False},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": metadata, "rules": rules},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": metadata,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": names.patroni},
+            "subjects": [{"kind": "ServiceAccount", "name": names.patroni, "namespace": meta.namespace}],
+        },
+    ]
+
+
+def patroni_container(spec: PostgresSpec, names: GroupNames) -> dict[str, Any]:
+    """patroni-start.sh: Patroni runs Postgres, holds or follows the leader lock, labels the pod.
+
+    Ready (`/readiness`) means: the leader, or a replica streaming within `replication.max_lag_bytes`
+    of it. Live (`/liveness`) means Patroni's loop runs; Postgres itself is Patroni's to restart.
+    """
+    field = {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    lag = spec.replication.max_lag_bytes
     return {
-        "name": "bootstrap",
-        "image": spec.image,
-        "command": [f"{SCRIPTS_DIR}/replica-bootstrap.sh"],
+        "name": NAME,
+        "image": spec.ha.image,
+        "command": [f"{SCRIPTS_DIR}/patroni-start.sh"],
+        "ports": [
+            {"name": "postgres", "containerPort": PORT},
+            {"name": "patroni", "containerPort": patroni.API_PORT},
+        ],
         "env": [
-            {"name": "PGDATA", "value": PGDATA},
-            {"name": "PRIMARY_HOST", "value": primary_host},
-            {"name": "PRIMARY_PORT", "value": str(PORT)},
-            {"name": "REPLICA_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "PGPASSFILE", "value": REPLICATION_PASSFILE},
-            *_replication_env(secret),
+            *({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}} for name, path in field.items()),
+            {"name": "MEMBERS_HOST", "value": names.members},
+            {"name": "POSTGRES_DB", "value": spec.database},
+            secret_file_env("SUPERUSER_PASSWORD_FILE", names.secret, PASSWORD_KEY),
+            secret_file_env("REPLICATION_PASSWORD_FILE", names.secret, REPLICATION_PASSWORD_KEY),
+            *_client_env(spec),
         ],
         "resources": spec.resources.render(),
+        # a replica's first start clones the leader, which takes as long as the data is big: 10 minutes
+        "startupProbe": http_probe("/liveness", "patroni", period=2, failure_threshold=300),
+        "readinessProbe": http_probe(f"/readiness?lag={lag}", "patroni", period=5, failure_threshold=2),
+        "livenessProbe": http_probe("/liveness", "patroni", period=10, failure_threshold=6),
         "securityContext": container_security(),
         "volumeMounts": [
             {"name": DATA_VOLUME, "mountPath": DATA_DIR},
+            {"name": RUN_VOLUME["name"], "mountPath": SOCKET_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
             _scripts_mount(),
+            {"name": "patroni-config", "mountPath": patroni.CONFIG_DIR, "readOnly": True},
+            {"name": "patroni-run", "mountPath": patroni.RUN_DIR},
         ],
     }
 
 
-def replica_objects(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) -> list[dict[str, Any]]:
-    """StatefulSet `postgres-replica` (`spec.replicas` hot standbys), its headless Service, `postgres-ro`.
+def group_objects(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) -> list[dict[str, Any]]:
+    """A group with replicas: 1 + `replicas` members run by Patroni, `postgres-rw` and `postgres-ro`.
 
-    Each pod's bootstrap init container clones the primary through `postgres-rw`, creating the
-    slot `postgres_replica_<n>`. Ready means in recovery, streaming, and within the lag limits
-    (ready.sh replica), so `postgres-ro` only sends reads to replicas that are close behind.
+    Every member is alike: Patroni decides which one leads. The first to start initialises the
+    group (initdb, then patroni-post-bootstrap.sh); the others clone it with pg_basebackup and stream
+    from it through their own replication slot. On the leader's loss the most advanced replica within
+    `ha.maximum_lag_on_failover` takes over, and the old leader rejoins as a replica (pg_rewind).
     """
-    secret = names.secret
-    lag_env = [
-        {"name": "MAX_LAG_BYTES", "value": str(spec.replication.max_lag_bytes)},
-        {"name": "MAX_LAG_SECONDS", "value": str(spec.replication.max_lag_seconds)},
-    ]
-    container = _postgres_container(
-        spec,
-        None,
-        readiness=exec_probe([f"{SCRIPTS_DIR}/ready.sh", "replica"], period=5, failure_threshold=2),
-        env=lag_env,
-        mounts=[],
-    )
-    selector = meta.selector(names.replica)
+    selector = meta.selector(names.members)
+    config = patroni_config_map(meta, spec, names)
     pod_spec = {
-        "initContainers": [bootstrap_container(spec, secret, names.rw)],
-        "containers": [container],
+        "serviceAccountName": names.patroni,
+        "automountServiceAccountToken": True,
+        "containers": [patroni_container(spec, names)],
         "topologySpreadConstraints": spread(selector),
-        # away from the primary's node where possible: one node failure takes one copy
-        "affinity": {
-            "podAntiAffinity": {
-                "preferredDuringSchedulingIgnoredDuringExecution": [
-                    {
-                        "weight": 100,
-                        "podAffinityTerm": {
-                            "topologyKey": "kubernetes.io/hostname",
-                            "labelSelector": {"matchLabels": meta.selector(names.primary)},
-                        },
-                    }
-                ]
-            }
-        },
+        "volumes": [
+            {"name": "patroni-config", "configMap": {"name": names.patroni}},
+            {"name": "patroni-run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+        ],
     }
-    objects = [
-        _stateful_set(meta, spec, names.replica, "replica", spec.replicas, pod_spec, names.scripts),
-        _service(meta, names.replica, "replica", selector, headless=True),
-        _service(meta, names.ro, "replica", selector, headless=False),
+    annotations = {**scripts_checksum(), "checksum/patroni": checksum(config["data"])}
+    return [
+        config,
+        *patroni_access(meta, names),
+        _stateful_set(meta, spec, names, "database", 1 + spec.replicas, pod_spec, annotations),
+        _service(meta, names.members, "database", selector, headless=True),
+        _service(meta, names.rw, "primary", {**selector, patroni.ROLE_LABEL: patroni.PRIMARY}, headless=False),
+        _service(meta, names.ro, "replica", {**selector, patroni.ROLE_LABEL: patroni.REPLICA}, headless=False),
+        _disruption_budget(meta, names.members, "database"),
     ]
-    if spec.replicas > 1:
-        objects.append(_disruption_budget(meta, names.replica, "replica"))
-    return objects
 
 
 def _disruption_budget(meta: Meta, name: str, component: str) -> dict[str, Any]:
@@ -776,18 +841,13 @@ def pooler_objects(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) -> 
 def postgres_objects(
     meta: Meta, spec: PostgresSpec, passwords: PostgresPasswords, names: GroupNames = MAIN
 ) -> list[dict[str, Any]]:
-    """Secret, scripts ConfigMap and the primary (phase 2); replicas and PgBouncer when the spec asks.
-
-    The scripts ConfigMap and the replication role are there from phase 2 on, so raising
-    `replicas` later adds standbys to the existing primary without touching it.
-    """
+    """Secret, scripts ConfigMap, and a single server or (with replicas) a Patroni group; PgBouncer
+    when the spec asks."""
     objects = [
         credentials_secret(meta, spec, passwords, names),
         scripts_config_map(meta, names),
-        *primary_objects(meta, spec, names),
+        *(group_objects(meta, spec, names) if spec.replicas else primary_objects(meta, spec, names)),
     ]
-    if spec.replicas:
-        objects += replica_objects(meta, spec, names)
     if spec.pooler.enabled:
         objects += pooler_objects(meta, spec, names)
     return objects

@@ -52,8 +52,14 @@ def pod_selector(workload: dict[str, Any]) -> dict[str, str]:
     return {**selector, **({component: labels[component]} if component in labels else {})}
 
 
+RUNTIME_LABELS = frozenset({"role"})
+"""Labels a pod gets while it runs, not from its template: Patroni labels a group's members `role=primary`
+or `role=replica`. A selector naming one matches the workloads its other labels match."""
+
+
 def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    return bool(selector) and selector.items() <= labels.items()
+    static = {key: value for key, value in selector.items() if key not in RUNTIME_LABELS}
+    return bool(static) and static.items() <= labels.items()
 
 
 def _mounted_config_text(workload: dict[str, Any], objects: list[dict[str, Any]]) -> str:

@@ -203,6 +203,11 @@ def _rule_excess(
         w for w in topology.workloads(objects) if _match(policy["spec"].get("podSelector"), topology.pod_labels(w))
     ]
     peers = _peers(rule, direction)
+    if not peers and direction == "Egress" and list(rule.get("ports") or []) == list(derive.API_SERVER_PORTS):
+        users = [w for w in guarded if derive.uses_api_server(w)]
+        if len(users) < len(guarded) or not guarded:
+            yield "admits the API server's ports to pods that do not mount a ServiceAccount token"
+        return
     if not peers:
         yield "admits every peer (no from/to)"
     for peer in peers:

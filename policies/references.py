@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from components.topology import selects
 from policies.model import WORKLOAD_KINDS, Finding, Object, pod_template_labels, ref
 
 
@@ -24,7 +25,7 @@ def service_selects_workload(objects: list[Object], phase: int | None) -> Iterat
                 f"{ref(service)}: spec.selector is empty, so the Service has no endpoints the stack manages; "
                 "fix: select the pods of the workload it fronts",
             )
-        elif not any(selector.items() <= labels.items() for labels in pods):
+        elif not any(selects(selector, labels) for labels in pods):
             yield (
                 service,
                 f"{ref(service)}: spec.selector {selector} matches the pods of no workload in the stack; "

@@ -57,7 +57,7 @@ CHANGES = (
         {"web": {"image": "scaleladder/sample:day-two-1"}},
         changes(["Deployment/web"], rerun=["web-migrate"]),
     ),
-    DayTwoChange("one more read replica", 3, {"postgres": {"replicas": 3}}, changes(["StatefulSet/postgres-replica"])),
+    DayTwoChange("one more read replica", 3, {"postgres": {"replicas": 3}}, changes(["StatefulSet/postgres"])),
     DayTwoChange(
         "HPA bound", 3, {"web": {"autoscaling": {"max_replicas": 6}}}, changes(["HorizontalPodAutoscaler/web"])
     ),

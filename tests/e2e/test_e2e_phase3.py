@@ -97,8 +97,10 @@ def test_hpa_scales_out_under_load_and_pulumi_leaves_replicas_to_it(kit: Any, de
 
 
 def test_a_streaming_replica_serves_reads(kit: Any, deployed: str) -> None:
+    replicas = kit.json("get", "pods", "-n", deployed, "-l", "app.kubernetes.io/name=postgres,role=replica")["items"]
+    assert len(replicas) == 2, "Patroni labels two members role=replica"
     in_recovery = kit.exec(
-        deployed, "postgres-replica-0", "postgres", "psql", "-XAtq", "-c", "SELECT pg_is_in_recovery()"
+        deployed, replicas[0]["metadata"]["name"], "postgres", "psql", "-XAtq", "-c", "SELECT pg_is_in_recovery()"
     )
     assert in_recovery.strip() == "t"
     for _ in range(50):

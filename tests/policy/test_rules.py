@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from components import cli
+from components.network_policy import API_SERVER_PORTS
 from policies.containers import SECRET_FILE_FIX
 from policies.model import EXCEPTION_PREFIX
 from policies.rules import RULES, evaluate
@@ -134,6 +135,27 @@ def _any_namespace(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     policy = next(o for o in objects if o["metadata"]["name"] == "client-egress")
     peer = [{"namespaceSelector": {}, "podSelector": policy["spec"]["egress"][0]["to"][0]["podSelector"]}]
     return [*_without(objects, "client-egress"), changed(policy, "spec.egress.0.to", peer)]
+
+
+def _api_server_egress(objects: list[dict[str, Any]], name: str = "app", ports: Any = None) -> list[dict[str, Any]]:
+    """The objects plus `<name>-egress` with one rule: the API server's ports, no `to` (what a Patroni group gets)."""
+    selector = next(
+        o["spec"]["selector"]["matchLabels"]
+        for o in objects
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == name
+    )
+    rule = {"ports": list(API_SERVER_PORTS) if ports is None else ports}
+    policy = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": META.metadata(name, "network-policy", object_name=f"{name}-egress"),
+        "spec": {"podSelector": {"matchLabels": selector}, "policyTypes": ["Egress"], "egress": [rule]},
+    }
+    return [*_without(objects, f"{name}-egress"), policy]
+
+
+def _with_token(obj: dict[str, Any]) -> dict[str, Any]:
+    return changed(obj, f"{POD}.automountServiceAccountToken", True)
 
 
 def _every_port(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -494,6 +516,12 @@ CASES: dict[str, list[tuple[list[dict[str, Any]], int | None, str]]] = {
             "Deployment/db: no NetworkPolicy admits ingress for db -> db on every port, which db uses; fix: allow it "
             "in db-ingress",
         ),
+        (
+            _api_server_egress(stack(*good())),
+            None,
+            "NetworkPolicy/app-egress: spec.egress[0] admits the API server's ports to pods that do not mount a "
+            "ServiceAccount token; fix: allow only the connections the stack makes",
+        ),
     ],
     "phase-autoscaled-web": [
         (
@@ -576,4 +604,64 @@ def test_a_purge_job_let_through_to_the_origin_is_more_than_the_stack_uses() -> 
     assert messages("network-allows", objects, 5) == [
         f"NetworkPolicy/{job}-egress: spec.egress[{len(egress) - 1}] admits {job} -> web on port 8080, which {job} "
         "never uses; fix: allow only the connections the stack makes"
+    ]
+
+
+API_SERVER_MESSAGE = (
+    "NetworkPolicy/app-egress: spec.egress[0] admits the API server's ports to pods that do not mount a "
+    "ServiceAccount token; fix: allow only the connections the stack makes"
+)
+
+
+def test_the_api_server_rule_is_flagged_on_pods_without_a_token() -> None:
+    assert messages("network-allows", _api_server_egress(stack(*good()))) == [API_SERVER_MESSAGE]
+    # a token switched off explicitly is no token either
+    without = changed(deployment(replicas=2), f"{POD}.automountServiceAccountToken", False)
+    assert messages("network-allows", _api_server_egress(stack(without, budget(), service(), route()))) == [
+        API_SERVER_MESSAGE
+    ]
+
+
+def test_the_api_server_rule_is_flagged_when_its_policy_also_guards_pods_without_a_token() -> None:
+    """`app` mounts a token, `app-worker` (same name label, other component) does not: the policy selects both."""
+    worker = deployment("app-worker", component="worker")
+    for labels in (worker["spec"]["selector"]["matchLabels"], worker["spec"]["template"]["metadata"]["labels"]):
+        labels["app.kubernetes.io/name"] = "app"
+    objects = stack(_with_token(deployment(replicas=2)), worker, budget(), service(), route())
+    policy = next(o for o in objects if o["metadata"]["name"] == "app-egress")
+    broad = changed(policy, "spec.podSelector.matchLabels", META.selector("app"))
+    assert API_SERVER_MESSAGE in messages("network-allows", [*_without(objects, "app-egress"), broad])
+
+
+def test_the_api_server_rule_is_accepted_on_pods_that_mount_a_token() -> None:
+    objects = stack(_with_token(deployment(replicas=2)), budget(), service(), route())
+    # the builder gives such a workload exactly that rule, and every rule passes it
+    egress = next(o for o in objects if o["metadata"]["name"] == "app-egress")["spec"]["egress"]
+    assert egress == [{"ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}]
+    assert evaluate(objects, None) == []
+    # only the exact ports: another port with no `to` is every peer, token or not
+    wider = _api_server_egress(objects, ports=[*API_SERVER_PORTS, {"protocol": "TCP", "port": 8443}])
+    assert messages("network-allows", wider) == [
+        "NetworkPolicy/app-egress: spec.egress[0] admits every peer (no from/to); fix: allow only the connections "
+        "the stack makes"
+    ]
+
+
+@pytest.mark.parametrize(("phase", "groups"), [(3, ["postgres"]), (5, ["pg-shard-0", "pg-shard-1", "postgres"])])
+def test_the_patroni_groups_reach_the_api_server_and_pass(phase: int, groups: list[str]) -> None:
+    objects = cli.load_stack(f"phase{phase}").objects()
+    with_api = sorted(
+        o["metadata"]["name"].removesuffix("-egress")
+        for o in objects
+        if o["kind"] == "NetworkPolicy" and {"ports": list(API_SERVER_PORTS)} in o["spec"].get("egress", [])
+    )
+    assert with_api == groups
+    assert messages("network-allows", objects, phase) == []
+    # the same rule on the web tier, whose pods mount no token, is flagged
+    web = next(o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "web-egress")
+    widened = changed(web, "spec.egress", [*web["spec"]["egress"], {"ports": list(API_SERVER_PORTS)}])
+    found = messages("network-allows", [*(o for o in objects if o is not web), widened], phase)
+    assert found == [
+        f"NetworkPolicy/web-egress: spec.egress[{len(web['spec']['egress'])}] admits the API server's ports to pods "
+        "that do not mount a ServiceAccount token; fix: allow only the connections the stack makes"
     ]

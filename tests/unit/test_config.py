@@ -138,6 +138,12 @@ BAD_CONFIGS = [
         id="edge-cache-without-a-route",
     ),
     pytest.param(
+        {"phase": 3, "postgres": {"ha": {"ttl": 20, "loop_wait": 10, "retry_timeout": 10}}},
+        "scaleladder:postgres.ha.ttl: must be at least loop_wait + 2 x retry_timeout = 30 (a leader must be able to "
+        "retry the API server before its lock expires), got 20",
+        id="leader-lock-shorter-than-its-retries",
+    ),
+    pytest.param(
         {"web": {"termination_grace_seconds": 1.5}},
         "scaleladder:web.termination_grace_seconds: must be an integer, got 1.5",
         id="float-for-integer",

@@ -6,7 +6,7 @@ from typing import Any
 
 from components import cli, topology, validation
 from components.edge_cache import PURGE_PORT
-from components.network_policy import Flow, flows, network_policies
+from components.network_policy import API_SERVER_PORTS, Flow, flows, network_policies, uses_api_server
 
 GATEWAY = (
     ("gateway.envoyproxy.io/owning-gateway-name", "edge"),
@@ -28,9 +28,9 @@ def test_phase3_flows_come_from_env_config_files_and_the_route() -> None:
             Flow(migrate, "postgres", 5432, "TCP"),  # DATABASE_URL=...@postgres-rw:5432 (migrations bypass the pooler)
             Flow("web", "pgbouncer", 6432, "TCP"),  # DATABASE_URL=...@pgbouncer:6432
             Flow("web", "redis", 6379, "TCP"),  # REDIS_URL=redis://redis:6379
-            Flow("postgres-replica", "postgres", 5432, "TCP"),  # PRIMARY_HOST=postgres-rw
-            Flow("pgbouncer", "postgres", 5432, "TCP"),  # pgbouncer.ini: host=postgres-rw
-            Flow("pgbouncer", "postgres-replica", 5432, "TCP"),  # pgbouncer.ini: host=postgres-ro
+            # MEMBERS_HOST=postgres: members stream from the leader and ask each other's Patroni API (8008)
+            Flow("postgres", "postgres", None, "any"),
+            Flow("pgbouncer", "postgres", 5432, "TCP"),  # pgbouncer.ini: host=postgres-rw and host=postgres-ro
             Flow(None, "web", 8080, "TCP", GATEWAY),  # HTTPRoute web -> Service web, from the Gateway's proxies
         ],
         key=repr,
@@ -63,6 +63,64 @@ def test_policies_deny_by_default_then_allow_each_flow_on_both_ends() -> None:
     ingress = policies["postgres-ingress"]["ingress"]
     assert {"from": [{"podSelector": {"matchLabels": web}}], "ports": [{"protocol": "TCP", "port": 5432}]} in ingress
     assert "web-ingress" not in policies  # phase 2 has no route: nothing reaches web from outside
+
+
+def test_patroni_members_reach_each_other_and_the_api_server_and_nothing_else() -> None:
+    meta, objects = _phase("phase3")
+    policies = {p["metadata"]["name"]: p["spec"] for p in network_policies(meta, objects)}
+    members = {
+        "app.kubernetes.io/name": "postgres",
+        "app.kubernetes.io/instance": "phase3",
+        "app.kubernetes.io/component": "database",
+    }
+    # the group's members on every port (Postgres and Patroni's API), then the API server's ports (no `to`:
+    # its address is the cluster's, not a pod's)
+    assert policies["postgres-egress"] == {
+        "podSelector": {"matchLabels": members},
+        "policyTypes": ["Egress"],
+        "egress": [{"to": [{"podSelector": {"matchLabels": members}}]}, {"ports": list(API_SERVER_PORTS)}],
+    }
+    assert API_SERVER_PORTS == ({"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443})
+    assert {"from": [{"podSelector": {"matchLabels": members}}]} in policies["postgres-ingress"]["ingress"]
+    # no other workload mounts a token, so no other policy opens the API server's ports
+    for name, spec in policies.items():
+        if name != "postgres-egress":
+            assert {"ports": list(API_SERVER_PORTS)} not in spec.get("egress", []), name
+
+
+def test_a_workload_that_mounts_a_token_gets_the_api_server_even_with_no_other_calls() -> None:
+    meta, _ = _phase("phase2")
+
+    def workload(token: bool | None) -> dict[str, Any]:
+        pod: dict[str, Any] = {"containers": [{"name": "op", "image": "example/op:1"}]}
+        if token is not None:
+            pod["automountServiceAccountToken"] = token
+        labels = {"app.kubernetes.io/name": "op"}
+        return {
+            "kind": "Deployment",
+            "metadata": {"name": "op"},
+            "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": pod}},
+        }
+
+    assert uses_api_server(workload(True))
+    egress = {p["metadata"]["name"]: p["spec"] for p in network_policies(meta, [workload(True)])}["op-egress"]
+    assert egress["egress"] == [{"ports": list(API_SERVER_PORTS)}]
+    # not mounting a token (or leaving it to the ServiceAccount's default) opens nothing
+    for token in (False, None):
+        assert not uses_api_server(workload(token))
+        names = [p["metadata"]["name"] for p in network_policies(meta, [workload(token)])]
+        assert "op-egress" not in names
+
+
+def test_a_selector_naming_a_label_patroni_sets_at_run_time_matches_by_its_other_labels() -> None:
+    labels = {"app": "db", "tier": "data"}
+    assert set(topology.RUNTIME_LABELS) == {"role"}
+    assert topology.selects({"app": "db", "role": "primary"}, labels)
+    assert topology.selects({"app": "db", "role": "replica"}, labels)
+    assert not topology.selects({"app": "web", "role": "primary"}, labels)
+    # a selector of run-time labels only says nothing about the workload: it matches none
+    assert not topology.selects({"role": "primary"}, labels)
+    assert not topology.selects({}, labels)
 
 
 def test_the_gateway_peer_is_its_proxies_in_any_namespace() -> None:

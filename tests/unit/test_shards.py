@@ -8,10 +8,11 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
+import yaml
 from sample.config import load_settings
 from sample.shards import ShardMap, shard_settings
 
-from components import config, postgres, shards
+from components import config, patroni, postgres, shards
 from components.labels import Meta
 from components.settings import ConfigError, load
 from components.stack import Secrets, build
@@ -30,25 +31,47 @@ def test_each_group_is_a_postgres_group_under_its_own_names() -> None:
     groups = shards.group_objects(META, shards.ShardsSpec(groups=2, replicas=1), POOLED, passwords)
     assert [name for name, _ in groups] == ["pg-shard-0", "pg-shard-1"]
     names = {(o["kind"], o["metadata"]["name"]) for o in groups[1][1]}
-    assert {
+    assert names == {
         ("Secret", "pg-shard-1-credentials"),
         ("ConfigMap", "pg-shard-1-scripts"),
+        ("ConfigMap", "pg-shard-1-patroni"),
+        ("ServiceAccount", "pg-shard-1-patroni"),
+        ("Role", "pg-shard-1-patroni"),
+        ("RoleBinding", "pg-shard-1-patroni"),
         ("StatefulSet", "pg-shard-1"),
+        ("Service", "pg-shard-1"),
         ("Service", "pg-shard-1-rw"),
-        ("StatefulSet", "pg-shard-1-replica"),
         ("Service", "pg-shard-1-ro"),
+        ("PodDisruptionBudget", "pg-shard-1"),
         ("Deployment", "pg-shard-1-pooler"),
+        ("Service", "pg-shard-1-pooler"),
         ("ConfigMap", "pg-shard-1-pooler-config"),
-    } <= names
-    assert not any(name.startswith(("postgres", "pgbouncer")) for _, name in names)
-    replica = next(
-        o for o in groups[1][1] if o["metadata"]["name"] == "pg-shard-1-replica" and o["kind"] == "StatefulSet"
-    )
-    assert replica["spec"]["replicas"] == 1
-    secret = next(o for o in groups[1][1] if o["kind"] == "Secret")
+        ("PodDisruptionBudget", "pg-shard-1-pooler"),
+    }
+    named = {(o["kind"], o["metadata"]["name"]): o for o in groups[1][1]}
+    members = named[("StatefulSet", "pg-shard-1")]
+    assert members["spec"]["replicas"] == 2  # the leader and shards.replicas replicas
+    secret = named[("Secret", "pg-shard-1-credentials")]
     assert secret["stringData"]["password"] == "pg-shard-1-app-secret"  # each group its own credentials
-    bootstrap = replica["spec"]["template"]["spec"]["initContainers"][0]
-    assert {"name": "PRIMARY_HOST", "value": "pg-shard-1-rw"} in bootstrap["env"]
+    pod = members["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["MEMBERS_HOST"] == "pg-shard-1"
+    assert env["SUPERUSER_PASSWORD_FILE"] == "/run/secrets/pg-shard-1-credentials/password"
+    assert pod["serviceAccountName"] == "pg-shard-1-patroni"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["patroni-config"]["configMap"]["name"] == "pg-shard-1-patroni"
+    assert volumes["scripts"]["configMap"]["name"] == "pg-shard-1-scripts"
+    binding = named[("RoleBinding", "pg-shard-1-patroni")]
+    assert binding["roleRef"]["name"] == "pg-shard-1-patroni"
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pg-shard-1-patroni", "namespace": "ns"}]
+    # Patroni's scope is the group: each group elects its own leader, under its own lock
+    document = yaml.safe_load(named[("ConfigMap", "pg-shard-1-patroni")]["data"][patroni.CONFIG_FILE])
+    assert document["scope"] == "pg-shard-1"
+    assert document["kubernetes"]["labels"] == META.selector("pg-shard-1")
+    selector = members["spec"]["selector"]["matchLabels"]
+    assert named[("Service", "pg-shard-1-rw")]["spec"]["selector"] == {**selector, "role": "primary"}
+    assert named[("Service", "pg-shard-1-ro")]["spec"]["selector"] == {**selector, "role": "replica"}
+    assert not any(name.startswith(("postgres", "pgbouncer")) for _, name in names)
     for _, objects in groups:
         for obj in objects:
             kubernetes_validate.validate(obj, "1.34.0", strict=True)
