@@ -1,10 +1,13 @@
 """Benchmark: how far the kit's streaming replicas trail the primary under a sustained write load.
 
-Builds the phase-3 group on loopback with the kit's own scripts and settings (bench/postgres_support.py:
-primary-init.sh, replica-bootstrap.sh through per-replica slots), with durable settings (fsync and
-full_page_writes on, synchronous_commit on: each commit waits for its WAL flush on the primary,
-replication itself is asynchronous). Then, `--runs` times, two loads of `--seconds` each against the same group:
-paced (`--rate` commits/s in total, default 1,000) and unthrottled. During each:
+Builds the phase-3 group on loopback with the kit's own scripts and server settings
+(bench/postgres_support.py: a primary initialised with primary-init.sh, replicas cloned from it as
+Patroni clones them, each streaming through its own slot; Patroni itself is not run: once a replica
+streams, the WAL path is Postgres's alone), with durable settings (fsync and full_page_writes on,
+synchronous_commit on: each commit waits for its WAL flush on the primary; replication itself is
+asynchronous, as in phase 3, where `ha.synchronous_mode` is off). Then, `--runs` times, two loads of
+`--seconds` each against the same group: paced (`--rate` commits/s in total, default 1,000) and
+unthrottled. During each:
 
 - `--writers` connections commit single-row INSERTs (200-byte rows); after each commit a writer
   records the time the commit was acknowledged and the primary's WAL flush position
@@ -38,7 +41,7 @@ from dataclasses import dataclass, field
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event as EventType
 
-from bench.postgres_support import Member, start_primary, start_replica, wait_replayed, write_scripts
+from bench.postgres_support import Member, clone_replica, start_primary, wait_replayed, write_scripts
 from components.postgres import PostgresPasswords, PostgresSpec
 
 DURABLE = {"fsync": "on", "full_page_writes": "on", "synchronous_commit": "on"}
@@ -205,7 +208,7 @@ def run(seconds: float, writers: int, replicas: int, rate: float, runs: int) -> 
     primary = start_primary(spec, passwords, scripts, settings=DURABLE)
     members: list[Member] = []
     try:
-        members = [start_replica(primary, f"postgres-replica-{n}") for n in range(replicas)]
+        members = [clone_replica(primary, f"postgres-{n}") for n in range(1, replicas + 1)]
         primary.execute("CREATE TABLE load (id bigserial PRIMARY KEY, body text)")
         for member in members:
             wait_replayed(primary, member)

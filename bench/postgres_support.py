@@ -1,6 +1,7 @@
-"""The kit's Postgres group on loopback, built the way the pods build it, by the kit's own files.
+"""The kit's Postgres servers on loopback, built the way the pods build them, by the kit's own files.
 
-Shared by tests/integration/test_postgres_*.py and bench/postgres_replica_lag.py.
+Shared by tests/integration/test_postgres_server.py, test_postgres_pooler.py and
+bench/postgres_replica_lag.py. Patroni itself is not run here (testsupport/patroni.py runs a group).
 
 - The scripts are the `postgres-scripts` ConfigMap's data (`scripts_config_map`), written to a
   folder with the ConfigMap's mode, and run as the pods' uid and gid (10002, no user entry).
@@ -13,7 +14,12 @@ Shared by tests/integration/test_postgres_*.py and bench/postgres_replica_lag.py
   (SCRAM) for every TCP connection, then primary-init.sh as the initdb hook. The image's extra
   `trust` entries for 127.0.0.1 are left out: pods connect from other addresses, so here too
   replication must go through the entry primary-init.sh adds.
-- A replica is replica-bootstrap.sh (pg_basebackup through its slot) followed by `postgres`.
+- A replica (phase 3 on, a member of a Patroni group) is cloned as Patroni clones one, not by a kit
+  script: the replication role's password, read from the replica's own Secret file, goes into a libpq
+  password file (mode 0600, the pods' uid), and `pg_basebackup -X stream --checkpoint=fast` runs as
+  that uid and role over TCP. Around it Patroni writes `primary_conninfo` and `primary_slot_name`, and
+  its leader creates the member's slot; here `-R -C -S <slot>` do the same, with Patroni's slot name
+  for a pod (`postgres-1` -> `postgres_1`). Then `postgres` starts on the clone.
 
 Scripts reach their own server the way probes do in the pod: PGHOST is the socket directory.
 """
@@ -21,7 +27,6 @@ Scripts reach their own server the way probes do in the pod: PGHOST is the socke
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import tempfile
 import time
@@ -43,7 +48,7 @@ from components.postgres import (
 )
 from testsupport.postgres import PostgresServer, postgres_binary, user_name_env
 from testsupport.postgres import owned_tempdir as owned_dir
-from testsupport.process import LOOPBACK, as_uid, free_port, write_secret
+from testsupport.process import LOOPBACK, as_uid, free_port, owned_by, write_secret
 
 HBA = "local all all trust\nhost all all all scram-sha-256\n"
 
@@ -99,17 +104,6 @@ class Member:
         """Run one of the kit's scripts as the pod would (its uid and gid); never raises on failure."""
         return run_as_postgres([str(self.scripts / script), *args], self.env(env))
 
-    def probe(
-        self, role: str, max_lag_bytes: int | None = None, max_lag_seconds: int | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        """The readiness probe: ready.sh `role` with the spec's lag limits (or the ones given)."""
-        limits = self.spec.replication
-        env = {
-            "MAX_LAG_BYTES": str(limits.max_lag_bytes if max_lag_bytes is None else max_lag_bytes),
-            "MAX_LAG_SECONDS": str(limits.max_lag_seconds if max_lag_seconds is None else max_lag_seconds),
-        }
-        return self.run("ready.sh", role, env=env)
-
     def connect(self, **kwargs: object) -> psycopg.Connection[tuple[object, ...]]:
         """The app role over TCP with its password (SCRAM), autocommit."""
         return psycopg.connect(
@@ -132,34 +126,8 @@ class Member:
             assert row is not None
             return row[0]
 
-    def crash(self) -> None:
-        """SIGKILL the postmaster and all its processes at once, as a killed container's are.
-
-        The postmaster is our child (setpriv execs it): it is reaped at once, so its pid cannot linger
-        as a zombie that a restart would take for a live server.
-        """
-        postmaster = int((self.server.data / "postmaster.pid").read_text().split()[0])
-        for pid in [postmaster, *children(postmaster)]:
-            os.kill(pid, signal.SIGKILL)
-        assert self.server.process is not None
-        self.server.process.proc.wait(timeout=30)
-        self.server.process.stop()
-
     def close(self) -> None:
         self.server.close()
-
-
-def children(parent: int) -> list[int]:
-    """Process ids whose parent is `parent`, from /proc."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        if int(fields[1]) == parent:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def run_as_postgres(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -198,12 +166,17 @@ def initialise(member: Member) -> None:
     check(member.run("primary-init.sh", env=hook_env), "primary-init.sh")
 
 
-def start_replica(primary: Member, name: str, settings: dict[str, str] | None = None) -> Member:
-    """replica-bootstrap.sh against `primary` (as REPLICA_NAME `name`), then start the clone."""
+def slot_name(member: str) -> str:
+    """Patroni's replication slot for a member named after its pod: every `-` an `_`."""
+    return member.replace("-", "_")
+
+
+def clone_replica(primary: Member, name: str, settings: dict[str, str] | None = None) -> Member:
+    """A replica of `primary` for the member (pod) `name`, cloned as Patroni does (`basebackup`), started."""
     server = PostgresServer(owned_dir("kit-pg-replica-"), free_port(), primary.server.settings | (settings or {}))
     replica = Member(server, primary.spec, primary.passwords, primary.scripts)
     try:
-        check(bootstrap(replica, primary, name), "replica-bootstrap.sh")
+        check(basebackup(replica, primary, name), "pg_basebackup")
         server.start()
     except BaseException:
         replica.close()
@@ -211,21 +184,34 @@ def start_replica(primary: Member, name: str, settings: dict[str, str] | None = 
     return replica
 
 
-def bootstrap(replica: Member, primary: Member, name: str) -> subprocess.CompletedProcess[str]:
-    """replica-bootstrap.sh for `replica`, cloning `primary`, with the env its init container gets:
-    the replication password from `replica`'s Secret file, libpq's password file beside PGDATA."""
-    return replica.run(
-        "replica-bootstrap.sh",
-        env={
-            "PRIMARY_HOST": LOOPBACK,
-            "PRIMARY_PORT": str(primary.port),
-            "REPLICATION_USER": REPLICATION_USER,
-            "REPLICATION_PASSWORD_FILE": replica.secret(REPLICATION_PASSWORD_KEY),
-            "PGPASSFILE": str(replica.server.root / "replication.pgpass"),
-            "REPLICA_NAME": name,
-            "BOOTSTRAP_TIMEOUT": "30",
-        },
-    )
+def basebackup(replica: Member, primary: Member, name: str) -> subprocess.CompletedProcess[str]:
+    """Clone `primary` into `replica`'s empty data directory as Patroni does; never raises on failure.
+
+    Patroni writes its libpq password file (`postgresql.pgpass`) with the replication credentials
+    from its configuration (patroni-start.sh reads them from the Secret's file), one line for the
+    leader's address, mode 0600, and runs pg_basebackup with PGPASSFILE naming it; primary_conninfo
+    names the file too, so the password is on no command line and in no environment.
+    """
+    passfile = write_pgpass(replica, primary)
+    conninfo = f"host={LOOPBACK} port={primary.port} user={REPLICATION_USER}"
+    argv = [postgres_binary("pg_basebackup"), "-d", conninfo, "-D", str(replica.server.data), "-w"]
+    argv += ["-X", "stream", "-R", "-C", "-S", slot_name(name), "--checkpoint=fast"]
+    return run_as_postgres(argv, {"PGPASSFILE": str(passfile)})
+
+
+def write_pgpass(replica: Member, primary: Member) -> Path:
+    """Patroni's password file for reaching `primary` as the replication role, in `replica`'s folder."""
+    with open(replica.secret(REPLICATION_PASSWORD_KEY)) as secret:
+        password = secret.readline().rstrip("\n")  # patroni-start.sh takes the file's first line
+
+    def escape(value: object) -> str:
+        return str(value).replace("\\", "\\\\").replace(":", "\\:")
+
+    path = replica.server.root / "pgpass"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(f"{escape(LOOPBACK)}:{primary.port}:*:{escape(REPLICATION_USER)}:{escape(password)}\n")
+    return owned_by(RUN_AS, path, 0o600)
 
 
 def check(result: subprocess.CompletedProcess[str], what: str) -> None:

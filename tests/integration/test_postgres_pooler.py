@@ -1,6 +1,6 @@
 """The kit's PgBouncer, for real: pgbouncer-userlist.sh writes the auth file and a real pgbouncer runs the
-builder's pgbouncer.ini (`pgbouncer_ini`, hosts pointed at loopback) in front of a kit-built primary and
-replica (bench/postgres_support.py).
+builder's pgbouncer.ini (`pgbouncer_ini`, hosts pointed at loopback) in front of a primary built by the
+kit's scripts and a replica cloned from it as Patroni clones one (bench/postgres_support.py).
 
 Debian's pgbouncer is 1.18, which predates `max_prepared_statements` (1.21): the pooler spec here sets
 it to 0, which leaves the key out; the image the kit deploys (1.22) gets the default, 100.
@@ -17,10 +17,10 @@ import pytest
 
 from bench.postgres_support import (
     Member,
+    clone_replica,
     owned_dir,
     run_as_postgres,
     start_primary,
-    start_replica,
     wait_replayed,
     write_scripts,
 )
@@ -42,7 +42,7 @@ def group() -> Iterator[tuple[Member, Member]]:
     scripts = write_scripts()
     primary = start_primary(SPEC, PASSWORDS, scripts)
     try:
-        replica = start_replica(primary, "postgres-replica-0")
+        replica = clone_replica(primary, "postgres-1")
         primary.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
         wait_replayed(primary, replica)
         yield primary, replica
