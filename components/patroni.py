@@ -87,6 +87,7 @@ class Member:
     """What one group member's configuration needs from the kit's Postgres settings."""
 
     scope: str
+    namespace: str
     labels: dict[str, str]
     superuser: str
     replication_user: str
@@ -117,6 +118,7 @@ def configuration(member: Member, spec: PatroniSpec) -> dict[str, Any]:
         "scope": member.scope,
         "restapi": {"listen": f"0.0.0.0:{API_PORT}"},
         "kubernetes": {
+            "namespace": member.namespace,
             "labels": member.labels,
             "scope_label": SCOPE_LABEL,
             "role_label": ROLE_LABEL,

@@ -573,6 +573,7 @@ def patroni_member(meta: Meta, spec: PostgresSpec, names: GroupNames) -> patroni
     """What Patroni's configuration takes from the group's settings."""
     return patroni.Member(
         scope=names.members,
+        namespace=meta.namespace,
         labels=meta.selector(names.members),
         superuser=spec.user,
         replication_user=REPLICATION_USER,
@@ -624,7 +625,6 @@ def patroni_container(spec: PostgresSpec, names: GroupNames) -> dict[str, Any]:
     Ready (`/readiness`) means: the leader, or a replica streaming within `replication.max_lag_bytes`
     of it. Live (`/liveness`) means Patroni's loop runs; Postgres itself is Patroni's to restart.
     """
-    field = {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     lag = spec.replication.max_lag_bytes
     return {
         "name": NAME,
@@ -635,7 +635,7 @@ def patroni_container(spec: PostgresSpec, names: GroupNames) -> dict[str, Any]:
             {"name": "patroni", "containerPort": patroni.API_PORT},
         ],
         "env": [
-            *({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}} for name, path in field.items()),
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "MEMBERS_HOST", "value": names.members},
             {"name": "POSTGRES_DB", "value": spec.database},
             secret_file_env("SUPERUSER_PASSWORD_FILE", names.secret, PASSWORD_KEY),
@@ -679,7 +679,11 @@ def group_objects(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) -> l
             {"name": "patroni-run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
         ],
     }
-    annotations = {**scripts_checksum(), "checksum/patroni": checksum(config["data"])}
+    # the members read only the local part of the configuration after the group exists; `bootstrap`
+    # seeds a new group, so changing it must not restart (and fail over) a running one
+    document = yaml.safe_load(config["data"][patroni.CONFIG_FILE])
+    local = {name: yaml.safe_dump({k: v for k, v in document.items() if k != "bootstrap"}) for name in config["data"]}
+    annotations = {**scripts_checksum(), "checksum/patroni": checksum(local)}
     return [
         config,
         *patroni_access(meta, names),

@@ -356,7 +356,7 @@ def test_members_are_ready_by_patronis_lag_check_and_find_each_other_by_the_head
     assert startup["periodSeconds"] * startup["failureThreshold"] == 600
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    assert env["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert "POD_NAMESPACE" not in env  # the namespace is in the configuration, which patronictl reads too
     assert env["MEMBERS_HOST"] == "postgres" and env["POSTGRES_DB"] == "app"
     # passwords as files only: patroni-start.sh writes them into Patroni's configuration in a memory volume
     assert env["SUPERUSER_PASSWORD_FILE"] == "/run/secrets/postgres-credentials/password"
@@ -470,14 +470,23 @@ def test_phase_five_groups_commit_only_when_a_replica_has_the_wal() -> None:
             assert patroni_yml(named, name)["bootstrap"]["dcs"]["synchronous_mode"] is synchronous, (stack, name)
 
 
-def test_a_changed_patroni_configuration_rolls_the_members() -> None:
+def test_the_members_roll_on_their_local_configuration_but_not_on_the_groups_seed() -> None:
     def annotations(spec: postgres.PostgresSpec) -> dict[str, str]:
         return group(spec)[("StatefulSet", "postgres")]["spec"]["template"]["metadata"]["annotations"]
 
-    slower = postgres.PostgresSpec(replicas=2, ha=patroni.PatroniSpec(ttl=60))
+    def config(spec: postgres.PostgresSpec) -> str:
+        return group(spec)[("ConfigMap", "postgres-patroni")]["data"][patroni.CONFIG_FILE]
+
     assert annotations(GROUP) == annotations(GROUP)
-    assert annotations(GROUP)["checksum/patroni"] != annotations(slower)["checksum/patroni"]
-    assert annotations(GROUP)["checksum/scripts"] == annotations(slower)["checksum/scripts"]
+    # a setting of the running group (bootstrap.dcs) updates the ConfigMap but restarts no member:
+    # Patroni reads it only when the group is created, and a restart of the leader is a switchover
+    slower = postgres.PostgresSpec(replicas=2, ha=patroni.PatroniSpec(ttl=60))
+    assert config(GROUP) != config(slower)
+    assert annotations(GROUP) == annotations(slower)
+    # what each member reads at every start (the local part, here the superuser's name) rolls them
+    renamed = dataclasses.replace(GROUP, user="owner")
+    assert annotations(GROUP)["checksum/patroni"] != annotations(renamed)["checksum/patroni"]
+    assert annotations(GROUP)["checksum/scripts"] == annotations(renamed)["checksum/scripts"]
     # a replica more or less changes no member's configuration: nothing restarts
     assert annotations(GROUP) == annotations(dataclasses.replace(GROUP, replicas=3))
 
