@@ -18,7 +18,7 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from sample import openapi, roles
+from sample import failover, openapi, roles
 from sample.api import events, health, jobs, orders, products, users
 from sample.config import Settings, load_settings
 from sample.errors import HANDLERS
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=[route for route in every_route if roles.serves(settings.role, route.path)],  # type: ignore[attr-defined]
         middleware=middleware,
-        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+        exception_handlers={**HANDLERS, **failover.HANDLERS},
         lifespan=lifespan,
     )
     app.state.services = services

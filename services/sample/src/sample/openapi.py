@@ -62,6 +62,24 @@ CACHE_CONTROL = _header(
 )
 
 
+RETRY_AFTER = {
+    "description": "Seconds to wait before trying again; sent with `database_unavailable` and `shard_moving`.",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+}
+UNAVAILABLE = {
+    "503": _with_headers(
+        {
+            **ERROR,
+            "description": "Unavailable for now: `database_unavailable` when the Postgres primary this request"
+            " needs is unreachable, restarting or read-only (a failover; the message says whether a write was"
+            " applied); also `shard_moving`, `queue_unavailable` and `upstream_unavailable` where those apply",
+        },
+        Retry_After=RETRY_AFTER,
+    )
+}
+"""The answer of every operation that reads or writes Postgres while the primary cannot serve it."""
+
 NOT_MODIFIED = _with_headers({"description": "Not modified"}, ETag=ETAG, Cache_Control=CACHE_CONTROL)
 
 
@@ -136,17 +154,21 @@ def _page(item: dict[str, Any]) -> dict[str, Any]:
 
 PATHS: dict[str, dict[str, Any]] = {
     "/products": {
-        "get": _op("A page of products by id (keyset).", _read(_json(_page(SELECTED))), params=[LIMIT, CURSOR, FIELDS]),
+        "get": _op(
+            "A page of products by id (keyset).",
+            {**_read(_json(_page(SELECTED))), **UNAVAILABLE},
+            params=[LIMIT, CURSOR, FIELDS],
+        ),
         "post": _op(
             "Create a product.",
-            _created(_ref("Product"), "products"),
+            {**_created(_ref("Product"), "products"), **UNAVAILABLE},
             body="ProductCreate",
         ),
     },
     "/products/batch-get": {
         "post": _op(
             f"Up to {MAX_BATCH} products by id, in request order; unknown ids are listed under `missing`.",
-            {"200": _json(BATCH)},
+            {"200": _json(BATCH), **UNAVAILABLE},
             params=[FIELDS],
             body="BatchGet",
         )
@@ -154,12 +176,12 @@ PATHS: dict[str, dict[str, Any]] = {
     "/products/{id}": {
         "get": _op(
             "One product (cache-aside); supports If-None-Match.",
-            _read(_json(SELECTED, "The product, or with `fields` only the fields named")),
+            {**_read(_json(SELECTED, "The product, or with `fields` only the fields named")), **UNAVAILABLE},
             params=[ID, FIELDS],
         ),
         "patch": _op(
             "Change a product; invalidates its cache entry.",
-            {"200": _json(_ref("Product"))},
+            {"200": _json(_ref("Product")), **UNAVAILABLE},
             params=[ID],
             body="ProductUpdate",
         ),
@@ -167,15 +189,15 @@ PATHS: dict[str, dict[str, Any]] = {
     "/users": {
         "post": _op(
             "Sign up.",
-            _created(_ref("User"), "users"),
+            {**_created(_ref("User"), "users"), **UNAVAILABLE},
             body="UserCreate",
         )
     },
-    "/users/{id}": {"get": _op("One user.", _read(_json(_ref("User"))), params=[ID])},
+    "/users/{id}": {"get": _op("One user.", {**_read(_json(_ref("User"))), **UNAVAILABLE}, params=[ID])},
     "/users/{id}/orders": {
         "get": _op(
             "A user's orders with items (keyset).",
-            _read(_json(_page(_ref("Order")))),
+            {**_read(_json(_page(_ref("Order")))), **UNAVAILABLE},
             params=[ID, LIMIT, CURSOR],
         )
     },
@@ -186,7 +208,8 @@ PATHS: dict[str, dict[str, Any]] = {
                 "201": _with_headers(
                     _json({"type": "object"}, "Logged in"),
                     Set_Cookie=_header("The session: `sid`, HttpOnly.", {"pattern": "^sid=[^;]+;.*HttpOnly"}),
-                )
+                ),
+                **UNAVAILABLE,
             },
             body="Login",
         ),
@@ -200,23 +223,23 @@ PATHS: dict[str, dict[str, Any]] = {
             },
         ),
     },
-    "/me": {"get": _op("The logged-in user.", _read(_json(_ref("User"))))},
+    "/me": {"get": _op("The logged-in user.", {**_read(_json(_ref("User"))), **UNAVAILABLE})},
     "/orders": {
         "post": _op(
             "Place an order.",
-            _created(_ref("Order"), "orders"),
+            {**_created(_ref("Order"), "orders"), **UNAVAILABLE},
             body="OrderCreate",
         ),
         "get": _op(
             "A user's orders with items (keyset); the auth role's /users/{id}/orders calls this.",
-            _read(_json(_page(_ref("Order")))),
+            {**_read(_json(_page(_ref("Order")))), **UNAVAILABLE},
             params=[USER_ID, LIMIT, CURSOR],
         ),
     },
     "/jobs": {
         "post": _op(
             "Enqueue a job {kind, payload}; kinds: order-receipt {order_id}.",
-            _created(JOB, "jobs", id_pattern=JOB_ID.pattern, status="202", what="Queued"),
+            {**_created(JOB, "jobs", id_pattern=JOB_ID.pattern, status="202", what="Queued"), **UNAVAILABLE},
             body="JobCreate",
         )
     },
@@ -227,7 +250,7 @@ PATHS: dict[str, dict[str, Any]] = {
             params=[JOB_ID_PARAM],
         )
     },
-    "/orders/{id}": {"get": _op("One order with items.", _read(_json(_ref("Order"))), params=[ID])},
+    "/orders/{id}": {"get": _op("One order with items.", {**_read(_json(_ref("Order"))), **UNAVAILABLE}, params=[ID])},
     "/events": {
         "get": _op(
             "Server-Sent Events of product and order changes; resume with Last-Event-ID.",

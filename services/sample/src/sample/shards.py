@@ -33,6 +33,7 @@ import asyncpg
 from sample.config import ConfigError, Settings
 from sample.db import Database, Transaction
 from sample.errors import ApiError
+from sample.failover import DatabaseUnavailable
 from sample.secretfiles import PasswordFile, mask, secret_value
 
 log = logging.getLogger(__name__)
@@ -309,12 +310,11 @@ class Shards:
             await asyncio.sleep(self.config.refresh_seconds)
             try:
                 await self.refresh()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ShardMapError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ShardMapError, DatabaseUnavailable) as exc:
                 log.warning("shard map not reloaded, keeping version %s", self.map.version, extra={"error": str(exc)})
 
     async def refresh(self) -> None:
-        assert self.main.primary is not None, "main Database.open() not awaited"
-        found = await latest_map(self.main.primary)
+        found = await self.main.read_primary(latest_map)  # a failover: 503, and the loop keeps the map
         if found is not None and found.version > self.map.version:
             unknown = sorted(set(found.groups) - set(self.groups))
             if unknown:
