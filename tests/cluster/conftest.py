@@ -27,11 +27,12 @@ import yaml
 
 from components import cli
 from components.config import merge
-from components.local import image, plan, sim, toolchain
+from components.local import image, plan, sim
 from components.local.cli import ROOT
 from components.local.plan import Step
 from components.local.runner import Runner
 from components.stack import Stack
+from testsupport.control_plane import complete_toolchain
 
 PHASES = tuple(range(1, 7))
 STACKS = tuple(plan.phase_stack(phase) for phase in PHASES)
@@ -120,17 +121,6 @@ class SimulatedCluster:
         return cli.load_stack(stack, self.ctx.workspace.project)
 
 
-def complete_toolchain(env: dict[str, str]) -> toolchain.Toolchain:
-    tools = toolchain.Toolchain.load(env)
-    out = io.StringIO()
-    if toolchain.check(tools, env, out) != 0:
-        message = f"the cluster tier needs the toolchain: `uv run scaleladder-local toolchain`\n{out.getvalue()}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return tools
-
-
 @pytest.fixture(scope="session")
 def simulated_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatedCluster]:
     """The simulated cluster and its cluster layer, started once for the session and stopped after it."""
@@ -153,6 +143,7 @@ def ladder(simulated_cluster: SimulatedCluster) -> SimulatedCluster:
     """Every phase stack deployed, lowest first, each waited for as `scaleladder-local sim up` waits."""
     for phase in PHASES:
         simulated_cluster.run(
-            plan.phase_up(simulated_cluster.ctx, phase, image.image_ref(ROOT)), timing=f"phase{phase} up"
+            plan.phase_up(simulated_cluster.ctx, phase, list(image.image_refs(ROOT).values())),
+            timing=f"phase{phase} up",
         )
     return simulated_cluster
