@@ -23,11 +23,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from components import patroni, postgres
 from components.local import plan
 from components.patroni import PatroniSpec
 from components.postgres import PostgresSpec
 from testsupport.control_plane import ControlPlane
-from testsupport.patroni import PASSWORDS, UID, Group, Member, wait_for
+from testsupport.patroni import PASSWORDS, UID, VENV, Group, Member, wait_for
 from testsupport.process import LOOPBACK, ServerProcess, as_uid, free_port, write_secret
 from testsupport.service_proxy import ServiceProxy
 from testsupport.writer import Writer
@@ -96,6 +97,13 @@ def test_members_elect_a_leader_in_the_api_server_and_label_their_pods(group: Gr
     # patroni-post-bootstrap.sh created the service's database; Patroni the replication role
     assert leader.value("SELECT current_database()") == "app"
     assert leader.value("SELECT rolreplication FROM pg_roles WHERE rolname = 'replicator'") is True
+
+
+def test_the_versions_tested_are_the_versions_the_image_ships(leader: Member) -> None:
+    """Patroni from the image's requirements file, Postgres of the image's major."""
+    version = subprocess.run([str(VENV / "bin" / "patroni"), "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.split() == ["patroni", patroni.VERSION]
+    assert leader.value("SHOW server_version_num")[:2] == str(postgres.MAJOR)
 
 
 def test_the_passwords_are_in_a_private_file_not_in_any_environment(group: Group, leader: Member) -> None:
@@ -174,6 +182,9 @@ def kill_runs(group: Group, capsys: pytest.CaptureFixture[str], table: str) -> l
         assert group.wait_healthy() is new
         assert wait_for(lambda: leader.role() == "replica", 60, f"{leader.name} a replica")  # noqa: B023
         assert wait_for(lambda: leader.value("SELECT received_tli FROM pg_stat_wal_receiver") >= timeline, 60, "tli")  # noqa: B023
+        # the replication slots followed the leader: one per other member, each in use
+        slots = new.value("SELECT string_agg(slot_name, ',' ORDER BY slot_name) FROM pg_replication_slots WHERE active")
+        assert slots == ",".join(sorted(m.name.replace("-", "_") for m in group.members if m is not new))
         ids = new.value(f"SELECT count(*) FROM {writer.table}")
         assert wait_for(lambda: leader.value(f"SELECT count(*) FROM {writer.table}") == ids, 60, "old leader caught up")  # noqa: B023
     median = statistics.median(seconds)
