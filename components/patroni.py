@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from components.settings import setting
+from components.web import IMAGE_PATTERN
 
 IMAGE_REPOSITORY = "scaleladder/postgres-patroni"
 VERSION = "4.1.5"
@@ -40,7 +41,7 @@ class PatroniSpec:
     image: str = setting(
         f"{IMAGE_REPOSITORY}:15.18-{VERSION}",
         "Postgres + Patroni image built by the kit (images/postgres-patroni), pinned by tag",
-        pattern=r"[a-z0-9][a-z0-9./_-]*(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})(@sha256:[a-f0-9]{64})?",
+        pattern=IMAGE_PATTERN,
     )
     ttl: int = setting(
         30,
@@ -73,6 +74,8 @@ class PatroniSpec:
     )
 
     def problems(self) -> Iterator[tuple[str, str]]:
+        if self.image.endswith(":latest"):
+            yield "image", f"must be pinned to an explicit tag, got {self.image!r}"
         needed = self.loop_wait + 2 * self.retry_timeout
         if needed > self.ttl:
             yield (

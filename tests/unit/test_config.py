@@ -144,6 +144,16 @@ BAD_CONFIGS = [
         id="leader-lock-shorter-than-its-retries",
     ),
     pytest.param(
+        {"phase": 3, "postgres": {"ha": {"image": "scaleladder/postgres-patroni:latest"}}},
+        "scaleladder:postgres.ha.image: must be pinned to an explicit tag, got 'scaleladder/postgres-patroni:latest'",
+        id="patroni-image-latest",
+    ),
+    pytest.param(
+        {"phase": 3, "postgres": {"ha": {"ttl": 19}}},
+        "scaleladder:postgres.ha.ttl: must be >= 20, got 19",
+        id="leader-lock-below-patronis-minimum",
+    ),
+    pytest.param(
         {"web": {"termination_grace_seconds": 1.5}},
         "scaleladder:web.termination_grace_seconds: must be an integer, got 1.5",
         id="float-for-integer",
