@@ -14,7 +14,8 @@ not (its own network address and ports, data and socket directories, the kubecon
 Each member runs in a PID namespace of its own, as a container does: Patroni is its PID 1 (and
 reaps Postgres, as it does in a pod), and `kill()` ends every process in it at once, as a node
 failure or an OOM kill of the container would. Each member reaches the API server through its
-own TcpProxy, so a test can cut one member off.
+own TcpProxy, and the others reach its Postgres through another (its connect address), so a test
+can cut a member off from the API server, or its replicas off from it, while clients still reach it.
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class Member:
         self.config_dir = self._dir("etc")
         self.run_dir = self._dir("run")
         self.proxy = TcpProxy(group.plane.api_server_port())
+        """This member's way to the API server (cut it to partition the member from its DCS)."""
+        self.network = TcpProxy(self.port)
+        """The other members' way to this member's Postgres (replication, pg_rewind): its connect address."""
         self.process: ServerProcess | None = None
         for name, text in group.config_files.items():
             (self.config_dir / name).write_text(text)
@@ -132,7 +136,7 @@ class Member:
             "REPLICATION_PASSWORD_FILE": str(self.secret_files[postgres.REPLICATION_PASSWORD_KEY]),
             "PATRONI_CONFIG_DIR": str(self.config_dir),
             "PATRONI_RUN_DIR": str(self.run_dir),
-            "PATRONI_POSTGRESQL_CONNECT_ADDRESS": f"{LOOPBACK}:{self.port}",
+            "PATRONI_POSTGRESQL_CONNECT_ADDRESS": f"{LOOPBACK}:{self.network.port}",
             "PATRONI_RESTAPI_CONNECT_ADDRESS": f"{LOOPBACK}:{self.api_port}",
             "KUBECONFIG": str(self.root / "kubeconfig"),
             "HOME": str(self.root),
@@ -243,6 +247,7 @@ class Member:
         """Kill the member and delete its files; closing twice is harmless."""
         self.kill()
         self.proxy.close()
+        self.network.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -330,7 +335,10 @@ class Group:
             synchronous = not self.spec.ha.synchronous_mode or self.sync_standby() in {m.name for m in replicas}
             return leader if ready and streaming == len(replicas) and synchronous else None
 
-        leader: Member = wait_for(healthy, timeout, f"group {self.names.members} healthy", interval=0.5)
+        try:
+            leader: Member = wait_for(healthy, timeout, f"group {self.names.members} healthy", interval=0.5)
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}\n{self.logs()}") from error
         return leader
 
     def dsn(self) -> str:

@@ -1,4 +1,4 @@
-"""A TCP forwarder on loopback that a test can cut, to make a server unreachable for one client.
+"""A TCP forwarder on loopback that a test can cut, to make a server unreachable for its clients.
 
     proxy = TcpProxy(target_port)      # listens on 127.0.0.1:proxy.port, forwards to 127.0.0.1:target_port
     proxy.cut()                        # open connections go silent, new ones are accepted and never answered
@@ -8,13 +8,13 @@
     proxy.close()
 
 A cut proxy behaves like a network partition, not like a stopped server: nothing is refused or
-reset, so the client learns only from its own timeouts.
+reset, so the client learns only from its own timeouts. Each direction of each connection is
+pumped by a thread of its own, so a slow reader on one connection never holds up another.
 """
 
 from __future__ import annotations
 
 import contextlib
-import selectors
 import socket
 import threading
 
@@ -24,22 +24,19 @@ CHUNK = 65536
 
 
 class TcpProxy:
-    """Forward 127.0.0.1:`port` to 127.0.0.1:`target`, one thread for all connections."""
+    """Forward 127.0.0.1:`port` to 127.0.0.1:`target` (or to each of several targets in turn)."""
 
     def __init__(self, target: int | None) -> None:
         self.targets = [] if target is None else [target]
         self._next = 0
         self._listener = socket.create_server((LOOPBACK, 0))
-        self._listener.setblocking(False)
+        self._listener.settimeout(0.2)
         self.port: int = self._listener.getsockname()[1]
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._listener, selectors.EVENT_READ)
-        self._peers: dict[socket.socket, socket.socket] = {}
-        self._held: list[socket.socket] = []
+        self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._cut = False
         self._closed = False
-        self._thread = threading.Thread(target=self._run, name=f"tcp-proxy-{self.port}", daemon=True)
+        self._thread = threading.Thread(target=self._accept_loop, name=f"tcp-proxy-{self.port}", daemon=True)
         self._thread.start()
 
     def cut(self) -> None:
@@ -63,75 +60,59 @@ class TcpProxy:
             if self._closed:
                 return
             self._closed = True
+            sockets = list(self._sockets)
         self._thread.join(timeout=5)
-        for sock in [self._listener, *self._peers, *self._held]:
+        self._listener.close()
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
-        self._selector.close()
 
-    def _run(self) -> None:
+    def _accept_loop(self) -> None:
         while True:
             with self._lock:
                 if self._closed:
                     return
-            for key, _ in self._selector.select(timeout=0.1):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
-                if sock is self._listener:
-                    self._accept()
-                else:
-                    self._forward(sock)
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self._connect(client)
 
-    def _accept(self) -> None:
-        try:
-            client, _ = self._listener.accept()
-        except BlockingIOError:
-            return
+    def _connect(self, client: socket.socket) -> None:
         with self._lock:
             cut, targets = self._cut, self.targets
             self._next += 1
+            self._sockets.append(client)
+        client.settimeout(None)
         if cut:
-            self._held.append(client)  # accepted, never answered
-            return
+            return  # accepted, never answered
         if not targets:
             client.close()
             return
-        target = targets[self._next % len(targets)]
         try:
-            server = socket.create_connection((LOOPBACK, target), timeout=5)
+            server = socket.create_connection((LOOPBACK, targets[self._next % len(targets)]), timeout=5)
         except OSError:
             client.close()
             return
         server.settimeout(None)
-        client.setblocking(True)  # recv runs only once the selector says data is there; sendall may block
-        for sock in (client, server):
-            self._selector.register(sock, selectors.EVENT_READ)
-        self._peers[client], self._peers[server] = server, client
-
-    def _forward(self, sock: socket.socket) -> None:
-        try:
-            data = sock.recv(CHUNK)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._drop(sock)
-            return
         with self._lock:
-            cut = self._cut
-        if cut:
-            return
-        try:
-            self._peers[sock].sendall(data)
-        except OSError:
-            self._drop(sock)
+            self._sockets.append(server)
+        for source, sink in ((client, server), (server, client)):
+            threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
 
-    def _drop(self, sock: socket.socket) -> None:
-        peer = self._peers.pop(sock, None)
-        for one in (sock, peer):
-            if one is None:
-                continue
-            self._peers.pop(one, None)
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(one)
-            one.close()
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        """Copy one direction until either end closes; while cut, read and drop."""
+        try:
+            while data := source.recv(CHUNK):
+                with self._lock:
+                    cut = self._cut
+                if not cut:
+                    sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)

@@ -258,6 +258,30 @@ def test_a_leader_cut_off_from_the_api_server_demotes_itself_before_another_take
     assert group.wait_healthy() is new
 
 
+def test_a_leader_that_wrote_what_no_replica_received_is_rewound_when_it_rejoins(
+    group: Group, leader: Member, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without synchronous_mode, commits the replicas never received are lost at a failover; the old
+    leader must not keep them: Patroni rewinds it (pg_rewind) onto the new leader's timeline."""
+    leader.network.cut()  # its replicas receive nothing more; clients still reach it
+    try:
+        with leader.connect(autocommit=True) as conn:
+            conn.execute("CREATE TABLE diverged (id int)")
+            conn.execute("INSERT INTO diverged SELECT generate_series(1, 1000)")
+        time.sleep(group.spec.ha.loop_wait + 2)  # the leader records its position in the API server
+        leader.kill()
+    finally:
+        leader.network.restore()
+    new = wait_for(group.leader, group.spec.ha.ttl + group.spec.ha.loop_wait + 30, "a new leader")
+    assert new.value("SELECT to_regclass('public.diverged')") is None  # those 1000 commits are lost
+    leader.start()
+    assert wait_for(lambda: leader.role() == "replica", 120, f"{leader.name} back as a replica")
+    assert group.wait_healthy() is new
+    assert "pg_rewind" in leader.log(), "the old leader rejoined without a rewind"
+    assert leader.value("SELECT to_regclass('public.diverged')") is None  # its diverged WAL is gone
+    report(capsys, "old leader with 1000 unreplicated commits: rewound with pg_rewind, following the new leader")
+
+
 def test_a_replica_too_far_behind_is_never_promoted(group: Group, leader: Member) -> None:
     ha = group.spec.ha
     current, behind = [m for m in group.members if m is not leader]
