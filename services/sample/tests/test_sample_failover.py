@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sample_helpers import DATABASE, Client, Reply, Service, run_sample
+from sample_helpers import DATABASE, Client, Reply, Service, eventually, run_sample
 
 from testsupport.postgres import UID, PostgresServer
 from testsupport.process import owned_by
@@ -75,15 +75,6 @@ def count(server: PostgresServer, table: str) -> int:
 
 def no_500(client: Client) -> None:
     assert client.metric("http_requests_total", status="500") == 0
-
-
-def eventually(check: Any, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_while_the_primary_is_stopped_writes_are_503_and_after_it_starts_they_succeed(

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-from sample_helpers import Client, Postgres, Service, seed_products
+from sample_helpers import Client, Postgres, Service, eventually, seed_products
 
 pytestmark = pytest.mark.usefixtures("clean")
 
@@ -26,15 +25,6 @@ def resume_replay(clean: None, postgres: Postgres) -> Iterator[None]:
     """A test may pause WAL replay on the replica (it then serves data as of that moment); resumed after."""
     yield
     postgres.replica.sql("SELECT pg_wal_replay_resume()")
-
-
-def eventually(check: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def by_target(client: Client) -> tuple[float, float]:
