@@ -3,8 +3,8 @@
 Objects, by name:
 
 - one PostgresGroup per shard group `pg-shard-<i>` (components/postgres.py with `GroupNames.of`):
-  `pg-shard-<i>` (primary), `pg-shard-<i>-rw`, `pg-shard-<i>-replica`, `pg-shard-<i>-ro`,
-  `pg-shard-<i>-pooler`, `pg-shard-<i>-credentials`, ...
+  `pg-shard-<i>` (its members, run by Patroni when it has replicas), `pg-shard-<i>-rw`,
+  `pg-shard-<i>-ro`, `pg-shard-<i>-pooler`, `pg-shard-<i>-credentials`, `pg-shard-<i>-patroni`, ...
 - ConfigMap `shard-map`, key `shard-map.json`: the initial shard map (version 1). `sample migrate`
   seeds the main group's `shard_map` table from it; later versions (moves) live in that table.
 
