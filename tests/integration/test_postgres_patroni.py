@@ -33,6 +33,8 @@ from testsupport.process import LOOPBACK, ServerProcess, as_uid, free_port, writ
 from testsupport.service_proxy import ServiceProxy
 from testsupport.writer import Writer
 
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
+
 KILLS = 5
 
 
