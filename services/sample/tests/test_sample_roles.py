@@ -81,7 +81,9 @@ def shop(postgres: Postgres, nats_cluster: NatsCluster, tmp_path_factory: pytest
         auth_env = {**env, "ROLE": "auth", "ORDERS_URL": f"http://{LOOPBACK}:{spec.inbound.port}"}
         auth, auth_client = start("serve", auth_env, tmp / "auth.log")
         started.append(auth)
-        yield Shop(tmp, env, catalog_port, started[0], started[1], Client(orders_port), auth_client)
+        shop = Shop(tmp, env, catalog_port, started[0], started[1], Client(orders_port), auth_client)
+        yield shop
+        started.append(shop.catalog)  # a test may have stopped the first and started another
     finally:
         for process in reversed(started):
             process.stop()
