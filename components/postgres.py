@@ -586,9 +586,8 @@ def patroni_member(meta: Meta, spec: PostgresSpec, names: GroupNames) -> patroni
     )
 
 
-def patroni_config_map(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) -> dict[str, Any]:
+def patroni_config_map(meta: Meta, names: GroupNames, document: dict[str, Any]) -> dict[str, Any]:
     """ConfigMap `postgres-patroni`: Patroni's configuration (no passwords), as `00-patroni.yml`."""
-    document = patroni.configuration(patroni_member(meta, spec, names), spec.ha)
     metadata = meta.metadata(names.members, "database", object_name=names.patroni)
     return config_map(metadata, {patroni.CONFIG_FILE: yaml.safe_dump(document, sort_keys=False)})
 
@@ -668,7 +667,7 @@ def group_objects(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) -> l
     `ha.maximum_lag_on_failover` takes over, and the old leader rejoins as a replica (pg_rewind).
     """
     selector = meta.selector(names.members)
-    config = patroni_config_map(meta, spec, names)
+    document = patroni.configuration(patroni_member(meta, spec, names), spec.ha)
     pod_spec = {
         "serviceAccountName": names.patroni,
         "automountServiceAccountToken": True,
@@ -681,11 +680,10 @@ def group_objects(meta: Meta, spec: PostgresSpec, names: GroupNames = MAIN) -> l
     }
     # the members read only the local part of the configuration after the group exists; `bootstrap`
     # seeds a new group, so changing it must not restart (and fail over) a running one
-    document = yaml.safe_load(config["data"][patroni.CONFIG_FILE])
-    local = {name: yaml.safe_dump({k: v for k, v in document.items() if k != "bootstrap"}) for name in config["data"]}
-    annotations = {**scripts_checksum(), "checksum/patroni": checksum(local)}
+    local = yaml.safe_dump({key: value for key, value in document.items() if key != "bootstrap"})
+    annotations = {**scripts_checksum(), "checksum/patroni": checksum({patroni.CONFIG_FILE: local})}
     return [
-        config,
+        patroni_config_map(meta, names, document),
         *patroni_access(meta, names),
         _stateful_set(meta, spec, names, "database", 1 + spec.replicas, pod_spec, annotations),
         _service(meta, names.members, "database", selector, headless=True),

@@ -25,10 +25,8 @@ import os
 import shutil
 import signal
 import tempfile
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +39,7 @@ from components.postgres import PostgresPasswords, PostgresSpec
 from testsupport.control_plane import ControlPlane
 from testsupport.postgres import INSTALL_HINT as INSTALL_POSTGRES
 from testsupport.postgres import user_name_env
-from testsupport.process import LOOPBACK, ServerProcess, as_uid, free_port, missing, owned_by, write_secret
+from testsupport.process import LOOPBACK, ServerProcess, as_uid, free_port, missing, owned_by, wait_for, write_secret
 from testsupport.tcp_proxy import TcpProxy
 
 VENV = Path("/opt/scaleladder/patroni")
@@ -60,18 +58,6 @@ def require_patroni() -> None:
     binary = VENV / "bin" / "patroni"
     if not binary.exists():
         missing(str(binary), INSTALL_HINT)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll `condition` until it returns something truthy; that value, or TimeoutError naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout}s")
-        time.sleep(interval)
 
 
 class Member:

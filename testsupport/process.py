@@ -13,7 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -94,6 +94,24 @@ def write_secret(path: Path, value: str, group: int) -> Path:
         os.chown(path, 0, group)
     path.chmod(SECRET_FILE_MODE)
     return path
+
+
+def eventually(check: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1) -> Any:
+    """Poll `check` until it returns something truthy and return that; its last (falsy) value after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """`eventually`, but a TimeoutError naming `what` when `check` never turned truthy."""
+    value = eventually(check, timeout, interval)
+    if not value:
+        raise TimeoutError(f"{what}: not within {timeout}s")
+    return value
 
 
 class ServerProcess:

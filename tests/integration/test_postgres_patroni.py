@@ -28,8 +28,8 @@ from components.local import plan
 from components.patroni import PatroniSpec
 from components.postgres import PostgresSpec
 from testsupport.control_plane import ControlPlane
-from testsupport.patroni import PASSWORDS, UID, VENV, Group, Member, wait_for
-from testsupport.process import LOOPBACK, ServerProcess, as_uid, free_port, write_secret
+from testsupport.patroni import PASSWORDS, UID, VENV, Group, Member
+from testsupport.process import LOOPBACK, ServerProcess, as_uid, free_port, wait_for, write_secret
 from testsupport.service_proxy import ServiceProxy
 from testsupport.writer import Writer
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -32,7 +31,7 @@ from bench.postgres_support import (
 )
 from components.postgres import RUN_AS, PostgresPasswords, PostgresSpec, ReplicationSpec
 from testsupport.postgres import PostgresServer
-from testsupport.process import LOOPBACK, ServerProcess, free_port, real_uid
+from testsupport.process import LOOPBACK, ServerProcess, eventually, free_port, real_uid
 
 pytestmark = pytest.mark.integration
 
@@ -97,15 +96,6 @@ def insert(primary: Member, first: int, count: int, size: int = 10) -> None:
     )
 
 
-def poll(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def slot(primary: Member, column: str) -> object:
     return primary.value(f"SELECT {column} FROM pg_replication_slots WHERE slot_name = '{SLOT}'")
 
@@ -157,7 +147,7 @@ def test_ready_means_accepting_writes(primary: Member, replica: Member) -> None:
 def test_the_primary_keeps_wal_for_a_disconnected_replicas_slot(primary: Member, replica: Member) -> None:
     """Within `max_slot_wal_keep_mb` (256 MB) a replica that was away resumes from its slot."""
     replica.server.stop()
-    assert poll(lambda: slot(primary, "active") is False)
+    assert eventually(lambda: slot(primary, "active") is False)
     insert(primary, 1, 40_000, size=1000)  # ~45 MB of WAL: beyond the small limit of the next test
     primary.execute("CHECKPOINT")  # where WAL is removed and slots beyond the limit are given up
     assert int(slot(primary, "pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)")) > 32 * MB  # type: ignore[call-overload]
@@ -177,13 +167,13 @@ def test_beyond_max_slot_wal_keep_mb_the_slot_is_given_up(scripts: Path) -> None
     try:
         wait_replayed(primary, replica)
         replica.server.stop()
-        assert poll(lambda: slot(primary, "active") is False)
+        assert eventually(lambda: slot(primary, "active") is False)
         insert(primary, 1, 40_000, size=1000)
         primary.execute("CHECKPOINT")
         assert slot(primary, "wal_status") == "lost"
         replica.server.start()
         log = replica.server.root / "postgres.log"
-        assert poll(lambda: "has already been removed" in log.read_text(errors="replace"))
+        assert eventually(lambda: "has already been removed" in log.read_text(errors="replace"))
         assert replica.value("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'") == 0
     finally:
         replica.close()

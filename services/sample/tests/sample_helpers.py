@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,16 +164,6 @@ class Service:
                 self.proc.wait()
         self._log_file.close()
         return self.proc.returncode
-
-
-def eventually(check: Callable[[], object], timeout: float = 15.0) -> bool:
-    """Poll `check` every 0.1 s until it is truthy (True) or `timeout` seconds have passed (False)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def run_sample(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

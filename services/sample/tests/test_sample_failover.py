@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sample_helpers import DATABASE, Client, Reply, Service, eventually, run_sample
+from sample_helpers import DATABASE, Client, Reply, Service, run_sample
 
 from testsupport.postgres import UID, PostgresServer
-from testsupport.process import owned_by
+from testsupport.process import eventually, owned_by
 
 pytestmark = pytest.mark.integration
 

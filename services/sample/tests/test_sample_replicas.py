@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sample_helpers import Client, Postgres, Service, eventually, seed_products
+from sample_helpers import Client, Postgres, Service, seed_products
+
+from testsupport.process import eventually
 
 pytestmark = pytest.mark.usefixtures("clean")
 
