@@ -14,6 +14,7 @@ from typing import Any
 
 from components.labels import Meta
 from components.pods import Resources, container_security, http_probe, job, mount_secret_files, pod_security, spread
+from components.realtime import APP_SHUTDOWN_SECONDS, PRE_STOP_SECONDS, Realtime, stopping_seconds
 from components.settings import setting
 
 NAME = "web"
@@ -21,6 +22,8 @@ PORT = 8080
 SERVICE_PORT = 80
 RUN_AS = 10001  # the sample image's user; each part of the stack has its own uid of 10000 or more
 IMAGE_PATTERN = r"[a-z0-9./_-]+(:[0-9]+)?[a-z0-9./_-]*:[A-Za-z0-9_][A-Za-z0-9._-]*(@sha256:[a-f0-9]{64})?"
+APP_INTEGERS = {"WEB_CONCURRENCY": (1, 1, 64), "SHUTDOWN_TIMEOUT_SECONDS": (APP_SHUTDOWN_SECONDS, 1, 3600)}
+"""`web.env` keys the kit reads too: the app's default and range (services/sample/src/sample/config.py)."""
 
 
 @dataclass(frozen=True)
@@ -51,13 +54,39 @@ class WebSpec:
     resources: Resources = setting(Resources, "requests and limits of the web container")
     autoscaling: Autoscaling = setting(Autoscaling, "HPA settings (phase 3 and up)")
     env: dict[str, str] = setting(dict, "extra environment for the service (feature switches)")
+    realtime: Realtime = setting(Realtime, "long-lived connections (WebSocket, SSE): per-pod cap and drain batches")
     termination_grace_seconds: int = setting(
-        30, "time a pod has to drain in-flight requests after SIGTERM", minimum=5, maximum=300
+        45,
+        "time a pod has from preStop to SIGKILL: the preStop sleep, the drain batches, then the app's shutdown",
+        minimum=5,
+        maximum=3600,
     )
 
     def problems(self) -> Iterator[tuple[str, str]]:
         if self.image.endswith(":latest"):
             yield "image", f"must be pinned to an explicit tag, got {self.image!r}"
+        for key, (_, low, high) in APP_INTEGERS.items():
+            if self.env_int(key) is None:
+                yield f"env.{key}", f"must be an integer from {low} to {high}, got {self.env[key]!r}"
+        shutdown = self.env_int("SHUTDOWN_TIMEOUT_SECONDS")
+        needed = stopping_seconds(self.realtime, shutdown or APP_SHUTDOWN_SECONDS)
+        if shutdown is not None and self.termination_grace_seconds < needed:
+            yield (
+                "termination_grace_seconds",
+                f"must cover the preStop sleep ({PRE_STOP_SECONDS} s) + the drain batches "
+                f"({self.realtime.drain_seconds():g} s) + the app's shutdown timeout ({shutdown} s) = {needed:g} s, "
+                f"got {self.termination_grace_seconds}",
+            )
+
+    def env_int(self, key: str) -> int | None:
+        """`env[key]` as the app reads it (its default when unset); None when the app would refuse it."""
+        default, low, high = APP_INTEGERS[key]
+        raw = self.env.get(key, str(default))
+        return int(raw) if raw.isdigit() and low <= int(raw) <= high else None
+
+    def realtime_env(self) -> list[dict[str, Any]]:
+        """The app's connection cap (split over its processes) and drain batches."""
+        return self.realtime.env(self.env_int("WEB_CONCURRENCY") or 1)
 
 
 @dataclass(frozen=True)
@@ -77,22 +106,30 @@ class Tier:
 
 
 def web_container(spec: WebSpec, env: list[dict[str, Any]], tier: Tier = Tier()) -> dict[str, Any]:
-    """The service container: distinct startup, readiness and liveness probes, drained by preStop."""
+    """The service container: distinct startup, readiness and liveness probes, drained in three steps.
+
+    A stopping pod first leaves the Service's endpoints while it still serves (preStop sleep), then
+    on SIGTERM closes its long-lived connections in batches (`web.realtime`: close 1012, clients
+    reconnect to other pods), then lets in-flight requests finish (SHUTDOWN_TIMEOUT_SECONDS);
+    `termination_grace_seconds` is validated to cover all three. A tier that serves traffic gets
+    the connection cap; readiness fails at the cap, so a full pod takes no new connections.
+    """
+    realtime = spec.realtime_env() if tier.service else []
     return {
         "name": tier.name,
         "image": spec.image,
         "args": [tier.command],
         "ports": [{"name": "http", "containerPort": PORT}],
-        "env": [*env, *({"name": key, "value": value} for key, value in sorted(spec.env.items()))],
+        "env": [*env, *realtime, *({"name": key, "value": value} for key, value in sorted(spec.env.items()))],
         "resources": spec.resources.render(),
         # start-up may wait for migrations and pools: up to 60 s before liveness counts
         "startupProbe": http_probe("/healthz", "http", period=2, failure_threshold=30),
-        # out of the Service as soon as a dependency is unreachable for 10 s
+        # out of the Service as soon as a dependency is unreachable for 10 s, or the pod is at its connection cap
         "readinessProbe": http_probe("/readyz", "http", period=5, failure_threshold=2),
         # restarted only when the process itself is stuck for 30 s
         "livenessProbe": http_probe("/healthz", "http", period=10, failure_threshold=3),
-        # keep serving while endpoints and load balancers stop sending traffic here
-        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+        # keep serving while endpoints and load balancers stop sending traffic here; SIGTERM comes after
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
         "securityContext": container_security(user=RUN_AS),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }

@@ -39,7 +39,8 @@ def test_several_mistakes_give_one_message_and_no_traceback(tmp_path: Path) -> N
     assert result.stderr.splitlines() == [
         "scaleladder: stack broken: 3 configuration problem(s):",
         "  scaleladder:phase: must be <= 6, got 9",
-        "  scaleladder:web.colour: unknown key; allowed keys here: autoscaling, env, image, replicas, resources, "
+        "  scaleladder:web.colour: unknown key; allowed keys here: autoscaling, env, image, realtime, replicas, "
+        "resources, "
         "termination_grace_seconds",
         "  scaleladder:web.replicas: must be >= 1, got 0",
     ]

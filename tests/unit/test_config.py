@@ -62,7 +62,8 @@ BAD_CONFIGS = [
     ),
     pytest.param(
         {"web": {"replica": 3}},
-        "scaleladder:web.replica: unknown key; allowed keys here: autoscaling, env, image, replicas, resources, "
+        "scaleladder:web.replica: unknown key; allowed keys here: autoscaling, env, image, realtime, replicas, "
+        "resources, "
         "termination_grace_seconds",
         id="unknown-nested-key",
     ),
@@ -173,7 +174,8 @@ def test_every_problem_is_reported_at_once() -> None:
     assert problems == [
         f"scaleladder:extra: unknown key; allowed keys here: {TOP_LEVEL_KEYS}",
         "scaleladder:phase: must be <= 6, got 9",
-        "scaleladder:web.imag: unknown key; allowed keys here: autoscaling, env, image, replicas, resources, "
+        "scaleladder:web.imag: unknown key; allowed keys here: autoscaling, env, image, realtime, replicas, "
+        "resources, "
         "termination_grace_seconds",
         "scaleladder:web.replicas: must be >= 1, got -1",
     ]

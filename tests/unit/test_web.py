@@ -43,7 +43,7 @@ def test_pods_are_hardened_and_probed_three_ways() -> None:
     assert probes == {"startupProbe": "/healthz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
     assert container["readinessProbe"] != container["livenessProbe"]
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-    assert container["env"] == ENV
+    assert container["env"][: len(ENV)] == ENV
 
 
 def test_service_selects_the_pods_but_not_by_version() -> None:
@@ -65,4 +65,11 @@ def test_each_image_migrates_in_its_own_job() -> None:
 def test_extra_env_is_appended_in_a_stable_order() -> None:
     spec = WebSpec(env={"B_SWITCH": "1", "A_SWITCH": "0"})
     container = by_kind(web_objects(META, spec, ENV))["Deployment"]["spec"]["template"]["spec"]["containers"][0]
-    assert [e["name"] for e in container["env"]] == ["DATABASE_URL", "A_SWITCH", "B_SWITCH"]
+    assert [e["name"] for e in container["env"]] == [
+        "DATABASE_URL",
+        "REALTIME_MAX_CONNECTIONS",
+        "DRAIN_BATCH_PERCENT",
+        "DRAIN_BATCH_INTERVAL_MS",
+        "A_SWITCH",
+        "B_SWITCH",
+    ]
