@@ -35,7 +35,7 @@ class Role:
 
 ROLES = (
     Role("auth", ("/users", "/sessions", "/me"), calls=("orders",)),
-    Role("catalog", ("/products", "/static", "/events")),
+    Role("catalog", ("/products", "/static", "/events", "/ws", "/realtime")),
     Role("orders", ("/orders", "/jobs"), calls=("catalog",)),
 )
 """The service's own table (sample.roles) as the gateway needs it; a test keeps the two equal."""

@@ -13,7 +13,7 @@ def test_gateway_route_attaches_to_the_shared_gateway_with_timeouts() -> None:
     assert route["kind"] == "HTTPRoute"
     assert route["spec"]["parentRefs"] == [{"name": "edge", "namespace": "scaleladder-gateway"}]
     assert route["spec"]["hostnames"] == ["phase3.localtest.me"]
-    rule = route["spec"]["rules"][0]
+    rule = route["spec"]["rules"][-1]
     assert rule["backendRefs"] == [{"name": "web", "port": 80}]
     assert rule["timeouts"] == {"request": "15s", "backendRequest": "5s"}
     assert policy["kind"] == "BackendTrafficPolicy"
@@ -28,7 +28,7 @@ def test_no_policy_when_retries_and_limits_are_off() -> None:
 
 
 def test_ingress_alternative_uses_the_configured_class() -> None:
-    (ingress,) = routing_objects(
+    ingress, _ = routing_objects(
         META, RoutingSpec(kind="ingress", ingress_class="traefik", hostname="shop.example.com"), "web", 80
     )
     assert ingress["apiVersion"] == "networking.k8s.io/v1"
@@ -52,7 +52,7 @@ CACHE = (PathRoute("edge-cache", 80, ("/products", "/static/"), reads_only=True)
 
 def test_reads_of_cacheable_prefixes_go_through_the_cache() -> None:
     route, _ = routing_objects(META, RoutingSpec(kind="gateway"), "web", 80, CACHE)
-    rules = route["spec"]["rules"]
+    rules = route["spec"]["rules"][2:]  # after the two stream rules
     assert [(r["matches"][0]["path"]["value"], r["backendRefs"][0]["name"]) for r in rules] == [
         ("/products", "edge-cache"),
         ("/static", "edge-cache"),  # whole path segments: the trailing slash goes
@@ -63,10 +63,48 @@ def test_reads_of_cacheable_prefixes_go_through_the_cache() -> None:
 
 
 def test_an_ingress_sends_cacheable_prefixes_to_the_cache_for_every_method() -> None:
-    (ingress,) = routing_objects(META, RoutingSpec(kind="ingress"), "web", 80, CACHE)
+    ingress, _ = routing_objects(META, RoutingSpec(kind="ingress"), "web", 80, CACHE)
     paths = ingress["spec"]["rules"][0]["http"]["paths"]
     assert [(p["path"], p["backend"]["service"]["name"]) for p in paths] == [
         ("/products", "edge-cache"),
         ("/static", "edge-cache"),
         ("/", "web"),
     ]
+
+
+ROLES = (
+    PathRoute("edge-cache", 80, ("/", "/events"), reads_only=True),
+    PathRoute("catalog", 80, ("/products", "/events", "/ws")),
+)
+
+
+def test_streams_have_no_request_timeout_and_never_reach_the_cache() -> None:
+    route, _ = routing_objects(META, RoutingSpec(kind="gateway"), "front", 80, ROLES)
+    streams = [rule for rule in route["spec"]["rules"] if rule["matches"][0]["path"]["value"] in ("/ws", "/events")]
+    assert [(rule["matches"], rule["backendRefs"], rule["timeouts"]) for rule in streams] == [
+        ([{"path": {"type": "PathPrefix", "value": "/ws"}}], [{"name": "catalog", "port": 80}], {"request": "0s"}),
+        ([{"path": {"type": "PathPrefix", "value": "/events"}}], [{"name": "catalog", "port": 80}], {"request": "0s"}),
+    ]
+
+
+def test_streams_without_an_owner_go_to_the_default_service() -> None:
+    route, _ = routing_objects(META, RoutingSpec(kind="gateway"), "web", 80)
+    first, second = route["spec"]["rules"][:2]
+    assert [(r["matches"][0]["path"]["value"], r["backendRefs"][0]["name"]) for r in (first, second)] == [
+        ("/ws", "web"),
+        ("/events", "web"),
+    ]
+
+
+def test_an_ingress_puts_streams_in_a_second_ingress_with_long_nginx_timeouts() -> None:
+    main, streams = routing_objects(META, RoutingSpec(kind="ingress", stream_idle_timeout_seconds=7200), "f", 80, ROLES)
+    main_paths = [p["path"] for p in main["spec"]["rules"][0]["http"]["paths"]]
+    assert "/ws" not in main_paths and "/events" not in main_paths
+    assert streams["metadata"]["name"] == "f-streams"
+    assert streams["metadata"]["annotations"] == {
+        "nginx.ingress.kubernetes.io/proxy-read-timeout": "7200",
+        "nginx.ingress.kubernetes.io/proxy-send-timeout": "7200",
+    }
+    assert streams["spec"]["rules"][0]["host"] == main["spec"]["rules"][0]["host"]
+    paths = streams["spec"]["rules"][0]["http"]["paths"]
+    assert [(p["path"], p["backend"]["service"]["name"]) for p in paths] == [("/ws", "catalog"), ("/events", "catalog")]
