@@ -1,8 +1,9 @@
 """Change events: appended to a Redis stream (for resume) and fanned out to every replica by pub/sub.
 
 Each process runs one listener (SUBSCRIBE, or SSUBSCRIBE on a Redis Cluster, where the channel and
-stream share a hash slot) and hands each message to its local SSE subscribers. The stream keeps the
-last EVENTS_HISTORY events; a client resuming with Last-Event-ID replays what it missed from there.
+stream share a hash slot) and hands each message to its local subscribers (SSE streams and WebSockets), each
+through a queue of QUEUE_SIZE events: one that falls that far behind is ended (`end`). The stream keeps the
+last EVENTS_HISTORY events; a client resuming from its last id replays what it missed from there.
 """
 
 from __future__ import annotations
@@ -70,18 +71,19 @@ class EventBus:
     def unsubscribe(self, queue: asyncio.Queue[Event]) -> None:
         self._subscribers.discard(queue)
 
-    def end_streams(self) -> None:
-        """Ask every open stream to finish (graceful shutdown)."""
-        for queue in list(self._subscribers):
-            self._deliver(queue, END)
+    def end(self, queue: asyncio.Queue[Event]) -> None:
+        """Stop delivering to `queue` and make END the next thing it yields: the events still queued are dropped
+        too, so a client never gets an event after a gap; it resumes from the last id it saw, before them."""
+        self._subscribers.discard(queue)
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(END)
 
     def _deliver(self, queue: asyncio.Queue[Event], event: Event) -> None:
         try:
             queue.put_nowait(event)
-        except asyncio.QueueFull:  # a stalled client: drop it, it resumes with Last-Event-ID
-            self._subscribers.discard(queue)
-            queue.get_nowait()
-            queue.put_nowait(END)
+        except asyncio.QueueFull:  # a stalled client: drop it, it resumes from its last id
+            self.end(queue)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen_forever())
