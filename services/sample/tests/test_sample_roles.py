@@ -97,7 +97,7 @@ def shop(postgres: Postgres, nats_cluster: NatsCluster, tmp_path_factory: pytest
             "catalog",
             ["/products", "/static/img/product-0.svg"],
             ["/users/1", "/me", "/orders/1", f"/jobs/{'0' * 32}"],
-            {"/products", "/products/batch-get", "/products/{id}", "/events"},
+            {"/products", "/products/batch-get", "/products/{id}", "/events", "/ws", "/realtime/connections"},
         ),
         (
             "orders",
@@ -108,7 +108,7 @@ def shop(postgres: Postgres, nats_cluster: NatsCluster, tmp_path_factory: pytest
         (
             "auth",
             ["/users/1/orders"],
-            ["/products", "/orders/1", f"/jobs/{'0' * 32}", "/events"],
+            ["/products", "/orders/1", f"/jobs/{'0' * 32}", "/events", "/ws", "/realtime/connections"],
             {"/users", "/users/{id}", "/users/{id}/orders", "/sessions", "/me"},
         ),
     ],

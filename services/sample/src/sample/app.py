@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from sample import failover, openapi, roles
-from sample.api import events, health, jobs, orders, products, users
+from sample.api import events, health, jobs, orders, products, realtime, users, websocket
 from sample.config import Settings, load_settings
 from sample.errors import HANDLERS
 from sample.metrics import MetricsMiddleware
@@ -70,6 +70,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *orders.ROUTES,
         *jobs.ROUTES,
         *events.ROUTES,
+        *websocket.ROUTES,
+        *realtime.ROUTES,
         PathRoute("/openapi.json", get=openapi_json),
         Mount("/static", CachedStaticFiles(directory=str(static)), name="static"),
     ]

@@ -1,5 +1,5 @@
-"""The `sample` command: `sample serve` (the image's default), `sample worker` (the job worker role) and
-`sample migrate` (the migration Job)."""
+"""The `sample` command: `sample serve` (the image's default), `sample worker` (the job worker role),
+`sample migrate` (the migration Job) and `sample listen` (the reference WebSocket client)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from sample import logs, shard_cli
+from sample import logs, realtime_client, shard_cli
 from sample.config import ConfigError, Settings, load_settings
 from sample.shards import ShardSettings, shard_settings
 
@@ -23,7 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("worker", help="consume jobs from NATS (ROLE=worker); serves only probes and metrics on PORT")
     commands.add_parser("migrate", help="apply pending schema migrations to DATABASE_URL and shard groups (idempotent)")
     shard_cli.add_commands(commands)
+    listen = commands.add_parser("listen", help="print the events of a /ws as JSON lines, reconnecting and resuming")
+    listen.add_argument("--url", required=True, help="the WebSocket URL, ws://HOST:PORT/ws")
+    listen.add_argument("--cookie", required=True, help="the session id: the value of the `sid` cookie")
+    listen.add_argument("--topics", required=True, help="comma-separated: products, product:<id>, orders")
     args = parser.parse_args(argv)
+    if args.command == "listen":
+        return _listen(args)
     if args.command == "worker" and os.environ.setdefault("ROLE", "worker") != "worker":
         print(f"sample worker: ROLE: got {os.environ['ROLE']!r}, allowed: worker (or unset)", file=sys.stderr)
         return 2
@@ -48,6 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     from sample.server import serve
 
     serve(settings)
+    return 0
+
+
+def _listen(args: argparse.Namespace) -> int:
+    """Runs until interrupted; 2 when the server refuses the handshake for good (bad topics, no session)."""
+    logs.configure("info")
+    topics = [topic.strip() for topic in args.topics.split(",") if topic.strip()]
+    try:
+        asyncio.run(realtime_client.listen(args.url, args.cookie, topics))
+    except realtime_client.Refused as exc:
+        print(f"sample listen: refused: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

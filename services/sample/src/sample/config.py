@@ -77,6 +77,15 @@ class Settings:
     events_enabled: bool = False
     events_heartbeat_seconds: int = 15
     events_history: int = 10000
+    realtime_max_connections: int = 10000
+    """REALTIME_MAX_CONNECTIONS: open /ws and /events connections this process takes; at the cap a new one gets
+    503 at_capacity (Retry-After: 1) and /readyz answers 503, so the pod stops taking new ones."""
+    drain_batch_percent: int = 10
+    """DRAIN_BATCH_PERCENT: on SIGTERM, the share of the connections open at the start that is closed per batch
+    (WebSocket close 1012 "reconnect elsewhere", SSE streams ended), so at most this share reconnects at once."""
+    drain_batch_interval_ms: int = 1000
+    """DRAIN_BATCH_INTERVAL_MS: the pause between drain batches; the batches take at most
+    ceil(100 / DRAIN_BATCH_PERCENT) of these, then uvicorn's own shutdown starts."""
     http_cache_max_age_seconds: int = 30
     read_your_writes_seconds: int = 5
     max_body_bytes: int = 65536
@@ -229,6 +238,9 @@ VARIABLES = (
     Variable("EVENTS_ENABLED", "events_enabled", _bool, BOOL),
     Variable("EVENTS_HEARTBEAT_SECONDS", "events_heartbeat_seconds", _int_in(1, HOUR), "1 to 3600 seconds"),
     Variable("EVENTS_HISTORY", "events_history", _int_in(1, 10**7), "an integer from 1 to 10000000"),
+    Variable("REALTIME_MAX_CONNECTIONS", "realtime_max_connections", _int_in(1, 10**6), "an integer from 1 to 1000000"),
+    Variable("DRAIN_BATCH_PERCENT", "drain_batch_percent", _int_in(1, 100), "an integer from 1 to 100"),
+    Variable("DRAIN_BATCH_INTERVAL_MS", "drain_batch_interval_ms", _int_in(0, 60000), "0 to 60000 ms"),
     Variable("HTTP_CACHE_MAX_AGE_SECONDS", "http_cache_max_age_seconds", _int_in(0, DAY), "0 to 86400 seconds"),
     Variable("READ_YOUR_WRITES_SECONDS", "read_your_writes_seconds", _int_in(0, HOUR), "0 to 3600 seconds"),
     Variable("MAX_BODY_BYTES", "max_body_bytes", _int_in(1024, 64 * 1024 * 1024), "1024 to 67108864 bytes"),

@@ -1,4 +1,4 @@
-"""Prometheus metrics: HTTP requests by route and status, cache, DB pool, rate limits, events.
+"""Prometheus metrics: HTTP requests by route and status, cache, DB pool, rate limits, events, realtime connections.
 
 With several workers, uvicorn runs separate processes: `server.py` then points
 PROMETHEUS_MULTIPROC_DIR at a fresh folder under /tmp before they start, and /metrics aggregates
@@ -48,7 +48,20 @@ DB_REPLICAS_HEALTHY = Gauge(
 )
 RATE_LIMITED = Counter("rate_limit_rejections_total", "Requests rejected with 429, by tier (ip or user).", ["tier"])
 EVENTS_PUBLISHED = Counter("events_published_total", "Change events published, by type.", ["type"])
-SSE_CLIENTS = Gauge("sse_clients", "Open Server-Sent Events streams.", multiprocess_mode="livesum")
+REALTIME_CONNECTIONS = Gauge(
+    "realtime_connections",
+    "Open realtime connections by transport (websocket, sse).",
+    ["transport"],
+    multiprocess_mode="livesum",
+)
+REALTIME_DISCONNECTS = Counter(
+    "realtime_disconnects_total",
+    "Realtime connections closed by the server, by reason (slow_consumer, drain).",
+    ["reason"],
+)
+REALTIME_REJECTED = Counter(
+    "realtime_rejected_total", "Realtime connections refused with 503, by reason (at_capacity, draining).", ["reason"]
+)
 
 CACHE_HIT = CACHE_REQUESTS.labels("hit")
 CACHE_MISS = CACHE_REQUESTS.labels("miss")

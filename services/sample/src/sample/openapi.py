@@ -258,7 +258,66 @@ PATHS: dict[str, dict[str, Any]] = {
                 "200": {
                     "description": "text/event-stream",
                     "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                }
+                },
+                "503": _with_headers(
+                    {**ERROR, "description": "`at_capacity` (REALTIME_MAX_CONNECTIONS) or `draining`: try another"},
+                    Retry_After=RETRY_AFTER,
+                ),
+            },
+        )
+    },
+    "/ws": {
+        "get": _op(
+            "WebSocket of product and order changes by topic (same bus as /events), logged in by the session cookie."
+            " Query: topics=products,product:<id>,orders and last_id=<event id> to resume. Frames: see the README."
+            " Close 4000 (slow consumer) and 1012 (drain) mean: reconnect and resume from your last id.",
+            {
+                "101": {"description": "Switching Protocols: the WebSocket is open"},
+                "400": {**ERROR, "description": "`invalid_parameter`: bad topics or last_id (the message says)"},
+                "401": {**ERROR, "description": "`not_logged_in`: no valid session cookie"},
+                "404": {**ERROR, "description": "`events_disabled`: EVENTS_ENABLED is off"},
+                "426": {**ERROR, "description": "`upgrade_required`: a plain GET, not a WebSocket handshake"},
+                "503": _with_headers(
+                    {**ERROR, "description": "`at_capacity` (REALTIME_MAX_CONNECTIONS) or `draining`: try another"},
+                    Retry_After=RETRY_AFTER,
+                ),
+            },
+            params=[
+                {
+                    "name": "topics",
+                    "in": "query",
+                    "description": "Comma-separated: products, product:<id>, orders (the caller's own); at most 100.",
+                    "schema": {"type": "string"},
+                },
+                {
+                    "name": "last_id",
+                    "in": "query",
+                    "description": "The last event id seen: the missed events are replayed first.",
+                    "schema": {"type": "string", "pattern": "^[0-9]+-[0-9]+$"},
+                },
+            ],
+        )
+    },
+    "/realtime/connections": {
+        "get": _op(
+            "Open realtime connections (WebSocket and SSE): this process's and the total over every process.",
+            {
+                "200": _with_headers(
+                    _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "process": {"type": "integer", "minimum": 0},
+                                "total": {"type": "integer", "minimum": 0},
+                                "processes": {"type": "integer", "minimum": 0},
+                            },
+                            "required": ["process", "total", "processes"],
+                            "additionalProperties": False,
+                        }
+                    ),
+                    Cache_Control=NO_STORE,
+                ),
+                "404": {**ERROR, "description": "`events_disabled`: EVENTS_ENABLED is off"},
             },
         )
     },

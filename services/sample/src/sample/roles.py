@@ -10,7 +10,7 @@ from __future__ import annotations
 
 PATHS: dict[str, tuple[str, ...]] = {
     "auth": ("/users", "/sessions", "/me"),
-    "catalog": ("/products", "/static", "/events"),
+    "catalog": ("/products", "/static", "/events", "/ws", "/realtime"),
     "orders": ("/orders", "/jobs"),
     "worker": (),
 }

@@ -1,7 +1,15 @@
 """`sample serve`: uvicorn on LISTEN_ADDRESS:PORT (0.0.0.0:8080 by default), WEB_CONCURRENCY workers, uvloop, httptools.
 
-On SIGTERM each worker marks itself draining (/readyz -> 503, event streams end; see lifecycle.py),
-stops accepting, lets in-flight requests finish for up to SHUTDOWN_TIMEOUT_SECONDS, then closes its pools.
+On SIGTERM each worker marks itself draining (/readyz -> 503), closes its realtime connections in batches
+(realtime.py), then stops accepting, lets in-flight requests finish for up to SHUTDOWN_TIMEOUT_SECONDS and
+closes its pools (lifecycle.py).
+
+WebSockets use uvicorn's `websockets-sansio` protocol: a protocol ping every EVENTS_HEARTBEAT_SECONDS, and a
+peer that does not answer within as long again is closed (1011). permessage-deflate is negotiated when the
+client offers it. Memory per connection is bounded: reading pauses after each client message until the app
+has taken it, and a send waits while the transport's write buffer is above its high-water mark
+(pause_writing), so a client that stops reading blocks its sender instead of growing a buffer; its bus
+queue then overflows and it is closed with 4000 (api/websocket.py).
 """
 
 from __future__ import annotations
@@ -13,6 +21,9 @@ import tempfile
 import uvicorn
 
 from sample.config import Settings
+
+WS_MAX_MESSAGE_BYTES = 64 * 1024
+"""A bigger client frame closes the WebSocket with 1009; subscribe frames are far smaller."""
 
 
 def serve(settings: Settings) -> None:
@@ -36,6 +47,11 @@ def _run(settings: Settings) -> None:
         workers=settings.web_concurrency,
         loop="uvloop",
         http="httptools",
+        ws="websockets-sansio",
+        ws_max_size=WS_MAX_MESSAGE_BYTES,
+        ws_per_message_deflate=True,
+        ws_ping_interval=settings.events_heartbeat_seconds,
+        ws_ping_timeout=settings.events_heartbeat_seconds,
         lifespan="on",
         access_log=settings.access_log,
         log_config=None,

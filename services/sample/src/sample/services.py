@@ -6,7 +6,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 
 from sample import gc_tuning, lifecycle
 from sample.cache import Cache
@@ -15,6 +15,8 @@ from sample.db import Database
 from sample.events import EventBus
 from sample.queue import JobQueue
 from sample.ratelimit import RateLimiter
+from sample.realtime import Connections
+from sample.realtime_totals import ConnectionTotals
 from sample.redisconn import RedisClient, connect
 from sample.repo.products import ProductReader
 from sample.sessions import SessionStore
@@ -33,6 +35,8 @@ class Services:
     sessions: SessionStore | None
     limiter: RateLimiter | None
     events: EventBus | None
+    realtime: Connections
+    totals: ConnectionTotals | None
     jobs: JobQueue | None
     worker: Worker | None
     catalog: Upstream | None
@@ -49,6 +53,7 @@ class Services:
         shards = Shards(settings, sharding, db) if sharding is not None else None
         jobs = JobQueue(settings) if settings.nats_url else None
         timeout = settings.upstream_timeout_ms / 1000
+        realtime = Connections(settings.realtime_max_connections)
         return cls(
             settings=settings,
             db=db,
@@ -62,6 +67,8 @@ class Services:
             ),
             limiter=RateLimiter(redis, settings) if on and settings.rate_limit_enabled else None,
             events=EventBus(redis, settings.events_history) if on and settings.events_enabled else None,
+            realtime=realtime,
+            totals=ConnectionTotals(redis, realtime) if on and settings.events_enabled else None,
             jobs=jobs,
             worker=Worker(settings, jobs, db, shards) if jobs is not None and settings.role == "worker" else None,
             catalog=Upstream("catalog", settings.catalog_url, timeout) if settings.catalog_url else None,
@@ -76,13 +83,20 @@ class Services:
             await self.shards.open()
         if self.events is not None:
             self.events.start()
-            lifecycle.on_drain(self.events.end_streams)
+            lifecycle.before_shutdown(self._drain_realtime)
+        if self.totals is not None:
+            self.totals.start()
         gc_tuning.tune()
         if self.jobs is not None:
             await self.jobs.open()
         if self.worker is not None:
             self.worker.start()
             lifecycle.on_drain(self.worker.drain)
+
+    async def _drain_realtime(self) -> None:
+        """On SIGTERM: close /ws and /events connections in batches before uvicorn's shutdown closes the rest."""
+        interval = self.settings.drain_batch_interval_ms / 1000
+        await self.realtime.drain(self.settings.drain_batch_percent, interval)
 
     async def stop(self) -> None:
         """Close everything; called after in-flight requests drained."""
@@ -92,6 +106,8 @@ class Services:
             await self.jobs.close()
         if self.events is not None:
             await self.events.stop()
+        if self.totals is not None:
+            await self.totals.stop()
         if self.shards is not None:
             await self.shards.close()
         await self.db.close()
@@ -100,5 +116,5 @@ class Services:
                 await self.redis.aclose()
 
 
-def of(request: Request) -> Services:
+def of(request: HTTPConnection) -> Services:
     return request.app.state.services

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from sample.redisconn import RedisClient
@@ -35,8 +35,8 @@ class SessionStore:
         await self.client.set(_key(token), str(user_id), ex=self.ttl)
         response.set_cookie(COOKIE, token, httponly=True, secure=self.cookie_secure, samesite="lax", path="/")
 
-    async def user_id(self, request: Request) -> int | None:
-        """The logged-in user id, or None; the result is remembered on the request for later callers."""
+    async def user_id(self, request: HTTPConnection) -> int | None:
+        """The logged-in user id, or None (a request or a WebSocket handshake); remembered on it for later callers."""
         if "user_id" in request.scope.setdefault("state", {}):
             return request.scope["state"]["user_id"]
         token = request.cookies.get(COOKIE)

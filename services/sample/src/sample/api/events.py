@@ -10,7 +10,8 @@ from starlette.responses import Response, StreamingResponse
 
 from sample.errors import ApiError
 from sample.events import END, Event, EventBus, parse_id
-from sample.metrics import SSE_CLIENTS
+from sample.metrics import REALTIME_DISCONNECTS
+from sample.realtime import Connection, Connections
 from sample.routing import PathRoute
 from sample.services import of
 
@@ -22,9 +23,13 @@ def _frame(event: Event) -> bytes:
 
 
 async def _stream(
-    bus: EventBus, queue: asyncio.Queue[Event], last_id: str | None, heartbeat: int
+    bus: EventBus,
+    queue: asyncio.Queue[Event],
+    last_id: str | None,
+    heartbeat: int,
+    connections: Connections,
+    connection: Connection,
 ) -> AsyncIterator[bytes]:
-    SSE_CLIENTS.inc()
     try:
         yield b"retry: 2000\n\n"
         seen = parse_id(last_id) if last_id else (0, 0)
@@ -38,13 +43,15 @@ async def _stream(
             except TimeoutError:
                 yield HEARTBEAT
                 continue
-            if event is END:
+            if event is END:  # a slow consumer, or the drain: the client resumes with Last-Event-ID
+                if not connection.drained:
+                    REALTIME_DISCONNECTS.labels("slow_consumer").inc()
                 return
             if parse_id(event[0]) > seen:  # not already sent by the replay
                 yield _frame(event)
     finally:
         bus.unsubscribe(queue)
-        SSE_CLIENTS.dec()
+        connections.release(connection)
 
 
 async def events(request: Request) -> Response:
@@ -59,9 +66,15 @@ async def events(request: Request) -> Response:
             raise ApiError(
                 400, "invalid_parameter", f"Last-Event-ID: got {last_id[:64]!r}, allowed: an id from this stream"
             ) from None
-    queue = svc.events.subscribe()  # before the replay, so nothing published in between is lost
+    bus = svc.events
+    queue = bus.subscribe()  # before the replay, so nothing published in between is lost
+    try:
+        connection = svc.realtime.admit("sse", lambda: bus.end(queue))
+    except ApiError:
+        bus.unsubscribe(queue)
+        raise
     return StreamingResponse(
-        _stream(svc.events, queue, last_id, svc.settings.events_heartbeat_seconds),
+        _stream(bus, queue, last_id, svc.settings.events_heartbeat_seconds, svc.realtime, connection),
         media_type="text/event-stream",
         headers={"cache-control": "no-store", "x-accel-buffering": "no"},
     )

@@ -20,7 +20,8 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """200 when the primary (and Redis, NATS if configured) answer within READY_TIMEOUT_MS, else 503 naming which."""
+    """200 when the primary (and Redis, NATS if configured) answer within READY_TIMEOUT_MS, else 503 naming which;
+    also 503 while draining and, with events on, at REALTIME_MAX_CONNECTIONS (new connections go elsewhere)."""
     svc = of(request)
     timeout = svc.settings.ready_timeout_ms / 1000
     checks = {"postgres": svc.db.ping_primary()}
@@ -36,7 +37,11 @@ async def readyz(request: Request) -> Response:
     status["replicas_healthy"] = f"{sum(r.healthy for r in svc.db.replicas)}/{len(svc.db.replicas)}"
     if lifecycle.draining():
         status["process"] = "draining"
-    ready = all(v == "ok" for k, v in status.items() if k in checks) and not lifecycle.draining()
+    at_capacity = svc.events is not None and svc.realtime.at_capacity
+    if svc.events is not None:
+        count = f"{len(svc.realtime)}/{svc.realtime.cap}"
+        status["connections"] = f"at capacity: {count}" if at_capacity else count
+    ready = all(v == "ok" for k, v in status.items() if k in checks) and not lifecycle.draining() and not at_capacity
     body = encode({"status": "ready" if ready else "not ready", "checks": status})
     return Response(body, 200 if ready else 503, media_type="application/json", headers={"cache-control": "no-store"})
 
