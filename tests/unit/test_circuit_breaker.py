@@ -10,7 +10,9 @@ import yaml
 
 from components.circuit_breaker import (
     IMAGE,
+    Inbound,
     SidecarSpec,
+    Streams,
     Upstream,
     circuit_breaker_sidecar,
     duration,
@@ -177,3 +179,32 @@ def test_the_app_calls_each_upstream_at_its_local_listener() -> None:
         {"name": "CATALOG_URL", "value": "http://127.0.0.1:15001"},
         {"name": "ORDERS_URL", "value": "http://127.0.0.1:15002"},
     ]
+
+
+def inbound_manager(config: dict) -> dict:
+    (inbound,) = [listener for listener in config["static_resources"]["listeners"] if listener["name"] == "inbound"]
+    return inbound["filter_chains"][0]["filters"]
+
+
+def test_streams_are_upgraded_untimed_and_on_a_cluster_of_their_own() -> None:
+    spec = SidecarSpec(inbound=Inbound(max_connections=100), streams=Streams(("/ws",), 500, 600))
+    config = envoy_config(spec)
+    limit, manager = inbound_manager(config)
+    assert limit["typed_config"]["max_connections"] == 600  # ordinary connections, plus the app's streams
+    assert manager["typed_config"]["upgrade_configs"] == [{"upgrade_type": "websocket"}]
+    routes = manager["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
+    assert routes[0] == {
+        "match": {"path_separated_prefix": "/ws"},
+        "route": {"cluster": "inbound_streams", "timeout": "0s", "idle_timeout": "600s"},
+    }
+    assert routes[-1]["route"]["cluster"] == "inbound_app"
+    (streams,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "inbound_streams"]
+    threshold = streams["circuit_breakers"]["thresholds"][0]
+    assert (threshold["max_connections"], threshold["max_requests"]) == (500, 500)
+
+
+def test_without_streams_upgrades_stay_refused() -> None:
+    config = envoy_config(SidecarSpec())
+    _, manager = inbound_manager(config)
+    assert "upgrade_configs" not in manager["typed_config"]
+    assert "inbound_streams" not in [c["name"] for c in config["static_resources"]["clusters"]]

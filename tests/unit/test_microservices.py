@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from components import circuit_breaker, microservices, queue, validation, web
+from components.circuit_breaker import Streams
 from components.labels import Meta
 from components.microservices import ROLES, MicroservicesSpec, role_objects, sidecar_spec, worker_objects
 
@@ -20,7 +21,7 @@ def by_kind(objects: list[dict]) -> dict[str, list[dict]]:
 
 
 def test_a_caller_reaches_each_callee_through_a_local_listener_to_its_pods() -> None:
-    (upstream,) = sidecar_spec(META, MicroservicesSpec(), ORDERS).upstreams
+    (upstream,) = sidecar_spec(META, MicroservicesSpec(), ORDERS, Streams()).upstreams
     assert (upstream.name, upstream.local_port) == ("catalog", 15001)
     # the callee's pods, one by one (ejectable), on their own sidecar's inbound listener
     assert upstream.host == "catalog-pods.ns.svc.cluster.local"
@@ -28,7 +29,7 @@ def test_a_caller_reaches_each_callee_through_a_local_listener_to_its_pods() -> 
 
 
 def test_role_tier_runs_the_sidecar_first_and_its_service_targets_the_inbound_listener() -> None:
-    built = role_objects(META, AUTOSCALED, MicroservicesSpec(), ORDERS, ENV)
+    built = role_objects(META, AUTOSCALED, MicroservicesSpec(), ORDERS, ENV, stream_idle_seconds=3600)
     objects = by_kind(built)
     (deployment,) = objects["Deployment"]
     pod = deployment["spec"]["template"]["spec"]
@@ -49,7 +50,7 @@ def test_role_tier_runs_the_sidecar_first_and_its_service_targets_the_inbound_li
 
 def test_a_role_that_calls_nobody_still_sheds_load_on_its_inbound_side() -> None:
     catalog = next(role for role in ROLES if role.name == "catalog")
-    spec = sidecar_spec(META, MicroservicesSpec(), catalog)
+    spec = sidecar_spec(META, MicroservicesSpec(), catalog, Streams())
     assert spec.upstreams == () and spec.inbound.max_requests > 0
 
 
@@ -75,3 +76,10 @@ def test_the_gateway_routes_by_the_services_own_path_table() -> None:
 
     kit = {role.name: role.paths for role in ROLES} | {microservices.WORKER: ()}
     assert kit == roles.PATHS
+
+
+def test_only_the_role_owning_the_stream_paths_carries_streams() -> None:
+    streams = Streams(("/ws", "/events"), max_connections=500, idle_timeout_seconds=600)
+    carried = {role.name: sidecar_spec(META, MicroservicesSpec(), role, streams).streams for role in ROLES}
+    assert carried["catalog"] == Streams(("/events", "/ws"), 500, 600)
+    assert carried["auth"].prefixes == carried["orders"].prefixes == ()
