@@ -19,6 +19,7 @@ from typing import Any
 from components.edge_cache_vcl import HEALTH_PATH, PREFIX, PURGE_SOCKET, CachePolicy, ordered_rules, render_vcl
 from components.labels import Meta
 from components.pods import Resources, config_map, container_security, http_probe, job, pod_security, spread
+from components.realtime import STREAM_PATHS
 from components.settings import setting
 
 NAME = "edge-cache"
@@ -323,6 +324,8 @@ def cdn_document(spec: EdgeCacheSpec) -> dict[str, Any]:
             "request_headers": ["Authorization"],
             "cookies": list(policy.session_cookies),
             "responses": ["Set-Cookie (except static rules, where it is removed)", "Vary: *"],
+            "websocket_upgrades": "passed through to the origin (Upgrade: websocket), any path",
+            "stream_paths": list(STREAM_PATHS),
         },
         "rules": [
             {

@@ -4,6 +4,11 @@
 integration tests run under a real varnishd. What it does, in request order:
 
 - `/varnish-health` answers 200 from Varnish itself (kubelet probes; no origin round trip).
+- Long-lived streams are piped: a WebSocket upgrade (any path) and any request to a stream path
+  (`realtime.STREAM_PATHS`: `/ws`, `/events`) hand the client's connection to the origin, with
+  the Upgrade and Connection headers (Varnish drops hop-by-hop headers otherwise). Never cached,
+  and free of the origin's first-byte and between-bytes timeouts (the routes send these paths
+  past the cache anyway; this is for setups where the cache fronts everything).
 - PURGE and BAN are served only on the invalidation listener (`-a purge=...`, never routed from
   outside) and only to callers in the ACL (pod and service CIDRs, loopback); elsewhere 405 / 403.
   PURGE drops one normalised URL; BAN takes `X-Ban-Tag: <surrogate key>` or `X-Ban-Prefix: /path`
@@ -31,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from components.realtime import STREAM_PATHS
 from components.settings import setting
 from components.web import NAME as WEB_SERVICE
 from components.web import SERVICE_PORT as WEB_PORT
@@ -295,6 +301,9 @@ def recv(policy: CachePolicy) -> str:
         f'    if (req.url == "{HEALTH_PATH}") {{',
         '        return (synth(200, "OK"));',
         "    }",
+        f'    if (req.http.Upgrade ~ "(?i)websocket" || req.url ~ "{STREAMS_REGEX}") {{',
+        "        return (pipe);",
+        "    }",
         '    if (req.method == "PURGE" || req.method == "BAN") {',
         "        call edge_invalidate;",
         "    }",
@@ -386,6 +395,18 @@ STALE_IF_ERROR = """sub vcl_synth {
 }
 """
 
+STREAMS_REGEX = "^(" + "|".join(path.replace(".", "[.]") for path in STREAM_PATHS) + ")([/?]|$)"
+"""A URL on one of the stream paths, whole segments only (`/wsx` is not `/ws`)."""
+
+PIPE = """sub vcl_pipe {
+    # a WebSocket handshake reaches the origin whole: Upgrade and Connection are hop-by-hop
+    if (req.http.Upgrade) {
+        set bereq.http.Upgrade = req.http.Upgrade;
+        set bereq.http.Connection = req.http.Connection;
+    }
+}
+"""
+
 BACKEND_FETCH = """sub vcl_backend_fetch {
     unset bereq.http.X-Edge-Cache;
     unset bereq.http.X-Edge-Stale-If-Error;
@@ -453,6 +474,7 @@ def render_vcl(policy: CachePolicy) -> str:
         recv(policy),
         HASH,
         MARKERS,
+        PIPE,
         BACKEND_FETCH,
         backend_response(policy),
         BACKEND_ERROR,

@@ -25,7 +25,7 @@ def _plain_http(connection: ServerConnection, request: Request) -> Response | No
     """Requests that are not upgrades get an HTTP answer; upgrades go on to the handshake."""
     if request.headers.get("Upgrade", "").lower() == "websocket":
         return None
-    if request.path == "/slow":
+    if request.path in ("/slow", "/events"):
         time.sleep(SLOW_SECONDS)
     return Response(200, "OK", Headers({"Content-Type": "text/plain", "Content-Length": "3"}), b"ok\n")
 

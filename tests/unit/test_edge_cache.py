@@ -242,5 +242,7 @@ def test_cdn_document_mirrors_the_policy() -> None:
         "strip_cookies": True,
     }
     assert document["bypass"]["cookies"] == ["sid", "ryw"]
+    assert document["bypass"]["websocket_upgrades"] == "passed through to the origin (Upgrade: websocket), any path"
+    assert document["bypass"]["stream_paths"] == ["/ws", "/events"]
     assert document["cache_key"]["query"]["ignored_parameters"] == ["utm_*", "gclid", "fbclid"]
     assert document["origin_directives"]["precedence"][0] == "Surrogate-Control"
