@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.asyncio import RedisCluster
 
-from sample.metrics import EVENTS_PUBLISHED
+from sample.metrics import EVENTS_PUBLISHED, REALTIME_DISCONNECTS
 from sample.redisconn import RedisClient
 from sample.responses import encode
 
@@ -24,6 +24,11 @@ log = logging.getLogger(__name__)
 STREAM = "{events}:log"
 CHANNEL = "{events}:live"
 QUEUE_SIZE = 1000
+PUBLISH = (  # the channel shares the stream's hash slot ({events}), as SPUBLISH in a script on a cluster needs
+    "local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'e', ARGV[2]) "
+    "redis.call(ARGV[3], ARGV[4], id .. ' ' .. ARGV[2]) "
+    "return id"
+)
 Event = tuple[bytes, bytes]  # (stream id, JSON payload)
 END: Event = (b"", b"")  # tells a subscriber its stream should end
 
@@ -45,16 +50,15 @@ class EventBus:
         self.history = history
         self.sharded = isinstance(client, RedisCluster)
         self._subscribers: set[asyncio.Queue[Event]] = set()
+        self._publish = client.register_script(PUBLISH)
         self._task: asyncio.Task[None] | None = None
 
     async def publish(self, event_type: str, data: dict[str, Any]) -> bytes:
+        """Appends to the history and publishes in one script: live delivery follows stream-id order even when
+        several processes publish at once (separate XADD and PUBLISH calls could interleave)."""
         payload = encode({"type": event_type, "data": data})
-        event_id = await self.client.xadd(STREAM, {"e": payload}, maxlen=self.history, approximate=True)
-        message = event_id + b" " + payload
-        if self.sharded:
-            await self.client.spublish(CHANNEL, message)
-        else:
-            await self.client.publish(CHANNEL, message)
+        command = "SPUBLISH" if self.sharded else "PUBLISH"
+        event_id: bytes = await self._publish(keys=[STREAM], args=[self.history, payload, command, CHANNEL])
         EVENTS_PUBLISHED.labels(event_type).inc()
         return event_id
 
@@ -83,6 +87,7 @@ class EventBus:
         try:
             queue.put_nowait(event)
         except asyncio.QueueFull:  # a stalled client: drop it, it resumes from its last id
+            REALTIME_DISCONNECTS.labels("slow_consumer").inc()
             self.end(queue)
 
     def start(self) -> None:
