@@ -10,7 +10,6 @@ from starlette.responses import Response, StreamingResponse
 
 from sample.errors import ApiError
 from sample.events import END, Event, EventBus, parse_id
-from sample.metrics import REALTIME_DISCONNECTS
 from sample.realtime import Connection, Connections
 from sample.routing import PathRoute
 from sample.services import of
@@ -44,8 +43,6 @@ async def _stream(
                 yield HEARTBEAT
                 continue
             if event is END:  # a slow consumer, or the drain: the client resumes with Last-Event-ID
-                if not connection.drained:
-                    REALTIME_DISCONNECTS.labels("slow_consumer").inc()
                 return
             if parse_id(event[0]) > seen:  # not already sent by the replay
                 yield _frame(event)

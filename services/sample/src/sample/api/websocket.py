@@ -24,7 +24,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDiscon
 from sample import topics as topic_names
 from sample.errors import ApiError, error_response
 from sample.events import END, Event, EventBus, parse_id
-from sample.metrics import REALTIME_DISCONNECTS
 from sample.realtime import Connection
 from sample.responses import encode
 from sample.routing import PathRoute
@@ -131,8 +130,6 @@ class Subscriber:
         while True:
             event = await self.queue.get()
             if event is END:
-                if not connection.drained:
-                    REALTIME_DISCONNECTS.labels("slow_consumer").inc()
                 await self._close(*(RECONNECT_ELSEWHERE if connection.drained else SLOW_CONSUMER))
                 return
             if parse_id(event[0]) > seen:  # not already sent by the replay
