@@ -5,16 +5,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 
 RedisClient = Redis | RedisCluster
 
+POOL_SIZE = 200
+POOL_WAIT_SECONDS = 2.0
+
 
 def connect(url: str, mode: str) -> RedisClient:
-    """A client for REDIS_URL; in cluster mode the URL names one seed node and the rest are discovered."""
+    """A client for REDIS_URL; in cluster mode the URL names one seed node and the rest are discovered.
+
+    A standalone client keeps at most POOL_SIZE connections; a command beyond them waits up to
+    POOL_WAIT_SECONDS for one to come back (a burst queues instead of failing at once).
+    """
     if mode == "cluster":
         return RedisCluster.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
-    return Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0, max_connections=200)
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=POOL_SIZE, timeout=POOL_WAIT_SECONDS, socket_timeout=2.0, socket_connect_timeout=2.0
+    )
+    return Redis(connection_pool=pool)
 
 
 async def mget(client: RedisClient, keys: Sequence[str]) -> list[bytes | None]:
