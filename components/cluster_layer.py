@@ -36,7 +36,9 @@ class ClusterSpec:
     node_port: int = setting(
         30080, "NodePort of the Gateway's HTTP listener; kind maps host port 8080 to it", minimum=30000, maximum=32767
     )
-    keda: bool = setting(False, "install KEDA, so phase 6 workers can scale on queue lag")
+    keda: bool = setting(
+        False, "install KEDA: phase 6 scales the catalog on open connections, and workers can scale on queue lag"
+    )
     addons: Literal["helm", "crds"] = setting(
         "helm",
         "helm: install the add-ons' Helm charts; crds: install only their CustomResourceDefinitions from "

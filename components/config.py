@@ -66,6 +66,11 @@ class StackConfig:
             yield "microservices.enabled", "needs queue.enabled: true (the orders role serves /jobs)"
         if self.microservices.enabled and self.routing.kind == "none":
             yield "microservices.enabled", "needs a front door (routing.kind gateway or ingress) to route by role"
+        if self.microservices.enabled and self.microservices.scale_on_connections and not self.web.autoscaling.enabled:
+            yield (
+                "microservices.scale_on_connections",
+                "needs web.autoscaling.enabled: true (KEDA scales between its min_replicas and max_replicas)",
+            )
         if self.single_server and (self.queue.enabled or self.microservices.enabled):
             yield "single_server", "must be false with queue or microservices (one pod is one process)"
         if self.single_server and self.web.autoscaling.enabled:
@@ -109,7 +114,8 @@ PHASE_DEFAULTS: dict[int, dict[str, Any]] = {
     },
     6: {
         # microservices: one tier per role behind Envoy sidecars, async jobs on a queue with workers
-        "microservices": {"enabled": True},
+        # the catalog holds the WebSocket and SSE clients: it scales on their number as well as on CPU
+        "microservices": {"enabled": True, "scale_on_connections": True},
         "queue": {"enabled": True},
         "edge_cache": {"policy": {"origin": {"host": FRONT}}},
     },

@@ -58,9 +58,16 @@ def mermaid(objects: list[dict[str, Any]], title: str) -> str:
 def flowchart(objects: list[dict[str, Any]]) -> str:
     """The flowchart itself, as README.md embeds it."""
     autoscaled = {
-        o["spec"]["scaleTargetRef"]["name"]: f"HPA {o['spec'].get('minReplicas', 1)}-{o['spec']['maxReplicas']}"
-        for o in objects
-        if o["kind"] == "HorizontalPodAutoscaler"
+        **{
+            o["spec"]["scaleTargetRef"]["name"]: f"HPA {o['spec'].get('minReplicas', 1)}-{o['spec']['maxReplicas']}"
+            for o in objects
+            if o["kind"] == "HorizontalPodAutoscaler"
+        },
+        **{
+            o["spec"]["scaleTargetRef"]["name"]: f"KEDA {o['spec']['minReplicaCount']}-{o['spec']['maxReplicaCount']}"
+            for o in objects
+            if o["kind"] == "ScaledObject"
+        },
     }
     shown = [o for o in objects if o["kind"] in (*WORKLOADS, *ROUTES, "Service")]
     lines = ["flowchart LR"]

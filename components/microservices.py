@@ -6,7 +6,9 @@ caller through its sidecar's local listener (`CATALOG_URL=http://127.0.0.1:15001
 breakers, outlier ejection, timeouts and budgeted retries apply, and reach the callee's pods through
 their sidecar's inbound listener, which sheds load. Upstreams are addressed by a headless Service
 (`<role>-pods`), so Envoy sees, and can eject, single pods. The worker role consumes the job
-queue; it has no Service, and scales on CPU or, with KEDA, on the queue's lag.
+queue; it has no Service, and scales on CPU or, with KEDA, on the queue's lag. The role holding the
+long-lived streams (the catalog: `/ws`, `/events`) scales, with `scale_on_connections`, on its open
+connections as well as CPU, through a KEDA ScaledObject instead of an HPA.
 """
 
 from __future__ import annotations
@@ -67,6 +69,11 @@ class MicroservicesSpec:
     enabled: bool = setting(False, "run the service as one tier per role, with Envoy sidecars (phase 6 on)")
     calls: CallPolicy = setting(CallPolicy, "circuit breaking, ejection, timeouts and retries between roles")
     inbound: Inbound = setting(Inbound, "each pod's inbound listener: load shedding in front of the app")
+    scale_on_connections: bool = setting(
+        False,
+        "KEDA scales the role holding /ws and /events on open connections (web.realtime.target_connections "
+        "per pod) and CPU, instead of an HPA; needs KEDA in the cluster (cluster.keda). Phase 6 on",
+    )
     sidecar_resources: Resources = setting(
         Resources(cpu_request="50m", memory_request="64Mi", cpu_limit="500m", memory_limit="128Mi"),
         "requests and limits of each Envoy sidecar",
@@ -137,11 +144,52 @@ def role_objects(
         inbound_port="inbound",
     )
     role_env = [*env, {"name": "ROLE", "value": role.name}, *circuit_breaker.upstream_env(sidecar)]
+    scaler = (
+        connection_scaler(meta, web_spec, role.name) if spec.scale_on_connections and sidecar.streams.prefixes else None
+    )
     return [
         config,
-        *web.web_objects(meta, web_spec, role_env, tier),
+        *web.web_objects(meta, web_spec, role_env, tier, scaler=scaler),
         headless_service(meta, role.name, sidecar.inbound.port),
     ]
+
+
+def connection_scaler(meta: Meta, web_spec: web.WebSpec, role: str) -> dict[str, Any]:
+    """A KEDA ScaledObject for `role`: open connections per pod, and CPU; KEDA creates the HPA.
+
+    The metrics-api trigger reads `total` of `/realtime/connections` (every process of the role,
+    summed in Redis) through the role's Service; as an AverageValue it is divided by the replicas
+    and held at `target_connections` per pod. The HPA's bounds and damping are `web.autoscaling`'s.
+    While every pod is at its cap none is ready, the Service has no endpoint and the query fails:
+    the HPA then never scales down, and CPU still scales up.
+    """
+    scaling = web_spec.autoscaling
+    url = f"http://{role}.{meta.namespace}.svc.cluster.local/realtime/connections"
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": meta.metadata(role, "server"),
+        "spec": {
+            "scaleTargetRef": {"name": role},
+            "minReplicaCount": scaling.min_replicas,
+            "maxReplicaCount": scaling.max_replicas,
+            "pollingInterval": 10,
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": web.scaling_behavior(scaling)}},
+            "triggers": [
+                {
+                    "type": "metrics-api",
+                    "metricType": "AverageValue",
+                    "metadata": {
+                        "url": url,
+                        "format": "json",
+                        "valueLocation": "total",
+                        "targetValue": str(web_spec.realtime.target_connections),
+                    },
+                },
+                {"type": "cpu", "metricType": "Utilization", "metadata": {"value": str(scaling.cpu_utilization)}},
+            ],
+        },
+    }
 
 
 def worker_objects(

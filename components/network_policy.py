@@ -9,6 +9,8 @@ also draws the diagrams):
   cluster protocols use ports no Service lists (the Redis cluster bus is the client port + 10000);
 - a route (HTTPRoute) reaches the workloads behind its backend Services from the pods of the
   Gateway it attaches to (an Ingress: from its controller, wherever that runs);
+- a KEDA ScaledObject with a metrics-api trigger reaches the workloads behind the Service its URL
+  names from KEDA's operator pods (namespace `keda`, the chart's release namespace);
 - every pod resolves names through kube-dns.
 
 Each call becomes an egress rule on the caller and the matching ingress rule on the callee, on the
@@ -28,7 +30,8 @@ from components import topology
 from components.labels import Meta
 from components.topology import pod_labels, pod_selector, selects, workloads
 
-DNS_NAMESPACE = {"kubernetes.io/metadata.name": "kube-system"}
+NAMESPACE_LABEL = "kubernetes.io/metadata.name"
+DNS_NAMESPACE = {NAMESPACE_LABEL: "kube-system"}
 DNS_PODS = {"k8s-app": "kube-dns"}
 DNS_PORT = 53
 DNS_PORTS: tuple[dict[str, Any], ...] = ({"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT})
@@ -36,6 +39,10 @@ API_SERVER_PORTS: tuple[dict[str, Any], ...] = ({"protocol": "TCP", "port": 443}
 """The `kubernetes` Service's port and the API server's own (kind's), which the Service forwards to."""
 GATEWAY_LABEL = "gateway.envoyproxy.io/owning-gateway-{}"
 """Envoy Gateway labels its proxy pods with the Gateway they serve, in whichever namespace they run."""
+KEDA_OPERATOR = (("app", "keda-operator"),)
+"""The KEDA chart's operator pods (its own Service selects them by this label)."""
+KEDA_NAMESPACE = "keda"
+"""Where the cluster layer installs KEDA (charts/keda.yaml)."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,9 @@ class Flow:
     """None: every port (members of one cluster)."""
     protocol: str
     peer: tuple[tuple[str, str], ...] = ()
-    """For an outside client: labels of its pods (any namespace); empty: any pod of any namespace."""
+    """For an outside client: labels of its pods; empty: any pod of any namespace."""
+    peer_namespace: str = ""
+    """For an outside client with `peer` labels: the namespace of its pods; empty: any namespace."""
 
 
 def _container_port(workload: dict[str, Any], target: int | str) -> int | None:
@@ -64,7 +73,11 @@ def _container_port(workload: dict[str, Any], target: int | str) -> int | None:
 
 
 def _service_flows(
-    service: dict[str, Any], objects: list[dict[str, Any]], client: str | None, peer: tuple[tuple[str, str], ...]
+    service: dict[str, Any],
+    objects: list[dict[str, Any]],
+    client: str | None,
+    peer: tuple[tuple[str, str], ...],
+    peer_namespace: str = "",
 ) -> list[Flow]:
     """Connections to the pods behind `service`: those its selector matches that serve its ports
     (every port when `client` is behind it too: a member of the cluster the Service fronts)."""
@@ -82,7 +95,7 @@ def _service_flows(
         if ports and member:
             found.append(Flow(client, name, None, "any"))
         else:
-            found += [Flow(client, name, number, protocol, peer) for number, protocol in ports]
+            found += [Flow(client, name, number, protocol, peer, peer_namespace) for number, protocol in ports]
     return found
 
 
@@ -107,6 +120,8 @@ def flows(objects: list[dict[str, Any]]) -> list[Flow]:
     for route, service in topology.routes(objects):
         for peer in _gateway_peers(route):
             found += _service_flows(service, objects, None, peer)
+    for _, service in topology.scaler_queries(objects):
+        found += _service_flows(service, objects, None, KEDA_OPERATOR, KEDA_NAMESPACE)
     return list(dict.fromkeys(found))
 
 
@@ -134,7 +149,8 @@ def _peer(flow: Flow, selectors: dict[str, dict[str, str]]) -> dict[str, Any]:
     if flow.client is not None:
         return {"podSelector": {"matchLabels": selectors[flow.client]}}
     if flow.peer:
-        return {"namespaceSelector": {}, "podSelector": {"matchLabels": dict(flow.peer)}}
+        namespaces = {"matchLabels": {NAMESPACE_LABEL: flow.peer_namespace}} if flow.peer_namespace else {}
+        return {"namespaceSelector": namespaces, "podSelector": {"matchLabels": dict(flow.peer)}}
     return {"namespaceSelector": {}}
 
 
@@ -156,7 +172,7 @@ def _ingress(meta: Meta, name: str, incoming: list[Flow], selectors: dict[str, d
     """`<name>-ingress`: one rule per caller (a workload, or the pods a route comes from)."""
     rules = [
         {"from": [_peer(group[0], selectors)], **_ports(group)}
-        for group in _grouped(incoming, lambda flow: (flow.client, flow.peer))
+        for group in _grouped(incoming, lambda flow: (flow.client, flow.peer, flow.peer_namespace))
     ]
     spec = {"policyTypes": ["Ingress"], "ingress": rules}
     return _policy(meta, f"{name}-ingress", selectors[name], spec, owner=name)

@@ -7,7 +7,8 @@
   Service (`PRIMARY_HOST=postgres-rw`); `host=<service>` or `<service>:<port>` in a ConfigMap the pod
   mounts (PgBouncer's `[databases]`, a Varnish backend's `.host`, a members file); the Service's DNS
   name anywhere (`edge-cache-peers.<ns>.svc`); or a pod of a headless Service by its DNS name
-  (`redis-shard-0-0.redis-nodes.<ns>.svc:6379`).
+  (`redis-shard-0-0.redis-nodes.<ns>.svc:6379`);
+- KEDA's operator queries a Service that a ScaledObject's metrics-api trigger names in its URL.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 WORKLOADS = ("Deployment", "StatefulSet", "Job", "DaemonSet")
 ROUTES = ("HTTPRoute", "Ingress")
@@ -136,6 +138,20 @@ def routes(objects: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str
         if route["kind"] in ROUTES
         for name in dict.fromkeys(route_backends(route))
         if name in services
+    ]
+
+
+def scaler_queries(objects: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(ScaledObject, Service) pairs: KEDA's operator asks the Service for a metric (metrics-api trigger)."""
+    services = [o for o in objects if o["kind"] == "Service"]
+    return [
+        (scaler, service)
+        for scaler in objects
+        if scaler["kind"] == "ScaledObject"
+        for trigger in scaler["spec"].get("triggers", [])
+        if trigger["type"] == "metrics-api"
+        for service in services
+        if _names(urlsplit(trigger["metadata"]["url"]).hostname or "", service)
     ]
 
 

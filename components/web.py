@@ -151,13 +151,17 @@ def migrate_container(spec: WebSpec, env: list[dict[str, Any]]) -> dict[str, Any
 TMP_VOLUME = {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}
 
 
-def web_objects(meta: Meta, spec: WebSpec, env: list[dict[str, Any]], tier: Tier = Tier()) -> list[dict[str, Any]]:
-    """Deployment and Service; with autoscaling, also the HPA and the PDB."""
-    objects = [deployment(meta, spec, env, tier)]
+def web_objects(
+    meta: Meta, spec: WebSpec, env: list[dict[str, Any]], tier: Tier = Tier(), *, scaler: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Deployment and Service; with autoscaling, also the HPA (or `scaler`, an object that owns the
+    replica count in its place, such as a KEDA ScaledObject) and the PDB."""
+    autoscaled = spec.autoscaling.enabled or scaler is not None
+    objects = [deployment(meta, spec, env, tier, autoscaled=autoscaled)]
     if tier.service:
         objects.append(service(meta, tier.name, tier.inbound_port or "http"))
-    if spec.autoscaling.enabled:
-        objects += [autoscaler(meta, spec.autoscaling, tier.name), disruption_budget(meta, tier.name)]
+    if autoscaled:
+        objects += [scaler or autoscaler(meta, spec.autoscaling, tier.name), disruption_budget(meta, tier.name)]
     return objects
 
 
@@ -245,23 +249,28 @@ def autoscaler(meta: Meta, scaling: Autoscaling, name: str = NAME) -> dict[str, 
                     },
                 }
             ],
-            "behavior": {
-                # react fast to load: double, or add 4 pods, every 15 s, whichever is more
-                "scaleUp": {
-                    "stabilizationWindowSeconds": 0,
-                    "selectPolicy": "Max",
-                    "policies": [
-                        {"type": "Percent", "value": 100, "periodSeconds": 15},
-                        {"type": "Pods", "value": 4, "periodSeconds": 15},
-                    ],
-                },
-                # shed slowly: at most a quarter of the pods a minute, after the window
-                "scaleDown": {
-                    "stabilizationWindowSeconds": scaling.scale_down_window_seconds,
-                    "selectPolicy": "Min",
-                    "policies": [{"type": "Percent", "value": 25, "periodSeconds": 60}],
-                },
-            },
+            "behavior": scaling_behavior(scaling),
+        },
+    }
+
+
+def scaling_behavior(scaling: Autoscaling) -> dict[str, Any]:
+    """How fast the replica count moves, for an HPA or the one KEDA creates."""
+    return {
+        # react fast to load: double, or add 4 pods, every 15 s, whichever is more
+        "scaleUp": {
+            "stabilizationWindowSeconds": 0,
+            "selectPolicy": "Max",
+            "policies": [
+                {"type": "Percent", "value": 100, "periodSeconds": 15},
+                {"type": "Pods", "value": 4, "periodSeconds": 15},
+            ],
+        },
+        # shed slowly: at most a quarter of the pods a minute, after the window
+        "scaleDown": {
+            "stabilizationWindowSeconds": scaling.scale_down_window_seconds,
+            "selectPolicy": "Min",
+            "policies": [{"type": "Percent", "value": 25, "periodSeconds": 60}],
         },
     }
 

@@ -16,9 +16,13 @@ def _selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
     return bool(match) and match.items() <= labels.items()
 
 
+AUTOSCALERS = ("HorizontalPodAutoscaler", "ScaledObject")
+"""What owns a workload's replica count: an HPA, or a KEDA ScaledObject (which creates its own HPA)."""
+
+
 @dataclass(frozen=True)
 class Scale:
-    """How many pods a workload runs: fixed, or between an HPA's bounds."""
+    """How many pods a workload runs: fixed, or between an autoscaler's bounds."""
 
     workload: Object
     minimum: int
@@ -26,21 +30,35 @@ class Scale:
     autoscaler: Object | None
 
 
+def target(autoscaler: Object) -> tuple[str, str]:
+    """(kind, name) of the workload an HPA or a ScaledObject scales (KEDA's kind defaults to Deployment)."""
+    ref_ = autoscaler["spec"]["scaleTargetRef"]
+    default = "Deployment" if autoscaler["kind"] == "ScaledObject" else None
+    return ref_.get("kind", default), ref_.get("name")
+
+
+def bounds(autoscaler: Object) -> tuple[int, int]:
+    """(minimum, maximum) replicas, with each kind's API defaults."""
+    spec = autoscaler["spec"]
+    if autoscaler["kind"] == "ScaledObject":
+        return int(spec.get("minReplicaCount", 0)), int(spec.get("maxReplicaCount", 100))
+    return int(spec.get("minReplicas", 1)), int(spec["maxReplicas"])
+
+
+def autoscalers(objects: list[Object]) -> list[Object]:
+    return [o for o in objects if o.get("kind") in AUTOSCALERS]
+
+
 def scales(objects: list[Object]) -> list[Scale]:
-    hpas = {
-        (o["spec"]["scaleTargetRef"].get("kind"), o["spec"]["scaleTargetRef"].get("name")): o
-        for o in objects
-        if o.get("kind") == "HorizontalPodAutoscaler"
-    }
+    owners = {target(o): o for o in autoscalers(objects)}
     found = []
     for workload in (o for o in objects if o.get("kind") in SCALABLE):
-        hpa = hpas.get((workload["kind"], workload["metadata"]["name"]))
-        if hpa is None:
+        owner = owners.get((workload["kind"], workload["metadata"]["name"]))
+        if owner is None:
             replicas = int(workload["spec"].get("replicas", 1))
             found.append(Scale(workload, replicas, replicas, None))
         else:
-            low = int(hpa["spec"].get("minReplicas", 1))
-            found.append(Scale(workload, low, int(hpa["spec"]["maxReplicas"]), hpa))
+            found.append(Scale(workload, *bounds(owner), owner))
     return found
 
 
@@ -104,7 +122,7 @@ def pdb_consistent(objects: list[Object], phase: int | None) -> Iterator[Finding
         for scale in covered:
             allowed = _allowed_disruptions(budget, scale.minimum)
             if allowed < 1:
-                bound = "the HPA's minReplicas" if scale.autoscaler else "spec.replicas"
+                bound = f"the minimum of {ref(scale.autoscaler)}" if scale.autoscaler else "spec.replicas"
                 yield (
                     budget,
                     f"{ref(budget)} allows {max(allowed, 0)} disruptions of {ref(scale.workload)} at {scale.minimum} "
@@ -114,16 +132,13 @@ def pdb_consistent(objects: list[Object], phase: int | None) -> Iterator[Finding
 
 
 def hpa_target(objects: list[Object], phase: int | None) -> Iterator[Finding]:
-    for hpa in (o for o in objects if o.get("kind") == "HorizontalPodAutoscaler"):
-        target = hpa["spec"]["scaleTargetRef"]
-        workload = next(
-            (o for o in objects if o.get("kind") == target.get("kind") and o["metadata"]["name"] == target.get("name")),
-            None,
-        )
+    for hpa in autoscalers(objects):
+        kind, name = target(hpa)
+        workload = next((o for o in objects if o.get("kind") == kind and o["metadata"]["name"] == name), None)
         if workload is None:
             yield (
                 hpa,
-                f"{ref(hpa)}: spec.scaleTargetRef {target.get('kind')}/{target.get('name')} is not in the stack; "
+                f"{ref(hpa)}: spec.scaleTargetRef {kind}/{name} is not in the stack; "
                 "fix: point it at the workload it scales",
             )
         elif set_by_deployer(workload, "spec", "replicas"):

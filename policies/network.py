@@ -85,6 +85,8 @@ def _outside_peer(peer: dict[str, Any], flow: derive.Flow) -> bool:
     """The peer admits the pods outside the stack that `flow` comes from (a Gateway's proxies, anyone)."""
     if "namespaceSelector" not in peer:
         return False
+    if flow.peer_namespace and not _match(peer["namespaceSelector"], {derive.NAMESPACE_LABEL: flow.peer_namespace}):
+        return False
     return _match(peer.get("podSelector"), dict(flow.peer)) if flow.peer else not peer.get("podSelector")
 
 
@@ -135,7 +137,11 @@ def _needed_admitted(objects: list[Object], policies: list[Object]) -> Iterator[
         server = named[flow.server]
         namespace = server["metadata"].get("namespace", "")
         if flow.client is None:
-            origin = "the Gateway's proxies" if flow.peer else "the Ingress controller"
+            origin, needer = "the Ingress controller", "its route"
+            if flow.peer:
+                origin = f"the Gateway's proxies {dict(flow.peer)}"
+            if flow.peer_namespace:
+                origin, needer = f"the pods {dict(flow.peer)} of namespace {flow.peer_namespace}", "its autoscaler"
             if not _admits(
                 policies,
                 topology.pod_labels(server),
@@ -147,8 +153,8 @@ def _needed_admitted(objects: list[Object], policies: list[Object]) -> Iterator[
             ):
                 yield (
                     server,
-                    f"{ref(server)}: no NetworkPolicy admits ingress from {origin} {dict(flow.peer) or ''} on "
-                    f"{_where(flow)}, which its route needs; fix: allow it in {flow.server}-ingress",
+                    f"{ref(server)}: no NetworkPolicy admits ingress from {origin} {_where(flow)}, which {needer} "
+                    f"needs; fix: allow it in {flow.server}-ingress",
                 )
             continue
         client = named[flow.client]
@@ -220,11 +226,13 @@ def _rule_excess(
             continue
         if "namespaceSelector" in peer and direction == "Ingress":
             labels = tuple(sorted(((peer.get("podSelector") or {}).get("matchLabels") or {}).items()))
+            namespaces = (peer["namespaceSelector"] or {}).get("matchLabels") or {}
+            where = namespaces.get(derive.NAMESPACE_LABEL, "")
             for workload in guarded:
                 for port in rule.get("ports") or [None]:
                     number = _number(port, workload)
-                    if ("outside", labels, workload["metadata"]["name"], number) not in needed:
-                        yield f"admits {peer} to {ref(workload)} {_on(port)}, which no route needs"
+                    if ("outside", labels, where, workload["metadata"]["name"], number) not in needed:
+                        yield f"admits {peer} to {ref(workload)} {_on(port)}, which no route or scaler needs"
             continue
         if "namespaceSelector" in peer:
             yield f"admits {peer}, pods of other namespaces, which no workload of the stack calls"
@@ -265,7 +273,7 @@ def _excess(objects: list[Object], policies: list[Object]) -> Iterator[Finding]:
     needed: set[tuple[Any, ...]] = set()
     for flow in derive.flows(objects):
         if flow.client is None:
-            needed.add(("outside", tuple(sorted(flow.peer)), flow.server, flow.port))
+            needed.add(("outside", tuple(sorted(flow.peer)), flow.peer_namespace, flow.server, flow.port))
         else:
             needed.add((flow.client, flow.server, flow.port))
     for policy in policies:

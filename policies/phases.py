@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 
 from components import circuit_breaker, web
+from policies.availability import autoscalers, target
 from policies.model import WORKLOAD_KINDS, Finding, Object, containers, pod_spec, pod_template_labels
 
 
@@ -43,11 +44,7 @@ def _mounted_text(workload: Object, objects: list[Object]) -> str:
 def web_autoscaled(objects: list[Object], phase: int | None) -> Iterator[Finding]:
     if phase is None or phase < 3:
         return
-    targets = {
-        o["spec"]["scaleTargetRef"].get("name")
-        for o in objects
-        if o.get("kind") == "HorizontalPodAutoscaler" and o["spec"]["scaleTargetRef"].get("kind") == "Deployment"
-    }
+    targets = {name for kind, name in map(target, autoscalers(objects)) if kind == "Deployment"}
     serving = [
         o
         for o in objects
@@ -62,8 +59,8 @@ def web_autoscaled(objects: list[Object], phase: int | None) -> Iterator[Finding
         yield (
             _stack(objects),
             f"phase {phase} stack: Deployment/{deployment['metadata']['name']} serves the web tier but is not the "
-            "scaleTargetRef of any HorizontalPodAutoscaler; fix: enable web.autoscaling (phase 3 and up scale the "
-            "web tier horizontally)",
+            "scaleTargetRef of any HorizontalPodAutoscaler or ScaledObject; fix: enable web.autoscaling (phase 3 and "
+            "up scale the web tier horizontally)",
         )
 
 

@@ -80,6 +80,21 @@ def autoscaler(name: str = "app", *, minimum: int = 2, maximum: int = 5) -> dict
     }
 
 
+def scaled_object(name: str = "app", *, minimum: int = 2, maximum: int = 5) -> dict[str, Any]:
+    """A KEDA ScaledObject on the Deployment `name` (KEDA's scaleTargetRef kind defaults to Deployment)."""
+    return {
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": META.metadata(name, "server"),
+        "spec": {
+            "scaleTargetRef": {"name": name},
+            "minReplicaCount": minimum,
+            "maxReplicaCount": maximum,
+            "triggers": [{"type": "cpu", "metricType": "Utilization", "metadata": {"value": "70"}}],
+        },
+    }
+
+
 def route(backend: str = "app", port: int = 80) -> dict[str, Any]:
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",

@@ -114,7 +114,8 @@ def test_stack_policies_see_the_phase_and_report_against_the_resource() -> None:
     assert reported == [
         (
             "phase 3 stack: Deployment/web serves the web tier but is not the scaleTargetRef of any "
-            "HorizontalPodAutoscaler; fix: enable web.autoscaling (phase 3 and up scale the web tier horizontally)",
+            "HorizontalPodAutoscaler or ScaledObject; fix: enable web.autoscaling (phase 3 and up scale the web tier "
+            "horizontally)",
             "urn:pulumi:phase3::scaleladder::Namespace::scaleladder-phase3",
         )
     ]

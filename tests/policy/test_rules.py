@@ -21,6 +21,7 @@ from tests.policy.objects import (
     job_sharing_labels_with,
     namespace,
     route,
+    scaled_object,
     service,
     stack,
 )
@@ -135,6 +136,19 @@ def _any_namespace(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     policy = next(o for o in objects if o["metadata"]["name"] == "client-egress")
     peer = [{"namespaceSelector": {}, "podSelector": policy["spec"]["egress"][0]["to"][0]["podSelector"]}]
     return [*_without(objects, "client-egress"), changed(policy, "spec.egress.0.to", peer)]
+
+
+def _connection_scaler() -> dict[str, Any]:
+    """A ScaledObject whose metrics-api trigger asks the Service `app` (KEDA's operator calls it)."""
+    scaler = scaled_object()
+    url = f"http://app.{META.namespace}.svc.cluster.local/realtime/connections"
+    metadata = {"url": url, "valueLocation": "total", "targetValue": "800"}
+    scaler["spec"]["triggers"] = [{"type": "metrics-api", "metricType": "AverageValue", "metadata": metadata}]
+    return scaler
+
+
+def test_keda_reaching_the_service_a_scaler_asks_is_admitted() -> None:
+    assert evaluate(stack(deployment(replicas=None), budget(), service(), route(), _connection_scaler()), None) == []
 
 
 def _api_server_egress(objects: list[dict[str, Any]], name: str = "app", ports: Any = None) -> list[dict[str, Any]]:
@@ -375,10 +389,17 @@ CASES: dict[str, list[tuple[list[dict[str, Any]], int | None, str]]] = {
     ],
     "pdb-consistent": [
         (
+            [deployment(replicas=None), scaled_object(minimum=2), budget(minAvailable=2)],
+            None,
+            f"PodDisruptionBudget/app allows 0 disruptions of {D} at 2 replicas (the minimum of ScaledObject/app), "
+            "so it blocks every drain; fix: use maxUnavailable: 1, or a minAvailable below 2",
+        ),
+        (
             [deployment(replicas=None), autoscaler(minimum=2), budget(minAvailable=2)],
             None,
-            f"PodDisruptionBudget/app allows 0 disruptions of {D} at 2 replicas (the HPA's minReplicas), so it "
-            "blocks every drain; fix: use maxUnavailable: 1, or a minAvailable below 2",
+            f"PodDisruptionBudget/app allows 0 disruptions of {D} at 2 replicas (the minimum of "
+            "HorizontalPodAutoscaler/app), so it blocks every drain; fix: use maxUnavailable: 1, or a minAvailable "
+            "below 2",
         ),
         (
             [deployment(replicas=2), budget(maxUnavailable="0%")],
@@ -405,6 +426,18 @@ CASES: dict[str, list[tuple[list[dict[str, Any]], int | None, str]]] = {
         ),
     ],
     "hpa-target": [
+        (
+            [deployment(replicas=3), scaled_object()],
+            None,
+            f"{D}: spec.replicas is set (3) although ScaledObject/app owns the replica count, so every "
+            "deploy resets the autoscaler's choice; fix: leave spec.replicas unset",
+        ),
+        (
+            [scaled_object("gone")],
+            None,
+            "ScaledObject/gone: spec.scaleTargetRef Deployment/gone is not in the stack; fix: point it at "
+            "the workload it scales",
+        ),
         (
             [deployment(replicas=2), autoscaler()],
             None,
@@ -473,6 +506,12 @@ CASES: dict[str, list[tuple[list[dict[str, Any]], int | None, str]]] = {
     ],
     "network-allows": [
         (
+            [*stack(deployment(replicas=None), budget(), service(), route()), _connection_scaler()],
+            None,
+            "Deployment/app: no NetworkPolicy admits ingress from the pods {'app': 'keda-operator'} of namespace "
+            "keda on TCP/8080, which its autoscaler needs; fix: allow it in app-ingress",
+        ),
+        (
             _without(_client_and_server(), "client-egress"),
             None,
             "Deployment/client: no NetworkPolicy admits egress for client -> app on TCP/8080, which client uses; "
@@ -528,7 +567,8 @@ CASES: dict[str, list[tuple[list[dict[str, Any]], int | None, str]]] = {
             [namespace(), changed(deployment("orders"), f"{POD}.containers.0.args", ["serve"])],
             6,
             "phase 6 stack: Deployment/orders serves the web tier but is not the scaleTargetRef of any "
-            "HorizontalPodAutoscaler; fix: enable web.autoscaling (phase 3 and up scale the web tier horizontally)",
+            "HorizontalPodAutoscaler or ScaledObject; fix: enable web.autoscaling (phase 3 and up scale the web tier "
+            "horizontally)",
         ),
         (
             [namespace(), deployment("web")],

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from components import circuit_breaker, microservices, queue, validation, web
 from components.circuit_breaker import Streams
+from components.config import from_values
 from components.labels import Meta
 from components.microservices import ROLES, MicroservicesSpec, role_objects, sidecar_spec, worker_objects
+from components.realtime import Realtime
+from components.settings import ConfigError
 
 META = Meta(namespace="ns", instance="phase6", version="0.0.0")
 ENV = [{"name": "DATABASE_URL", "value": "postgresql://app@pgbouncer:6432/app"}]
@@ -83,3 +88,57 @@ def test_only_the_role_owning_the_stream_paths_carries_streams() -> None:
     carried = {role.name: sidecar_spec(META, MicroservicesSpec(), role, streams).streams for role in ROLES}
     assert carried["catalog"] == Streams(("/events", "/ws"), 500, 600)
     assert carried["auth"].prefixes == carried["orders"].prefixes == ()
+
+
+def test_the_stream_role_scales_on_connections_and_cpu_through_keda() -> None:
+    spec = MicroservicesSpec(enabled=True, scale_on_connections=True)
+    web_spec = web.WebSpec(
+        autoscaling=web.Autoscaling(enabled=True, min_replicas=3, max_replicas=9, cpu_utilization=60),
+        realtime=Realtime(max_connections=2000, target_connections=1500),
+    )
+    built = {
+        role.name: by_kind(role_objects(META, web_spec, spec, role, ENV, stream_idle_seconds=60)) for role in ROLES
+    }
+    catalog = built["catalog"]
+    assert "HorizontalPodAutoscaler" not in catalog and "PodDisruptionBudget" in catalog
+    assert "replicas" not in catalog["Deployment"][0]["spec"]
+    (scaled,) = catalog["ScaledObject"]
+    assert scaled["spec"]["scaleTargetRef"] == {"name": "catalog"}
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (3, 9)
+    assert scaled["spec"]["triggers"] == [
+        {
+            "type": "metrics-api",
+            "metricType": "AverageValue",
+            "metadata": {
+                "url": "http://catalog.ns.svc.cluster.local/realtime/connections",
+                "format": "json",
+                "valueLocation": "total",
+                "targetValue": "1500",
+            },
+        },
+        {"type": "cpu", "metricType": "Utilization", "metadata": {"value": "60"}},
+    ]
+    assert all(
+        "HorizontalPodAutoscaler" in built[name] and "ScaledObject" not in built[name] for name in ("auth", "orders")
+    )
+
+
+def test_without_connection_scaling_the_stream_role_has_its_hpa() -> None:
+    catalog = next(role for role in ROLES if role.name == "catalog")
+    objects = by_kind(role_objects(META, AUTOSCALED, MicroservicesSpec(), catalog, ENV, stream_idle_seconds=60))
+    assert "ScaledObject" not in objects and len(objects["HorizontalPodAutoscaler"]) == 1
+
+
+def test_connection_scaling_needs_the_web_autoscaling_bounds() -> None:
+    values = {"phase": 6, "web": {"autoscaling": {"enabled": False}}}
+    with pytest.raises(ConfigError) as caught:
+        from_values(values)
+    assert [str(problem) for problem in caught.value.problems] == [
+        "scaleladder:microservices.scale_on_connections: needs web.autoscaling.enabled: true (KEDA scales between "
+        "its min_replicas and max_replicas)"
+    ]
+
+
+def test_phase6_scales_the_catalog_on_connections_by_default() -> None:
+    assert from_values({"phase": 6}).microservices.scale_on_connections
+    assert not from_values({"phase": 5}).microservices.scale_on_connections

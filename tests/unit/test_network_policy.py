@@ -221,3 +221,9 @@ def test_hosts_named_only_in_env_host_vars_and_config_files_count() -> None:
         ("d", "db"),
         ("e", "db"),
     ]
+
+
+def test_keda_asks_only_the_catalog_through_its_service_port() -> None:
+    _, objects = _phase("phase6")
+    outside = [flow for flow in flows(objects) if flow.peer_namespace]
+    assert outside == [Flow(None, "catalog", 15006, "TCP", (("app", "keda-operator"),), "keda")]
