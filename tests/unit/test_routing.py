@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
+from components import validation
+from components.config import from_values
 from components.labels import Meta
 from components.routing import PathRoute, RoutingSpec, routing_objects
+from components.settings import ConfigError
 
 META = Meta(namespace="ns", instance="phase3", version="0.0.0")
 
@@ -108,3 +113,16 @@ def test_an_ingress_puts_streams_in_a_second_ingress_with_long_nginx_timeouts() 
     assert streams["spec"]["rules"][0]["host"] == main["spec"]["rules"][0]["host"]
     paths = streams["spec"]["rules"][0]["http"]["paths"]
     assert [(p["path"], p["backend"]["service"]["name"]) for p in paths] == [("/ws", "catalog"), ("/events", "catalog")]
+
+
+def test_both_ingresses_are_schema_valid() -> None:
+    objects = routing_objects(META, RoutingSpec(kind="ingress"), "front", 80, ROLES)
+    assert validation.problems(objects) == []
+
+
+def test_a_stream_idle_timeout_under_a_minute_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        from_values({"phase": 3, "routing": {"stream_idle_timeout_seconds": 30}})
+    assert [str(problem) for problem in caught.value.problems] == [
+        "scaleladder:routing.stream_idle_timeout_seconds: must be >= 60, got 30"
+    ]
