@@ -11,12 +11,14 @@ rules of their own, always straight to the service that owns them, never through
 Envoy Gateway carries WebSocket upgrades on every route by default, and ingress-nginx proxies
 them natively; what would cut a stream is a timeout, so: on the HTTPRoute the stream rules have
 no request timeout (`request: 0s`; Gateway API allows `backendRequest` to be left out), and the
-route's retries cannot touch an open stream (Envoy retries only before the response has started,
-and ignores the per-try timeout once it has: a retry only ever repeats a refused handshake, which
-then reaches another pod). Envoy Gateway's stream idle timeout (5 minutes) is far above the
-service's heartbeat (`EVENTS_HEARTBEAT_SECONDS`, 15 s). With an Ingress, the stream paths are a
-second Ingress (`<service>-streams`, since annotations are per Ingress) whose ingress-nginx read
-and send timeouts are `routing.stream_idle_timeout_seconds` instead of nginx's 60 s.
+route's retries cannot touch an open stream: Envoy retries only before the response has started
+and ignores the per-try timeout once it has, so a retry only ever repeats a refused handshake,
+which then reaches another pod (tests/integration/test_envoy_stream_retries.py runs that route
+shape under a real Envoy). An idle stream is bounded by Envoy's stream idle timeout (5 minutes
+unless a ClientTrafficPolicy changes it), far above the service's heartbeat
+(`EVENTS_HEARTBEAT_SECONDS`, 15 s). With an Ingress, the stream paths are a second Ingress
+(`<service>-streams`, since annotations are per Ingress) whose ingress-nginx read and send
+timeouts are `routing.stream_idle_timeout_seconds` instead of nginx's 60 s.
 """
 
 from __future__ import annotations
