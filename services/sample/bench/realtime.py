@@ -67,7 +67,7 @@ class Worker:
         self.log = tempfile.NamedTemporaryFile(prefix="bench-realtime-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sample", "serve"],
-            env={**os.environ, **env, "PORT": str(self.port)},
+            env={**os.environ, **env, "LISTEN_ADDRESS": LOOPBACK, "PORT": str(self.port)},
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
