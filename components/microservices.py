@@ -134,7 +134,8 @@ def role_objects(
     *,
     stream_idle_seconds: int,
 ) -> list[dict[str, Any]]:
-    """The role's sidecar ConfigMap, Deployment, Services (ClusterIP and headless), HPA and PDB."""
+    """The role's sidecar ConfigMap, Deployment, Services (ClusterIP and headless), PDB, and its HPA,
+    or for the stream role with `scale_on_connections` its KEDA ScaledObject."""
     streams = Streams(STREAM_PATHS, web_spec.realtime.max_connections, stream_idle_seconds)
     sidecar = sidecar_spec(meta, spec, role, streams)
     container, config = circuit_breaker.circuit_breaker_sidecar(meta, sidecar, app=role.name)
@@ -161,7 +162,7 @@ def connection_scaler(meta: Meta, web_spec: web.WebSpec, role: str) -> dict[str,
     summed in Redis) through the role's Service; as an AverageValue it is divided by the replicas
     and held at `target_connections` per pod. The HPA's bounds and damping are `web.autoscaling`'s.
     While every pod is at its cap none is ready, the Service has no endpoint and the query fails:
-    the HPA then never scales down, and CPU still scales up.
+    an HPA with a metric it cannot fetch skips scaling down and still scales up on the others (CPU).
     """
     scaling = web_spec.autoscaling
     url = f"http://{role}.{meta.namespace}.svc.cluster.local/realtime/connections"
