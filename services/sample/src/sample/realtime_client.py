@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +103,11 @@ class RealtimeClient:
                     code = ws.close_code
             except InvalidStatus as exc:
                 if exc.response.status_code != RETRIED_STATUS:
-                    raise Refused(f"{exc.response.status_code}: {exc.response.body!r}") from None
+                    body = bytes(exc.response.body or b"").decode(errors="replace")
+                    raise Refused(f"{exc.response.status_code} {body}") from None
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else None
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, InvalidHandshake) as exc:  # unreachable, or not a WebSocket answer
                 log.info("realtime connection failed", extra={"error": str(exc)})
             if opened is not None:
                 self.closes.append((time.monotonic(), code))
