@@ -62,6 +62,45 @@ def test_every_bad_variable_is_listed_in_one_error() -> None:
     assert "DB_POOL_MIN: got 20, allowed: at most DB_POOL_MAX (5)" in message
 
 
+def test_realtime_cap_and_drain_batches_default_and_parse() -> None:
+    defaults = load_settings({"DATABASE_URL": DSN})
+    assert (defaults.realtime_max_connections, defaults.drain_batch_percent, defaults.drain_batch_interval_ms) == (
+        10000,
+        10,
+        1000,
+    )
+    settings = load_settings(
+        {
+            "DATABASE_URL": DSN,
+            "REALTIME_MAX_CONNECTIONS": "1000000",
+            "DRAIN_BATCH_PERCENT": "100",
+            "DRAIN_BATCH_INTERVAL_MS": "0",
+        }
+    )
+    assert (settings.realtime_max_connections, settings.drain_batch_percent, settings.drain_batch_interval_ms) == (
+        1000000,
+        100,
+        0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("REALTIME_MAX_CONNECTIONS", "0", "an integer from 1 to 1000000"),
+        ("REALTIME_MAX_CONNECTIONS", "1000001", "an integer from 1 to 1000000"),
+        ("DRAIN_BATCH_PERCENT", "0", "an integer from 1 to 100"),
+        ("DRAIN_BATCH_PERCENT", "ten", "an integer from 1 to 100"),
+        ("DRAIN_BATCH_INTERVAL_MS", "-1", "0 to 60000 ms"),
+        ("DRAIN_BATCH_INTERVAL_MS", "60001", "0 to 60000 ms"),
+    ],
+)
+def test_a_bad_realtime_setting_names_the_variable_value_and_range(name: str, value: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"DATABASE_URL": DSN, name: value})
+    assert caught.value.problems == [f"{name}: got {value!r}, allowed: {allowed}"]
+
+
 def test_listen_address_defaults_to_every_interface_and_takes_one_ip() -> None:
     assert load_settings({"DATABASE_URL": DSN}).listen_address == "0.0.0.0"
     assert load_settings({"DATABASE_URL": DSN, "LISTEN_ADDRESS": " ::1 "}).listen_address == "::1"

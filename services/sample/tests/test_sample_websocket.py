@@ -11,7 +11,7 @@ import pytest
 from sample_helpers import EventStream, Postgres, Service, seed_products, signup_and_login
 from websockets.frames import Opcode
 from websockets.sync.client import connect
-from ws_helpers import RawWebSocket, cookie_of, id_key, next_events, next_frame, product, refused, ws_url
+from ws_helpers import RawWebSocket, cookie_of, id_key, next_events, next_frame, product, refused, running, ws_url
 
 from testsupport.redis import RedisServer
 
@@ -27,10 +27,8 @@ def services(postgres: Postgres, redis_server: RedisServer) -> Iterator[tuple[Se
         "SESSIONS_ENABLED": "true",
         "EVENTS_HEARTBEAT_SECONDS": "1",
     }
-    first, second = Service(env), Service(env)
-    yield first, second
-    first.stop()
-    second.stop()
+    with running(env, 2) as (first, second):
+        yield first, second
 
 
 def test_an_event_published_through_one_process_reaches_subscribers_on_both(

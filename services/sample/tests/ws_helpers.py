@@ -3,13 +3,15 @@ frames with websockets' sync client, and `RawWebSocket`, a client whose reads th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from sample_helpers import Client
+from sample_helpers import Client, Service
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
@@ -19,6 +21,18 @@ from websockets.sync.client import ClientConnection, connect
 from websockets.uri import parse_uri
 
 from testsupport.process import LOOPBACK
+
+
+@contextlib.contextmanager
+def running(env: dict[str, str], count: int) -> Iterator[list[Service]]:
+    """`count` `sample serve` processes with `env`, each stopped at the end (also when a later one fails to start)."""
+    with contextlib.ExitStack() as stack:
+        services = []
+        for _ in range(count):
+            service = Service(env)
+            stack.callback(service.stop)
+            services.append(service)
+        yield services
 
 
 def cookie_of(client: Client) -> str:
