@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from components import validation
+from components import cli, validation
 from components.config import from_values
 from components.labels import Meta
 from components.routing import PathRoute, RoutingSpec, routing_objects
@@ -126,3 +126,18 @@ def test_a_stream_idle_timeout_under_a_minute_is_refused() -> None:
     assert [str(problem) for problem in caught.value.problems] == [
         "scaleladder:routing.stream_idle_timeout_seconds: must be >= 60, got 30"
     ]
+
+
+@pytest.mark.parametrize(("stack", "owner"), [("phase5", "web"), ("phase6", "catalog")])
+def test_the_stacks_with_an_edge_cache_route_streams_past_it(stack: str, owner: str) -> None:
+    (route,) = [o for o in cli.load_stack(stack).objects() if o["kind"] == "HTTPRoute"]
+    streams = {
+        rule["matches"][0]["path"]["value"]: rule
+        for rule in route["spec"]["rules"]
+        if rule["matches"][0]["path"]["value"] in ("/ws", "/events")
+    }
+    assert set(streams) == {"/ws", "/events"}
+    for rule in streams.values():
+        assert rule["backendRefs"] == [{"name": owner, "port": 80}]  # never edge-cache
+        assert rule["timeouts"] == {"request": "0s"}
+    assert any(ref["name"] == "edge-cache" for rule in route["spec"]["rules"] for ref in rule["backendRefs"])
