@@ -96,6 +96,7 @@ ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"
 LIMIT = _query("limit", "Page size.", {"type": "integer", "minimum": 1, "maximum": 100, "default": 20})
 CURSOR = _query("cursor", "next_cursor of the previous page; absent for the first page.", {"type": "string"})
 _FIELD = "(" + "|".join(PRODUCT_FIELDS) + ")"
+TOPIC = "(products|orders|product:[1-9][0-9]{0,18})"
 FIELDS = _query(
     "fields",
     f"Product fields to return, comma-separated, at least one of: {', '.join(PRODUCT_FIELDS)}."
@@ -283,18 +284,16 @@ PATHS: dict[str, dict[str, Any]] = {
                 ),
             },
             params=[
-                {
-                    "name": "topics",
-                    "in": "query",
-                    "description": "Comma-separated: products, product:<id>, orders (the caller's own); at most 100.",
-                    "schema": {"type": "string"},
-                },
-                {
-                    "name": "last_id",
-                    "in": "query",
-                    "description": "The last event id seen: the missed events are replayed first.",
-                    "schema": {"type": "string", "pattern": "^[0-9]+-[0-9]+$"},
-                },
+                _query(
+                    "topics",
+                    "Comma-separated: products, product:<id>, orders (the caller's own orders); at most 100.",
+                    {"type": "string", "pattern": f"^({TOPIC}(,{TOPIC})*)?$"},
+                ),
+                _query(
+                    "last_id",
+                    "The id of the last event seen: what was missed since is replayed first.",
+                    {"type": "string", "pattern": "^[0-9]{1,20}-[0-9]{1,20}$"},
+                ),
             ],
         )
     },

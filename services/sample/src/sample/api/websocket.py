@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from typing import Any
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
@@ -32,6 +33,8 @@ from sample.services import Services, of
 SLOW_CONSUMER = (4000, "slow consumer: resume from your last id")
 RECONNECT_ELSEWHERE = (1012, "reconnect elsewhere")
 LAST_ID_ALLOWED = "an event id from this stream, <ms>-<seq>"
+STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+MAX_STREAM_ID_PART = 2**64 - 1
 FRAME_ALLOWED = 'a JSON object {"op": "subscribe" or "unsubscribe", "topics": [...]}'
 
 
@@ -51,22 +54,21 @@ def _topic_set(field: str, values: list[Any]) -> set[str]:
     return chosen
 
 
-def _handshake_topics(websocket: WebSocket) -> set[str]:
-    raw = websocket.query_params.get("topics", "")
+def _handshake_topics(connection: HTTPConnection) -> set[str]:
+    raw = connection.query_params.get("topics", "")
     try:
-        return _topic_set("topics", [part.strip() for part in raw.split(",") if part.strip()])
+        return _topic_set("topics", raw.split(",") if raw else [])
     except InvalidMessage as exc:
         raise ApiError(400, "invalid_parameter", str(exc)) from None
 
 
-def _handshake_last_id(websocket: WebSocket) -> str | None:
-    last_id = websocket.query_params.get("last_id") or None
+def _handshake_last_id(connection: HTTPConnection) -> str | None:
+    last_id = connection.query_params.get("last_id") or None
     if last_id is not None:
-        try:
-            parse_id(last_id)
-        except ValueError:
+        match = STREAM_ID.fullmatch(last_id)
+        if match is None or max(int(match.group(1)), int(match.group(2))) > MAX_STREAM_ID_PART:
             message = f"last_id: got {last_id[:64]!r}, allowed: {LAST_ID_ALLOWED}"
-            raise ApiError(400, "invalid_parameter", message) from None
+            raise ApiError(400, "invalid_parameter", message)
     return last_id
 
 
@@ -203,10 +205,11 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
 
 async def upgrade_required(request: Request) -> Response:
-    """A plain GET /ws (no Upgrade header)."""
-    response = error_response(426, "upgrade_required", "Upgrade: missing, allowed: websocket (a WebSocket handshake)")
-    response.headers.update({"upgrade": "websocket", "connection": "Upgrade"})
-    return response
+    """A plain GET /ws (no Upgrade header): its query is checked as a handshake's would be (400), then 426."""
+    _handshake_topics(request)
+    _handshake_last_id(request)
+    message = "Upgrade: missing, allowed: websocket (a WebSocket handshake)"
+    raise ApiError(426, "upgrade_required", message, {"upgrade": "websocket"})
 
 
 ROUTES = [WebSocketRoute("/ws", websocket_endpoint), PathRoute("/ws", get=upgrade_required)]
