@@ -5,6 +5,7 @@ on the other process, through a Service that routes by readiness, without missin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,8 @@ from collections.abc import Iterator
 import pytest
 from sample.realtime_client import RealtimeClient
 from sample_helpers import Client, Postgres, Service, signup_and_login
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 from ws_helpers import cookie_of, product, refused, running, ws_url
 
 from testsupport.process import LOOPBACK
@@ -161,3 +164,27 @@ async def _scenario(draining: Service, survivor: Service, writer: Client, cookie
     assert max(sizes) <= BATCH and sum(sizes) == CLIENTS, sizes
     for subscriber in subscribers:  # each event once, in order, across the reconnect
         assert subscriber.ids == control.ids
+
+
+def test_with_several_workers_each_drains_its_own_connections(postgres: Postgres, redis_server: RedisServer) -> None:
+    env = {
+        "DATABASE_URL": postgres.dsn,
+        "REDIS_URL": redis_server.url,
+        "EVENTS_ENABLED": "true",
+        "SESSIONS_ENABLED": "true",
+        "WEB_CONCURRENCY": "2",
+        "DRAIN_BATCH_PERCENT": "50",
+        "DRAIN_BATCH_INTERVAL_MS": "300",
+    }
+    with running(env, 1) as (service,), contextlib.ExitStack() as stack:
+        writer, _ = signup_and_login(service)
+        header = {"cookie": f"sid={cookie_of(writer)}"}
+        sockets = [stack.enter_context(connect(ws_url(service.port), additional_headers=header)) for _ in range(8)]
+        service.terminate()
+        for ws in sockets:
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=20)
+            close = closed.value.rcvd
+            assert close is not None
+            assert (close.code, close.reason) == (1012, "reconnect elsewhere")  # the drain's, not uvicorn's (no reason)
+        service.proc.wait(timeout=30)  # the supervisor exits once both workers have

@@ -171,10 +171,24 @@ BAD_QUERIES = [
         " (id 1 to 9223372036854775807) or orders, at most 100",
     ),
     ("products", "yesterday", "last_id: got 'yesterday', allowed: an event id from this stream, <ms>-<seq>"),
+    (
+        "products",
+        "18446744073709551616-0",
+        "last_id: got '18446744073709551616-0', allowed: an event id from this stream, <ms>-<seq>",
+    ),
+    (
+        "products,",
+        None,
+        "topics: got '', allowed: products, product:<id> (id 1 to 9223372036854775807) or orders, at most 100",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("topics", "last_id", "message"), BAD_QUERIES, ids=["topic", "product-id", "last-id"])
+@pytest.mark.parametrize(
+    ("topics", "last_id", "message"),
+    BAD_QUERIES,
+    ids=["topic", "product-id", "last-id", "last-id-range", "empty-topic"],
+)
 def test_bad_topics_or_last_id_are_a_400_naming_the_parameter(
     services: tuple[Service, Service], topics: str, last_id: str | None, message: str
 ) -> None:
@@ -183,9 +197,12 @@ def test_bad_topics_or_last_id_are_a_400_naming_the_parameter(
     assert (status, body) == (400, {"error": {"status": 400, "code": "invalid_parameter", "message": message}})
 
 
-def test_a_plain_get_is_told_to_upgrade(services: tuple[Service, Service]) -> None:
-    reply = services[0].client().get("/ws")
+def test_a_plain_get_is_told_to_upgrade_after_its_query_is_checked(services: tuple[Service, Service]) -> None:
+    reply = services[0].client().get("/ws?topics=products")
     assert (reply.status, reply.error) == (426, "Upgrade: missing, allowed: websocket (a WebSocket handshake)")
+    assert reply.header("upgrade") == "websocket"
+    reply = services[0].client().get("/ws?last_id=now")
+    assert (reply.status, reply.error) == (400, "last_id: got 'now', allowed: an event id from this stream, <ms>-<seq>")
 
 
 def test_permessage_deflate_is_negotiated_when_offered(services: tuple[Service, Service]) -> None:
