@@ -1,4 +1,7 @@
-"""GET /events: a Server-Sent Events stream of product and order changes, with heartbeats and resume."""
+"""GET /events: a Server-Sent Events stream of product and order changes, with heartbeats and resume.
+
+Each stream counts against REALTIME_MAX_CONNECTIONS (503 at the cap or while draining, sample.realtime);
+the drain or a slow-consumer drop ends it and the client resumes with Last-Event-ID."""
 
 from __future__ import annotations
 
