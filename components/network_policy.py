@@ -9,8 +9,9 @@ also draws the diagrams):
   cluster protocols use ports no Service lists (the Redis cluster bus is the client port + 10000);
 - a route (HTTPRoute) reaches the workloads behind its backend Services from the pods of the
   Gateway it attaches to (an Ingress: from its controller, wherever that runs);
-- a KEDA ScaledObject with a metrics-api trigger reaches the workloads behind the Service its URL
-  names from KEDA's operator pods (namespace `keda`, the chart's release namespace);
+- a KEDA ScaledObject whose trigger asks a Service (metrics-api's URL, nats-jetstream's monitoring
+  endpoint) reaches the workloads behind it on that port, from KEDA's operator pods (namespace
+  `keda`, the chart's release namespace);
 - every pod resolves names through kube-dns.
 
 Each call becomes an egress rule on the caller and the matching ingress rule on the callee, on the
@@ -78,9 +79,11 @@ def _service_flows(
     client: str | None,
     peer: tuple[tuple[str, str], ...],
     peer_namespace: str = "",
+    only_port: int | None = None,
 ) -> list[Flow]:
     """Connections to the pods behind `service`: those its selector matches that serve its ports
-    (every port when `client` is behind it too: a member of the cluster the Service fronts)."""
+    (every port when `client` is behind it too: a member of the cluster the Service fronts), or
+    only its port `only_port` when given."""
     selector = service["spec"].get("selector") or {}
     servers = [w for w in workloads(objects) if selects(selector, pod_labels(w))]
     member = any(server["metadata"]["name"] == client for server in servers)
@@ -90,7 +93,8 @@ def _service_flows(
         ports = [
             (number, port.get("protocol", "TCP"))
             for port in service["spec"].get("ports", [])
-            if (number := _container_port(server, port.get("targetPort", port["port"]))) is not None
+            if only_port in (None, port["port"])
+            and (number := _container_port(server, port.get("targetPort", port["port"]))) is not None
         ]
         if ports and member:
             found.append(Flow(client, name, None, "any"))
@@ -120,8 +124,8 @@ def flows(objects: list[dict[str, Any]]) -> list[Flow]:
     for route, service in topology.routes(objects):
         for peer in _gateway_peers(route):
             found += _service_flows(service, objects, None, peer)
-    for _, service in topology.scaler_queries(objects):
-        found += _service_flows(service, objects, None, KEDA_OPERATOR, KEDA_NAMESPACE)
+    for _, service, port in topology.scaler_queries(objects):
+        found += _service_flows(service, objects, None, KEDA_OPERATOR, KEDA_NAMESPACE, only_port=port)
     return list(dict.fromkeys(found))
 
 

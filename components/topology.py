@@ -141,17 +141,30 @@ def routes(objects: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str
     ]
 
 
-def scaler_queries(objects: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(ScaledObject, Service) pairs: KEDA's operator asks the Service for a metric (metrics-api trigger)."""
+def scaler_address(trigger: dict[str, Any]) -> tuple[str, int] | None:
+    """Host and port KEDA's operator connects to for a trigger: a metrics-api URL, or a NATS
+    monitoring endpoint (nats-jetstream); None for triggers that ask no Service (cpu)."""
+    metadata = trigger.get("metadata", {})
+    if trigger["type"] == "metrics-api":
+        url = urlsplit(metadata["url"])
+        return url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    if trigger["type"] == "nats-jetstream":
+        host, _, port = metadata["natsServerMonitoringEndpoint"].rpartition(":")
+        return host, int(port)
+    return None
+
+
+def scaler_queries(objects: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any], int]]:
+    """(ScaledObject, Service, port): KEDA's operator asks that port of the Service for a metric."""
     services = [o for o in objects if o["kind"] == "Service"]
     return [
-        (scaler, service)
+        (scaler, service, address[1])
         for scaler in objects
         if scaler["kind"] == "ScaledObject"
         for trigger in scaler["spec"].get("triggers", [])
-        if trigger["type"] == "metrics-api"
+        if (address := scaler_address(trigger)) is not None
         for service in services
-        if _names(urlsplit(trigger["metadata"]["url"]).hostname or "", service)
+        if _names(address[0], service)
     ]
 
 

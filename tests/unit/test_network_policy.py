@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from components import cli, topology, validation
+from components.config import from_values
 from components.edge_cache import PURGE_PORT
 from components.network_policy import API_SERVER_PORTS, Flow, flows, network_policies, uses_api_server
+from components.stack import Secrets, build
 
 GATEWAY = (
     ("gateway.envoyproxy.io/owning-gateway-name", "edge"),
@@ -227,3 +229,12 @@ def test_keda_asks_only_the_catalog_through_its_service_port() -> None:
     _, objects = _phase("phase6")
     outside = [flow for flow in flows(objects) if flow.peer_namespace]
     assert outside == [Flow(None, "catalog", 15006, "TCP", (("app", "keda-operator"),), "keda")]
+
+
+def test_keda_reads_the_queue_lag_from_the_nats_monitoring_port_only() -> None:
+    config = from_values({"phase": 6, "queue": {"workers": {"keda": True}}})
+    objects = [o for o in build("phase6", config, Secrets.development()).objects() if o["kind"] != "NetworkPolicy"]
+    outside = {flow for flow in flows(objects) if flow.peer_namespace}
+    keda = (("app", "keda-operator"),)
+    # nats-jetstream's endpoint names the headless Service, which lists client, cluster and monitor ports
+    assert outside == {Flow(None, "catalog", 15006, "TCP", keda, "keda"), Flow(None, "nats", 8222, "TCP", keda, "keda")}
