@@ -248,3 +248,14 @@ def test_the_connections_gauge_counts_both_transports(services: tuple[Service, S
         assert (gauge("websocket"), gauge("sse")) == (before[0] + 1, before[1] + 1)
         stream.close()
     assert "sse_clients" not in client.get("/metrics").body.decode()
+
+
+def test_with_events_off_the_handshake_is_a_404(postgres: Postgres, redis_server: RedisServer) -> None:
+    env = {"DATABASE_URL": postgres.dsn, "REDIS_URL": redis_server.url, "SESSIONS_ENABLED": "true"}
+    with running(env, 1) as (service,):
+        writer, _ = signup_and_login(service)
+        status, body, _ = refused(ws_url(service.port), cookie_of(writer))
+        message = "events: off in this deployment (EVENTS_ENABLED=false)"
+        assert (status, body) == (404, {"error": {"status": 404, "code": "events_disabled", "message": message}})
+        reply = service.client().get("/realtime/connections")
+        assert (reply.status, reply.error) == (404, message)
