@@ -3,7 +3,7 @@
     uv run python services/sample/bench/realtime.py [--idle 19500] [--fanout 10000] [--runs 3]
 
 Real Postgres, Redis and `sample serve` processes (one worker each); the clients run in separate
-processes (asyncio; the `websockets` client for /ws, raw HTTP for /events) and bind to several
+processes (asyncio; a minimal WebSocket reader for /ws, raw HTTP for /events) and bind to several
 127.0.0.x source addresses, so one address's ephemeral port range is no limit. Three figures:
 
 1. **Idle connections one worker holds**, WebSocket then SSE, each on a fresh server: the worker's
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import http.client
 import json
 import multiprocessing
@@ -74,6 +75,7 @@ class Worker:
         deadline = time.monotonic() + 30
         while not port_open(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
                 raise RuntimeError(f"sample serve did not start:\n{Path(self.log.name).read_text()[-3000:]}")
             time.sleep(0.05)
 
@@ -148,25 +150,84 @@ class ClientLog:
     lost_at: list[float] = field(default_factory=list)
 
 
-async def _ws_session(spec: GroupSpec, port: int, source: str, log: ClientLog, on_open: Callable[[], None]) -> None:
-    import websockets  # the client library is only needed in the client processes
+class _WebSocketReader(asyncio.Protocol):
+    """The least a WebSocket client can do, so the clients' CPU stays out of the server's figures:
+    read the 101, then frames; note each event's id and arrival time (no JSON parsing), answer
+    pings. The server sends no fragmented or compressed frames here (the client offers no deflate)."""
 
+    def __init__(self, log: ClientLog) -> None:
+        self.log = log
+        self.buffer = bytearray()
+        self.upgraded = asyncio.get_running_loop().create_future()
+        self.closed = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        self.buffer += data
+        if not self.upgraded.done():
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = bytes(self.buffer[: self.buffer.find(b"\r\n")])
+            if b" 101 " not in status:
+                self.upgraded.set_exception(ConnectionError(status.decode(errors="replace")))
+                return
+            del self.buffer[: end + 4]
+            self.upgraded.set_result(None)
+        self._frames(now)
+
+    def _frames(self, now: float) -> None:
+        buffer = self.buffer
+        while len(buffer) >= 2:
+            opcode, length, offset = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
+            if length == 126:
+                length, offset = int.from_bytes(buffer[2:4], "big"), 4
+            elif length == 127:
+                length, offset = int.from_bytes(buffer[2:10], "big"), 10
+            if len(buffer) < offset + length:
+                return
+            payload = bytes(buffer[offset : offset + length])
+            del buffer[: offset + length]
+            if opcode == 0x1 and payload.startswith(b'{"op":"event"'):
+                start = payload.index(b'"id":"') + 6
+                self.log.events.append((payload[start : payload.index(b'"', start)].decode(), now))
+            elif opcode == 0x9 and self.transport is not None:  # ping: pong with the same payload, masked
+                mask = os.urandom(4)
+                masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
+            elif opcode == 0x8 and self.transport is not None:
+                self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.upgraded.done():
+            self.upgraded.set_exception(exc or ConnectionError("closed before the upgrade"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+async def _ws_session(spec: GroupSpec, port: int, source: str, log: ClientLog, on_open: Callable[[], None]) -> None:
     last = log.events[-1][0] if log.events else ""
     query = "topics=products" + (f"&last_id={last}" if last else "")
-    async with websockets.connect(
-        f"ws://{LOOPBACK}:{port}/ws?{query}",
-        additional_headers={"cookie": f"sid={spec.cookie}"},
-        compression=None,
-        ping_interval=None,  # the server pings; the library answers
-        open_timeout=120,
-        max_queue=None,
-        local_addr=(source, 0),
-    ) as ws:
+    key = base64.b64encode(os.urandom(16)).decode()
+    loop = asyncio.get_running_loop()
+    transport, reader = await loop.create_connection(
+        lambda: _WebSocketReader(log), LOOPBACK, port, local_addr=(source, 0)
+    )
+    try:
+        transport.write(
+            f"GET /ws?{query} HTTP/1.1\r\nhost: bench\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+            f"sec-websocket-key: {key}\r\nsec-websocket-version: 13\r\ncookie: sid={spec.cookie}\r\n\r\n".encode()
+        )
+        await asyncio.wait_for(reader.upgraded, 120)
         on_open()
-        async for raw in ws:
-            message = json.loads(raw)
-            if message.get("op") == "event":
-                log.events.append((message["id"], time.monotonic()))
+        await reader.closed
+    finally:
+        transport.close()
 
 
 async def _sse_session(spec: GroupSpec, port: int, source: str, log: ClientLog, on_open: Callable[[], None]) -> None:
@@ -336,8 +397,10 @@ def idle(transport: str, env: dict[str, str], count: int, cookie_for: Any) -> di
 
 
 def fanout(env: dict[str, str], subscribers: int, publishes: int, cookie_for: Any) -> dict[str, float]:
-    first, second = Worker(env), Worker(env)
+    workers: list[Worker] = []
     try:
+        first = _started(workers, env)
+        second = _started(workers, env)
         cookie = cookie_for(first)
 
         def latencies(count: int) -> tuple[list[float], int]:
@@ -367,8 +430,14 @@ def fanout(env: dict[str, str], subscribers: int, publishes: int, cookie_for: An
             "expected": subscribers * publishes,
         }
     finally:
-        first.stop()
-        second.stop()
+        for worker in workers:
+            worker.stop()
+
+
+def _started(workers: list[Worker], env: dict[str, str]) -> Worker:
+    """A new worker, remembered in `workers` (which the caller stops, whatever happens)."""
+    workers.append(Worker(env))
+    return workers[-1]
 
 
 def _id_key(event_id: str) -> tuple[int, int]:
@@ -377,8 +446,10 @@ def _id_key(event_id: str) -> tuple[int, int]:
 
 
 def worker_kill(env: dict[str, str], subscribers: int, cookie_for: Any) -> dict[str, float]:
-    victim, survivor = Worker(env), Worker(env)
+    workers: list[Worker] = []
     try:
+        victim = _started(workers, env)
+        survivor = _started(workers, env)
         cookie = cookie_for(survivor)
         clients = Clients("ws", [victim.port, survivor.port], subscribers, cookie, reconnect=True)
         time.sleep(SETTLE_SECONDS)
@@ -412,8 +483,8 @@ def worker_kill(env: dict[str, str], subscribers: int, cookie_for: Any) -> dict[
             "duplicated": duplicated,
         }
     finally:
-        victim.stop()
-        survivor.stop()
+        for worker in workers:
+            worker.stop()
 
 
 def main() -> None:
@@ -421,7 +492,11 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=19_500, help="idle connections per transport (default 19500)")
     parser.add_argument("--fanout", type=int, default=10_000, help="fan-out subscribers over two workers")
     parser.add_argument("--runs", type=int, default=3, help="runs of the fan-out and the worker kill (default 3)")
+    parser.add_argument(
+        "--parts", default="idle,fanout,kill", help="which measurements, comma-separated (default idle,fanout,kill)"
+    )
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if args.idle + 100 > hard:
@@ -448,7 +523,7 @@ def main() -> None:
             return worker.login(f"bench-{next(users)}-{os.getpid()}@example.com")
 
         print(f"RLIMIT_NOFILE hard limit per process: {hard}; CPUs: {os.cpu_count()}")
-        for transport in ("ws", "sse"):
+        for transport in ("ws", "sse") if "idle" in parts else ():
             r = idle(transport, env, args.idle, cookie_for)
             print(
                 f"idle {transport:>3}: {r['connections']:,} held by one worker (server counts {r['server_counted']:,},"
@@ -456,18 +531,19 @@ def main() -> None:
                 f" RSS {r['rss_before']:.0f} -> {r['rss_after']:.0f} MiB, {r['kib_per_connection']:.1f} KiB each,"
                 f" 20,000 would be {r['rss_before'] + r['kib_per_connection'] * 20_000 / 1024:.0f} MiB"
             )
-        fan = [fanout(env, args.fanout, 5, cookie_for) for _ in range(args.runs)]
+        fan = [fanout(env, args.fanout, 5, cookie_for) for _ in range(args.runs if "fanout" in parts else 0)]
         for n, r in enumerate(fan, 1):
             print(
                 f"fan-out run {n}: {args.fanout:,} subscribers on two workers, {r['delivered']:,}/{r['expected']:,}"
                 f" delivered; p50 {r['p50']:.0f} ms, p99 {r['p99']:.0f} ms, max {r['max']:.0f} ms"
                 f" (one subscriber: p50 {r['single_p50']:.1f} ms, ratio {r['p50'] / r['single_p50']:.0f}x)"
             )
-        print(
-            f"fan-out over {args.runs} runs: p50 median {statistics.median(r['p50'] for r in fan):.0f} ms,"
-            f" p99 median {statistics.median(r['p99'] for r in fan):.0f} ms"
-        )
-        kills = [worker_kill(env, args.fanout, cookie_for) for _ in range(args.runs)]
+        if fan:
+            print(
+                f"fan-out over {args.runs} runs: p50 median {statistics.median(r['p50'] for r in fan):.0f} ms,"
+                f" p99 median {statistics.median(r['p99'] for r in fan):.0f} ms"
+            )
+        kills = [worker_kill(env, args.fanout, cookie_for) for _ in range(args.runs if "kill" in parts else 0)]
         for n, r in enumerate(kills, 1):
             print(
                 f"worker kill run {n}: {r['moved']:,} clients moved; back and caught up p50 {r['p50_back']:.1f} s,"
