@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from starlette.requests import HTTPConnection, Request
@@ -30,6 +31,8 @@ from sample.responses import encode
 from sample.routing import PathRoute
 from sample.services import Services, of
 
+OUTGOING_CACHE = 1024
+"""Recent events kept encoded: more than a burst of publishes in flight to every subscriber at once."""
 SLOW_CONSUMER = (4000, "slow consumer: resume from your last id")
 RECONNECT_ELSEWHERE = (1012, "reconnect elsewhere")
 LAST_ID_ALLOWED = "an event id from this stream, <ms>-<seq>"
@@ -95,6 +98,25 @@ def _request(text: str) -> tuple[str, list[Any]]:
     return op, chosen
 
 
+class Outgoing(NamedTuple):
+    """One event as every subscriber needs it: its position in the stream, its type and data (for topic
+    matching) and the frame's text."""
+
+    position: tuple[int, int]
+    type: str
+    data: dict[str, Any]
+    frame: str
+
+
+@functools.lru_cache(maxsize=OUTGOING_CACHE)
+def _outgoing(event_id: bytes, payload: bytes) -> Outgoing:
+    """Decoded and encoded once per event, not once per subscriber: the fan-out of one event to
+    thousands of subscribers hands each the same bytes, whose hash Python keeps after the first."""
+    change = msgspec.json.decode(payload)
+    frame = {"op": "event", "id": event_id.decode(), "type": change["type"], "data": change["data"]}
+    return Outgoing(parse_id(event_id), change["type"], change["data"], encode(frame).decode())
+
+
 class Subscriber:
     """One accepted WebSocket: sends its matching events and answers its subscribe/unsubscribe frames."""
 
@@ -127,20 +149,21 @@ class Subscriber:
         seen = parse_id(last_id) if last_id else (0, 0)
         if last_id:
             for event in await self.bus.replay(last_id):
-                seen = parse_id(event[0])
-                await self._send_event(event)
+                outgoing = _outgoing(*event)
+                seen = outgoing.position
+                await self._send_outgoing(outgoing)
         while True:
             event = await self.queue.get()
             if event is END:
                 await self._close(*(RECONNECT_ELSEWHERE if connection.drained else SLOW_CONSUMER))
                 return
-            if parse_id(event[0]) > seen:  # not already sent by the replay
-                await self._send_event(event)
+            outgoing = _outgoing(*event)
+            if outgoing.position > seen:  # not already sent by the replay
+                await self._send_outgoing(outgoing)
 
-    async def _send_event(self, event: Event) -> None:
-        change = msgspec.json.decode(event[1])
-        if topic_names.matches(self.topics, self.user_id, change["type"], change["data"]):
-            await self._send({"op": "event", "id": event[0].decode(), "type": change["type"], "data": change["data"]})
+    async def _send_outgoing(self, outgoing: Outgoing) -> None:
+        if topic_names.matches(self.topics, self.user_id, outgoing.type, outgoing.data):
+            await self._send_text(outgoing.frame)
 
     async def _answer(self) -> None:
         while True:
@@ -167,9 +190,12 @@ class Subscriber:
         await self._send({"op": "error", "code": "invalid_message", "message": message})
 
     async def _send(self, frame: dict[str, Any]) -> None:
+        await self._send_text(encode(frame).decode())
+
+    async def _send_text(self, text: str) -> None:
         async with self._sending:
             if not self._closed:
-                await self.websocket.send_text(encode(frame).decode())
+                await self.websocket.send_text(text)
 
     async def _close(self, code: int, reason: str) -> None:
         async with self._sending:
