@@ -10,8 +10,9 @@ processes (asyncio; a minimal WebSocket reader for /ws, raw HTTP for /events) an
    RSS before and after, per connection. Every connection is proven alive at the end by one event
    that must reach all of them.
 2. **Fan-out**: one product change (PATCH through the first worker) to subscribers spread over two
-   workers, publish-to-receive latency p50/p99/max, against a single subscriber measured in the
-   same run (the ratio is the cost of the fan-out itself).
+   workers, publish-to-receive latency p50/p99/max; then the same subscribers on two bare fan-out
+   servers (`fanout_ceiling.py`: one write per connection per event, nothing else) fed by the same
+   publishes: the ratio of the two is what the service adds to what Python and loopback TCP cost.
 3. **Worker kill**: the subscribers of two workers, events published steadily through the second;
    the first is killed with SIGKILL. Its clients reconnect to the second (as a Service would route
    them: the dead endpoint is gone) with jittered backoff, resume from their last id, and the time
@@ -41,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT))
@@ -60,14 +61,19 @@ SETTLE_SECONDS = 5.0
 # --- the servers -------------------------------------------------------------------------------
 
 
-class Worker:
-    """`sample serve` with one worker process, on a free loopback port."""
+SERVE = ("-m", "sample", "serve")
+CEILING = (str(Path(__file__).with_name("fanout_ceiling.py")),)
 
-    def __init__(self, env: dict[str, str]) -> None:
+
+class Worker:
+    """`sample serve` with one worker process (or, with `command` CEILING, the bare fan-out server),
+    on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], command: tuple[str, ...] = SERVE) -> None:
         self.port = free_port()
         self.log = tempfile.NamedTemporaryFile(prefix="bench-realtime-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sample", "serve"],
+            [sys.executable, *command],
             env={**os.environ, **env, "LISTEN_ADDRESS": LOOPBACK, "PORT": str(self.port)},
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -76,7 +82,7 @@ class Worker:
         while not port_open(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.kill()
-                raise RuntimeError(f"sample serve did not start:\n{Path(self.log.name).read_text()[-3000:]}")
+                raise RuntimeError(f"{command} did not start:\n{Path(self.log.name).read_text()[-3000:]}")
             time.sleep(0.05)
 
     def rss_mib(self) -> float:
@@ -163,8 +169,7 @@ class _WebSocketReader(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
@@ -403,8 +408,8 @@ def fanout(env: dict[str, str], subscribers: int, publishes: int, cookie_for: An
         second = _started(workers, env)
         cookie = cookie_for(first)
 
-        def latencies(count: int) -> tuple[list[float], int]:
-            clients = Clients("ws", [first.port, second.port], count, cookie)
+        def latencies(ports: list[int], count: int) -> tuple[list[float], int]:
+            clients = Clients("ws", ports, count, cookie)
             time.sleep(SETTLE_SECONDS)
             sent = []
             for _ in range(publishes):
@@ -419,8 +424,10 @@ def fanout(env: dict[str, str], subscribers: int, publishes: int, cookie_for: An
             values = [(t - at[event_id]) * 1000 for log in logs for event_id, t in log.events]
             return values, len(values)
 
-        single, _ = latencies(1)
-        many, delivered = latencies(subscribers)
+        single, _ = latencies([first.port, second.port], 1)
+        many, delivered = latencies([first.port, second.port], subscribers)
+        ceilings = [_started(workers, env, CEILING), _started(workers, env, CEILING)]
+        bare, _ = latencies([ceiling.port for ceiling in ceilings], subscribers)
         return {
             "single_p50": percentile(single, 0.5),
             "p50": percentile(many, 0.5),
@@ -428,15 +435,17 @@ def fanout(env: dict[str, str], subscribers: int, publishes: int, cookie_for: An
             "max": max(many),
             "delivered": delivered,
             "expected": subscribers * publishes,
+            "ceiling_p50": percentile(bare, 0.5),
+            "ceiling_p99": percentile(bare, 0.99),
         }
     finally:
         for worker in workers:
             worker.stop()
 
 
-def _started(workers: list[Worker], env: dict[str, str]) -> Worker:
+def _started(workers: list[Worker], env: dict[str, str], command: tuple[str, ...] = SERVE) -> Worker:
     """A new worker, remembered in `workers` (which the caller stops, whatever happens)."""
-    workers.append(Worker(env))
+    workers.append(Worker(env, command))
     return workers[-1]
 
 
@@ -536,7 +545,9 @@ def main() -> None:
             print(
                 f"fan-out run {n}: {args.fanout:,} subscribers on two workers, {r['delivered']:,}/{r['expected']:,}"
                 f" delivered; p50 {r['p50']:.0f} ms, p99 {r['p99']:.0f} ms, max {r['max']:.0f} ms"
-                f" (one subscriber: p50 {r['single_p50']:.1f} ms, ratio {r['p50'] / r['single_p50']:.0f}x)"
+                f" (one subscriber: p50 {r['single_p50']:.1f} ms); the bare fan-out server (fanout_ceiling.py):"
+                f" p50 {r['ceiling_p50']:.0f} ms, p99 {r['ceiling_p99']:.0f} ms, so the service's p99 is"
+                f" {r['p99'] / r['ceiling_p99']:.1f}x the ceiling's"
             )
         if fan:
             print(
