@@ -6,14 +6,14 @@ Real Postgres, Redis and `sample serve` processes (one worker each); the clients
 processes (asyncio; a minimal WebSocket reader for /ws, raw HTTP for /events) and bind to several
 127.0.0.x source addresses, so one address's ephemeral port range is no limit. Three figures:
 
-1. **Idle connections one worker holds**, WebSocket then SSE, each on a fresh server: the worker's
-   RSS before and after, per connection. Every connection is proven alive at the end by one event
-   that must reach all of them.
+1. **Idle connections one worker holds**, WebSocket (without, then with permessage-deflate offered)
+   and SSE, each on a fresh server: the worker's RSS before and after, per connection. Every
+   connection is proven alive at the end by one event that must reach all of them.
 2. **Fan-out**: one product change (PATCH through the first worker) to subscribers spread over two
    workers, publish-to-receive latency p50/p99/max; then the same subscribers on two bare fan-out
    servers (`fanout_ceiling.py`: one write per connection per event, nothing else) fed by the same
    publishes: the ratio of the two is what the service adds to what Python and loopback TCP cost.
-3. **Worker kill**: the subscribers of two workers, events published steadily through the second;
+3. **Worker kill**: the subscribers of two workers, a product change a second published through the second;
    the first is killed with SIGKILL. Its clients reconnect to the second (as a Service would route
    them: the dead endpoint is gone) with jittered backoff, resume from their last id, and the time
    until the last of them is back and caught up is reported, with events missed and duplicated.
@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -56,6 +57,7 @@ SOURCE_ADDRESSES = tuple(f"127.0.0.{n}" for n in range(2, 10))  # ~28,000 epheme
 OPEN_CONCURRENCY = 64  # handshakes in flight per client process
 PASSWORD = "correct horse"
 SETTLE_SECONDS = 5.0
+KILL_PUBLISH_INTERVAL = 1.0  # seconds between product changes while a worker is killed: 10,000 deliveries each
 
 
 # --- the servers -------------------------------------------------------------------------------
@@ -139,7 +141,7 @@ class GroupSpec:
     """`count` clients of one transport; client i starts on ports[i % len(ports)], and on a lost
     connection (when `reconnect`) moves to the next port in the list and resumes."""
 
-    transport: str  # "ws" or "sse"
+    transport: str  # "ws", "ws-deflate" (offers permessage-deflate) or "sse"
     ports: list[int]
     count: int
     cookie: str
@@ -159,10 +161,12 @@ class ClientLog:
 class _WebSocketReader(asyncio.Protocol):
     """The least a WebSocket client can do, so the clients' CPU stays out of the server's figures:
     read the 101, then frames; note each event's id and arrival time (no JSON parsing), answer
-    pings. The server sends no fragmented or compressed frames here (the client offers no deflate)."""
+    pings. A compressed frame (RSV1, when the client offered permessage-deflate) is inflated; the
+    server sends no fragmented frames here."""
 
     def __init__(self, log: ClientLog) -> None:
         self.log = log
+        self.inflater = zlib.decompressobj(wbits=-15)  # the server keeps its context across messages
         self.buffer = bytearray()
         self.upgraded = asyncio.get_running_loop().create_future()
         self.closed = asyncio.get_running_loop().create_future()
@@ -197,6 +201,8 @@ class _WebSocketReader(asyncio.Protocol):
             if len(buffer) < offset + length:
                 return
             payload = bytes(buffer[offset : offset + length])
+            if buffer[0] & 0x40:  # RSV1: permessage-deflate
+                payload = self.inflater.decompress(payload + b"\x00\x00\xff\xff")
             del buffer[: offset + length]
             if opcode == 0x1 and payload.startswith(b'{"op":"event"'):
                 start = payload.index(b'"id":"') + 6
@@ -219,6 +225,7 @@ async def _ws_session(spec: GroupSpec, port: int, source: str, log: ClientLog, o
     last = log.events[-1][0] if log.events else ""
     query = "topics=products" + (f"&last_id={last}" if last else "")
     key = base64.b64encode(os.urandom(16)).decode()
+    deflate = "sec-websocket-extensions: permessage-deflate\r\n" if spec.transport == "ws-deflate" else ""
     loop = asyncio.get_running_loop()
     transport, reader = await loop.create_connection(
         lambda: _WebSocketReader(log), LOOPBACK, port, local_addr=(source, 0)
@@ -226,7 +233,8 @@ async def _ws_session(spec: GroupSpec, port: int, source: str, log: ClientLog, o
     try:
         transport.write(
             f"GET /ws?{query} HTTP/1.1\r\nhost: bench\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
-            f"sec-websocket-key: {key}\r\nsec-websocket-version: 13\r\ncookie: sid={spec.cookie}\r\n\r\n".encode()
+            f"sec-websocket-key: {key}\r\nsec-websocket-version: 13\r\ncookie: sid={spec.cookie}\r\n"
+            f"{deflate}\r\n".encode()
         )
         await asyncio.wait_for(reader.upgraded, 120)
         on_open()
@@ -259,7 +267,7 @@ async def _sse_session(spec: GroupSpec, port: int, source: str, log: ClientLog, 
 async def _client(spec: GroupSpec, index: int, log: ClientLog, opened: asyncio.Event, gate: asyncio.Semaphore) -> None:
     """One client: connects (at most OPEN_CONCURRENCY handshakes in flight per process) and reads;
     with `reconnect`, a lost connection is retried on the next port after a full-jitter backoff."""
-    session = _ws_session if spec.transport == "ws" else _sse_session
+    session = _sse_session if spec.transport == "sse" else _ws_session
     source = SOURCE_ADDRESSES[(spec.first_source + index) % len(SOURCE_ADDRESSES)]
     attempt = 0
     while True:
@@ -469,7 +477,7 @@ def worker_kill(env: dict[str, str], subscribers: int, cookie_for: Any) -> dict[
             if not killed_at and time.monotonic() > stop - 15:
                 victim.kill()
                 killed_at = time.monotonic()
-            time.sleep(0.5)
+            time.sleep(KILL_PUBLISH_INTERVAL)
         time.sleep(SETTLE_SECONDS)
         logs = clients.logs()
         moved = [log for log in logs if log.lost_at]
@@ -532,10 +540,10 @@ def main() -> None:
             return worker.login(f"bench-{next(users)}-{os.getpid()}@example.com")
 
         print(f"RLIMIT_NOFILE hard limit per process: {hard}; CPUs: {os.cpu_count()}")
-        for transport in ("ws", "sse") if "idle" in parts else ():
+        for transport in ("ws", "ws-deflate", "sse") if "idle" in parts else ():
             r = idle(transport, env, args.idle, cookie_for)
             print(
-                f"idle {transport:>3}: {r['connections']:,} held by one worker (server counts {r['server_counted']:,},"
+                f"idle {transport:>10}: {r['connections']:,} held by one worker (server counts {r['server_counted']:,},"
                 f" {r['alive']:,} got the last event), opened in {r['open_s']:.1f} s;"
                 f" RSS {r['rss_before']:.0f} -> {r['rss_after']:.0f} MiB, {r['kib_per_connection']:.1f} KiB each,"
                 f" 20,000 would be {r['rss_before'] + r['kib_per_connection'] * 20_000 / 1024:.0f} MiB"
