@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,7 +15,7 @@ import pytest
 from sample_helpers import EventStream, Postgres, Reply, Service, run_sample, seed_products
 
 from testsupport.postgres import postgres_binary
-from testsupport.process import port_open
+from testsupport.process import LOOPBACK, port_open
 from testsupport.redis import RedisServer
 
 
@@ -92,3 +95,34 @@ def test_two_workers_share_the_port_and_report_metrics_together(postgres: Postgr
         assert len(spawned) == 2
     finally:
         assert service.stop() == 0
+
+
+def test_a_port_already_taken_ends_the_process_instead_of_hanging_in_shutdown(postgres: Postgres) -> None:
+    """The bind fails right after start-up, while the event listener still waits for Redis (here a port that
+    accepts and never answers): redis-py loses the cancellation then, and the shutdown used to wait forever."""
+    taken, silent_redis = socket.socket(), socket.socket()
+    for sock in (taken, silent_redis):
+        sock.bind((LOOPBACK, 0))
+        sock.listen()
+    env = {
+        **os.environ,
+        "DATABASE_URL": postgres.dsn,
+        "REDIS_URL": f"redis://{LOOPBACK}:{silent_redis.getsockname()[1]}",
+        "EVENTS_ENABLED": "true",
+        "LISTEN_ADDRESS": LOOPBACK,
+        "PORT": str(taken.getsockname()[1]),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sample", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        output, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+        pytest.fail(f"sample serve still running 60 s after its bind failed:\n{output.decode()[-2000:]}")
+    finally:
+        taken.close()
+        silent_redis.close()
+    assert proc.returncode == 3, output.decode()[-2000:]  # uvicorn's start-up failure
+    assert b"address already in use" in output

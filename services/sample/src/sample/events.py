@@ -52,6 +52,7 @@ class EventBus:
         self._subscribers: set[asyncio.Queue[Event]] = set()
         self._publish = client.register_script(PUBLISH)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def publish(self, event_type: str, data: dict[str, Any]) -> bytes:
         """Appends to the history and publishes in one script: live delivery follows stream-id order even when
@@ -94,13 +95,16 @@ class EventBus:
         self._task = asyncio.create_task(self._listen_forever())
 
     async def stop(self) -> None:
+        """Ends the listener. The flag ends it within a second even when redis-py loses the cancellation
+        (seen when the stop comes while the listener is still connecting: a failed bind at start-up)."""
+        self._stopping.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def _listen_forever(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._listen()
             except asyncio.CancelledError:
@@ -118,7 +122,7 @@ class EventBus:
                 await pubsub.ssubscribe(CHANNEL)
             else:
                 await pubsub.subscribe(CHANNEL)
-            while True:
+            while not self._stopping.is_set():
                 if self.sharded:
                     message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=1.0)
                 else:

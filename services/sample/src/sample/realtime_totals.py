@@ -43,6 +43,7 @@ class ConnectionTotals:
         self._report = client.register_script(REPORT)
         self._read = client.register_script(READ)
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def read(self) -> tuple[int, int]:
         """(connections, processes) over every process that reported within STALE_MS."""
@@ -57,6 +58,7 @@ class ConnectionTotals:
 
     async def stop(self) -> None:
         """Stop reporting and remove this process's entry (a killed process ages out instead)."""
+        self._stopping.set()  # ends the loop even if redis-py loses the cancellation (EventBus.stop)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -66,9 +68,10 @@ class ConnectionTotals:
             await self.client.hdel(COUNTS, self.name)
 
     async def _report_forever(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self.report()
             except Exception as exc:
                 log.warning("could not report the realtime connection count", extra={"error": str(exc)})
-            await asyncio.sleep(REPORT_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), REPORT_SECONDS)
