@@ -93,6 +93,7 @@ def test_realtime_cap_and_drain_batches_default_and_parse() -> None:
         ("DRAIN_BATCH_PERCENT", "ten", "an integer from 1 to 100"),
         ("DRAIN_BATCH_INTERVAL_MS", "-1", "0 to 60000 ms"),
         ("DRAIN_BATCH_INTERVAL_MS", "60001", "0 to 60000 ms"),
+        ("WS_COMPRESSION", "gzip", "true or false (also 1/0, yes/no, on/off)"),
     ],
 )
 def test_a_bad_realtime_setting_names_the_variable_value_and_range(name: str, value: str, allowed: str) -> None:

@@ -223,6 +223,20 @@ def test_permessage_deflate_is_negotiated_when_offered(services: tuple[Service, 
         plain.close()
 
 
+def test_with_compression_off_an_offer_of_deflate_is_declined(postgres: Postgres, redis_server: RedisServer) -> None:
+    env = {"DATABASE_URL": postgres.dsn, "REDIS_URL": redis_server.url, "EVENTS_ENABLED": "true"}
+    with running({**env, "SESSIONS_ENABLED": "true", "WS_COMPRESSION": "false"}, 1) as (service,):
+        writer, _ = signup_and_login(service)
+        offered = RawWebSocket(service.port, "/ws?topics=products", cookie_of(writer), deflate=True)
+        try:
+            assert offered.response.status_code == 101
+            assert "Sec-WebSocket-Extensions" not in offered.response.headers
+            created = writer.post("/products", product(1)).json()
+            assert json.loads(offered.next_frame().data)["data"]["id"] == created["id"]  # plain frames
+        finally:
+            offered.close()
+
+
 def test_the_server_pings_an_idle_connection(services: tuple[Service, Service]) -> None:
     writer, _ = signup_and_login(services[0])
     raw = RawWebSocket(services[0].port, "/ws?topics=products", cookie_of(writer))

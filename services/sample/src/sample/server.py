@@ -6,10 +6,10 @@ closes its pools (lifecycle.py).
 
 WebSockets use uvicorn's `websockets-sansio` protocol: a protocol ping every EVENTS_HEARTBEAT_SECONDS, and a
 peer that does not answer within as long again is closed (1011). permessage-deflate is negotiated when the
-client offers it. Memory per connection is bounded: reading pauses after each client message until the app
-has taken it, and a send waits while the transport's write buffer is above its high-water mark
-(pause_writing), so a client that stops reading blocks its sender instead of growing a buffer; its bus
-queue then overflows and it is closed with 4000 (api/websocket.py).
+client offers it, unless WS_COMPRESSION is off. Memory per connection is bounded: reading pauses after each
+client message until the app has taken it, and a send waits while the transport's write buffer is above its
+high-water mark (pause_writing), so a client that stops reading blocks its sender instead of growing a
+buffer; its bus queue then overflows and it is closed with 4000 (api/websocket.py).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def _run(settings: Settings) -> None:
         http="httptools",
         ws="websockets-sansio",
         ws_max_size=WS_MAX_MESSAGE_BYTES,
-        ws_per_message_deflate=True,
+        ws_per_message_deflate=settings.ws_compression,
         ws_ping_interval=settings.events_heartbeat_seconds,
         ws_ping_timeout=settings.events_heartbeat_seconds,
         lifespan="on",
