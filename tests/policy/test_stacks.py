@@ -39,7 +39,7 @@ def test_check_command_fails_on_a_violation(capsys: pytest.CaptureFixture[str], 
     out = capsys.readouterr().out
     assert (
         "[mandatory] secret-env-literal: Deployment/web: container web env API_TOKEN "
-        "(spec.template.spec.containers[0].env[5].value) holds a secret as a literal; fix: mount the Secret as a "
+        "(spec.template.spec.containers[0].env[6].value) holds a secret as a literal; fix: mount the Secret as a "
         "read-only file"
     ) in out
     assert out.endswith("rules + schema: 1 mandatory, 0 advisory violation(s)\n") and out.count("\n") == 2

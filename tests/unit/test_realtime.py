@@ -18,7 +18,7 @@ def problems(values: dict) -> list[str]:
 
 
 def realtime_env(spec: WebSpec, tier: Tier = WEB) -> dict[str, str]:
-    names = ("REALTIME_MAX_CONNECTIONS", "DRAIN_BATCH_PERCENT", "DRAIN_BATCH_INTERVAL_MS")
+    names = ("REALTIME_MAX_CONNECTIONS", "DRAIN_BATCH_PERCENT", "DRAIN_BATCH_INTERVAL_MS", "WS_COMPRESSION")
     return {e["name"]: e["value"] for e in web_container(spec, [], tier)["env"] if e["name"] in names}
 
 
@@ -27,7 +27,13 @@ def test_defaults_become_the_apps_environment() -> None:
         "REALTIME_MAX_CONNECTIONS": "1000",
         "DRAIN_BATCH_PERCENT": "10",
         "DRAIN_BATCH_INTERVAL_MS": "1000",
+        "WS_COMPRESSION": "true",
     }
+
+
+def test_compression_can_be_switched_off() -> None:
+    spec = from_values({"web": {"realtime": {"compression": False}}}).web
+    assert realtime_env(spec)["WS_COMPRESSION"] == "false"
 
 
 def test_the_pods_cap_is_split_over_its_processes() -> None:

@@ -70,6 +70,7 @@ def test_extra_env_is_appended_in_a_stable_order() -> None:
         "REALTIME_MAX_CONNECTIONS",
         "DRAIN_BATCH_PERCENT",
         "DRAIN_BATCH_INTERVAL_MS",
+        "WS_COMPRESSION",
         "A_SWITCH",
         "B_SWITCH",
     ]
