@@ -10,7 +10,8 @@ processes (asyncio; a minimal WebSocket reader for /ws, raw HTTP for /events) an
    and SSE, each on a fresh server: the worker's RSS before and after, per connection. Every
    connection is proven alive at the end by one event that must reach all of them.
 2. **Fan-out**: one product change (PATCH through the first worker) to subscribers spread over two
-   workers, publish-to-receive latency p50/p99/max; then the same subscribers on two bare fan-out
+   workers, publish-to-receive latency p50/p99/max (then again with every client offering
+   permessage-deflate: a compression per subscriber); then the same subscribers on two bare fan-out
    servers (`fanout_ceiling.py`: one write per connection per event, nothing else) fed by the same
    publishes: the ratio of the two is what the service adds to what Python and loopback TCP cost.
 3. **Worker kill**: the subscribers of two workers, a product change a second published through the second;
@@ -416,8 +417,8 @@ def fanout(env: dict[str, str], subscribers: int, publishes: int, cookie_for: An
         second = _started(workers, env)
         cookie = cookie_for(first)
 
-        def latencies(ports: list[int], count: int) -> tuple[list[float], int]:
-            clients = Clients("ws", ports, count, cookie)
+        def latencies(ports: list[int], count: int, transport: str = "ws") -> tuple[list[float], int]:
+            clients = Clients(transport, ports, count, cookie)
             time.sleep(SETTLE_SECONDS)
             sent = []
             for _ in range(publishes):
@@ -434,6 +435,7 @@ def fanout(env: dict[str, str], subscribers: int, publishes: int, cookie_for: An
 
         single, _ = latencies([first.port, second.port], 1)
         many, delivered = latencies([first.port, second.port], subscribers)
+        deflated, _ = latencies([first.port, second.port], subscribers, "ws-deflate")
         ceilings = [_started(workers, env, CEILING), _started(workers, env, CEILING)]
         bare, _ = latencies([ceiling.port for ceiling in ceilings], subscribers)
         return {
@@ -443,6 +445,8 @@ def fanout(env: dict[str, str], subscribers: int, publishes: int, cookie_for: An
             "max": max(many),
             "delivered": delivered,
             "expected": subscribers * publishes,
+            "deflate_p50": percentile(deflated, 0.5),
+            "deflate_p99": percentile(deflated, 0.99),
             "ceiling_p50": percentile(bare, 0.5),
             "ceiling_p99": percentile(bare, 0.99),
         }
@@ -553,9 +557,11 @@ def main() -> None:
             print(
                 f"fan-out run {n}: {args.fanout:,} subscribers on two workers, {r['delivered']:,}/{r['expected']:,}"
                 f" delivered; p50 {r['p50']:.0f} ms, p99 {r['p99']:.0f} ms, max {r['max']:.0f} ms"
-                f" (one subscriber: p50 {r['single_p50']:.1f} ms); the bare fan-out server (fanout_ceiling.py):"
-                f" p50 {r['ceiling_p50']:.0f} ms, p99 {r['ceiling_p99']:.0f} ms, so the service's p99 is"
-                f" {r['p99'] / r['ceiling_p99']:.1f}x the ceiling's"
+                f" (one subscriber: p50 {r['single_p50']:.1f} ms; every client offering permessage-deflate:"
+                f" p50 {r['deflate_p50']:.0f} ms, p99 {r['deflate_p99']:.0f} ms);"
+                f" the bare fan-out server (fanout_ceiling.py): p50 {r['ceiling_p50']:.0f} ms,"
+                f" p99 {r['ceiling_p99']:.0f} ms; the service's p99 is {r['p99'] / r['ceiling_p99']:.1f}x the"
+                " ceiling's"
             )
         if fan:
             print(
