@@ -15,7 +15,7 @@ from sample.realtime_client import RealtimeClient
 from sample_helpers import Client, Postgres, Service, signup_and_login
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
-from ws_helpers import cookie_of, product, refused, running, ws_url
+from ws_helpers import cookie_of, product, realtime_env, refused, running, ws_url
 
 from testsupport.process import LOOPBACK
 from testsupport.redis import RedisServer
@@ -56,14 +56,12 @@ class ReadinessRouter(threading.Thread):
 
 @pytest.fixture
 def pair(postgres: Postgres, redis_server: RedisServer) -> Iterator[tuple[Service, Service]]:
-    env = {
-        "DATABASE_URL": postgres.dsn,
-        "REDIS_URL": redis_server.url,
-        "EVENTS_ENABLED": "true",
-        "SESSIONS_ENABLED": "true",
-        "DRAIN_BATCH_PERCENT": str(PERCENT),
-        "DRAIN_BATCH_INTERVAL_MS": str(INTERVAL_MS),
-    }
+    env = realtime_env(
+        postgres,
+        redis_server,
+        DRAIN_BATCH_PERCENT=str(PERCENT),
+        DRAIN_BATCH_INTERVAL_MS=str(INTERVAL_MS),
+    )
     with running(env, 2) as (draining, survivor):
         yield draining, survivor
 
@@ -167,15 +165,13 @@ async def _scenario(draining: Service, survivor: Service, writer: Client, cookie
 
 
 def test_with_several_workers_each_drains_its_own_connections(postgres: Postgres, redis_server: RedisServer) -> None:
-    env = {
-        "DATABASE_URL": postgres.dsn,
-        "REDIS_URL": redis_server.url,
-        "EVENTS_ENABLED": "true",
-        "SESSIONS_ENABLED": "true",
-        "WEB_CONCURRENCY": "2",
-        "DRAIN_BATCH_PERCENT": "50",
-        "DRAIN_BATCH_INTERVAL_MS": "300",
-    }
+    env = realtime_env(
+        postgres,
+        redis_server,
+        WEB_CONCURRENCY="2",
+        DRAIN_BATCH_PERCENT="50",
+        DRAIN_BATCH_INTERVAL_MS="300",
+    )
     with running(env, 1) as (service,), contextlib.ExitStack() as stack:
         writer, _ = signup_and_login(service)
         header = {"cookie": f"sid={cookie_of(writer)}"}

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from sample_helpers import Client, EventStream, Postgres, Service, signup_and_login
 from websockets.sync.client import connect
-from ws_helpers import cookie_of, refused, ws_url
+from ws_helpers import cookie_of, realtime_env, refused, ws_url
 
 from testsupport.process import wait_for
 from testsupport.redis import RedisServer
@@ -19,14 +19,12 @@ AT_CAPACITY = "connections: 2 open, the cap (REALTIME_MAX_CONNECTIONS) is 2"
 
 @pytest.fixture
 def service(postgres: Postgres, redis_server: RedisServer) -> Iterator[Service]:
-    env = {
-        "DATABASE_URL": postgres.dsn,
-        "REDIS_URL": redis_server.url,
-        "EVENTS_ENABLED": "true",
-        "SESSIONS_ENABLED": "true",
-        "EVENTS_HEARTBEAT_SECONDS": "1",
-        "REALTIME_MAX_CONNECTIONS": "2",
-    }
+    env = realtime_env(
+        postgres,
+        redis_server,
+        EVENTS_HEARTBEAT_SECONDS="1",
+        REALTIME_MAX_CONNECTIONS="2",
+    )
     service = Service(env)
     yield service
     service.stop()

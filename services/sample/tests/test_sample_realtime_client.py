@@ -16,7 +16,7 @@ import pytest
 from sample.realtime_client import Backoff, RealtimeClient
 from sample.topics import ALLOWED
 from sample_helpers import Postgres, Service, signup_and_login
-from ws_helpers import cookie_of, product, running, ws_url
+from ws_helpers import cookie_of, product, realtime_env, running, ws_url
 
 from testsupport.process import LOOPBACK
 from testsupport.redis import RedisServer
@@ -43,12 +43,7 @@ def test_the_backoff_ceiling_never_overflows() -> None:
 
 @pytest.fixture
 def pair(postgres: Postgres, redis_server: RedisServer, clean: None) -> Iterator[tuple[Service, Service]]:
-    env = {
-        "DATABASE_URL": postgres.dsn,
-        "REDIS_URL": redis_server.url,
-        "EVENTS_ENABLED": "true",
-        "SESSIONS_ENABLED": "true",
-    }
+    env = realtime_env(postgres, redis_server)
     with running(env, 2) as (first, second):
         yield first, second
 

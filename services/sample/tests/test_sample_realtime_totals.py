@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from sample_helpers import EventStream, Postgres, Service, signup_and_login
 from websockets.sync.client import connect
-from ws_helpers import cookie_of, running, ws_url
+from ws_helpers import cookie_of, realtime_env, running, ws_url
 
 from testsupport.process import wait_for
 from testsupport.redis import RedisServer
@@ -18,12 +18,7 @@ pytestmark = pytest.mark.usefixtures("clean")
 
 @pytest.fixture
 def pair(postgres: Postgres, redis_server: RedisServer) -> Iterator[tuple[Service, Service]]:
-    env = {
-        "DATABASE_URL": postgres.dsn,
-        "REDIS_URL": redis_server.url,
-        "EVENTS_ENABLED": "true",
-        "SESSIONS_ENABLED": "true",
-    }
+    env = realtime_env(postgres, redis_server)
     with running(env, 2) as (first, second):
         yield first, second
 

@@ -16,7 +16,7 @@ from sample.redisconn import connect as connect_redis
 from sample_helpers import Postgres, Service, signup_and_login
 from websockets.frames import Close, Opcode
 from websockets.sync.client import connect
-from ws_helpers import RawWebSocket, cookie_of, id_key, next_frame, product, ws_url
+from ws_helpers import RawWebSocket, cookie_of, id_key, next_frame, product, realtime_env, ws_url
 
 from testsupport.redis import RedisServer
 
@@ -27,13 +27,11 @@ MAX_EVENTS = 400000
 
 @pytest.fixture
 def service(postgres: Postgres, redis_server: RedisServer) -> Iterator[Service]:
-    env = {
-        "DATABASE_URL": postgres.dsn,
-        "REDIS_URL": redis_server.url,
-        "EVENTS_ENABLED": "true",
-        "SESSIONS_ENABLED": "true",
-        "EVENTS_HEARTBEAT_SECONDS": "600",  # the stalled client does not answer pings: keep them out of this
-    }
+    env = realtime_env(
+        postgres,
+        redis_server,
+        EVENTS_HEARTBEAT_SECONDS="600",  # the stalled client does not answer pings: keep them out of this
+    )
     service = Service(env)
     yield service
     service.stop()

@@ -11,7 +11,18 @@ import pytest
 from sample_helpers import EventStream, Postgres, Service, seed_products, signup_and_login
 from websockets.frames import Opcode
 from websockets.sync.client import connect
-from ws_helpers import RawWebSocket, cookie_of, id_key, next_events, next_frame, product, refused, running, ws_url
+from ws_helpers import (
+    RawWebSocket,
+    cookie_of,
+    id_key,
+    next_events,
+    next_frame,
+    product,
+    realtime_env,
+    refused,
+    running,
+    ws_url,
+)
 
 from testsupport.redis import RedisServer
 
@@ -20,13 +31,11 @@ pytestmark = pytest.mark.usefixtures("clean")
 
 @pytest.fixture(scope="module")
 def services(postgres: Postgres, redis_server: RedisServer) -> Iterator[tuple[Service, Service]]:
-    env = {
-        "DATABASE_URL": postgres.dsn,
-        "REDIS_URL": redis_server.url,
-        "EVENTS_ENABLED": "true",
-        "SESSIONS_ENABLED": "true",
-        "EVENTS_HEARTBEAT_SECONDS": "1",
-    }
+    env = realtime_env(
+        postgres,
+        redis_server,
+        EVENTS_HEARTBEAT_SECONDS="1",
+    )
     with running(env, 2) as (first, second):
         yield first, second
 
@@ -224,8 +233,7 @@ def test_permessage_deflate_is_negotiated_when_offered(services: tuple[Service, 
 
 
 def test_with_compression_off_an_offer_of_deflate_is_declined(postgres: Postgres, redis_server: RedisServer) -> None:
-    env = {"DATABASE_URL": postgres.dsn, "REDIS_URL": redis_server.url, "EVENTS_ENABLED": "true"}
-    with running({**env, "SESSIONS_ENABLED": "true", "WS_COMPRESSION": "false"}, 1) as (service,):
+    with running(realtime_env(postgres, redis_server, WS_COMPRESSION="false"), 1) as (service,):
         writer, _ = signup_and_login(service)
         offered = RawWebSocket(service.port, "/ws?topics=products", cookie_of(writer), deflate=True)
         try:

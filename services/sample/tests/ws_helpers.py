@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-from sample_helpers import Client, Service
+from sample_helpers import Client, Postgres, Service
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
@@ -21,6 +21,7 @@ from websockets.sync.client import ClientConnection, connect
 from websockets.uri import parse_uri
 
 from testsupport.process import LOOPBACK
+from testsupport.redis import RedisServer
 
 
 @contextlib.contextmanager
@@ -33,6 +34,17 @@ def running(env: dict[str, str], count: int) -> Iterator[list[Service]]:
             stack.callback(service.stop)
             services.append(service)
         yield services
+
+
+def realtime_env(postgres: Postgres, redis: RedisServer, **extra: str) -> dict[str, str]:
+    """A service's environment with what /ws and /events need (events and sessions on Redis), plus `extra`."""
+    return {
+        "DATABASE_URL": postgres.dsn,
+        "REDIS_URL": redis.url,
+        "EVENTS_ENABLED": "true",
+        "SESSIONS_ENABLED": "true",
+        **extra,
+    }
 
 
 def cookie_of(client: Client) -> str:

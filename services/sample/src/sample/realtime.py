@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sample import lifecycle
 from sample.errors import ApiError
+from sample.events import Event, EventBus
 from sample.metrics import REALTIME_CONNECTIONS, REALTIME_DISCONNECTS, REALTIME_REJECTED
 
 RETRY_AFTER = {"retry-after": "1"}
@@ -61,6 +62,16 @@ class Connections:
             return connection
         REALTIME_REJECTED.labels(reason).inc()
         raise ApiError(503, reason, message, RETRY_AFTER)
+
+    def subscribe(self, bus: EventBus, transport: str) -> tuple[asyncio.Queue[Event], Connection]:
+        """A queue on `bus` and its admitted connection (ApiError 503 as `admit`, and no queue left behind).
+        The queue is subscribed first, so nothing published before a replay from the history is lost."""
+        queue = bus.subscribe()
+        try:
+            return queue, self.admit(transport, lambda: bus.end(queue))
+        except ApiError:
+            bus.unsubscribe(queue)
+            raise
 
     def release(self, connection: Connection) -> None:
         if connection in self._open:

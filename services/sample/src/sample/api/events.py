@@ -67,12 +67,7 @@ async def events(request: Request) -> Response:
                 400, "invalid_parameter", f"Last-Event-ID: got {last_id[:64]!r}, allowed: an id from this stream"
             ) from None
     bus = svc.events
-    queue = bus.subscribe()  # before the replay, so nothing published in between is lost
-    try:
-        connection = svc.realtime.admit("sse", lambda: bus.end(queue))
-    except ApiError:
-        bus.unsubscribe(queue)
-        raise
+    queue, connection = svc.realtime.subscribe(bus, "sse")
     return StreamingResponse(
         _stream(bus, queue, last_id, svc.settings.events_heartbeat_seconds, svc.realtime, connection),
         media_type="text/event-stream",

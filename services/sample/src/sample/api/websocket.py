@@ -211,12 +211,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         user_id = await _logged_in_user(svc, websocket)
         chosen, last_id = _handshake_topics(websocket), _handshake_last_id(websocket)
         bus = svc.events
-        queue = bus.subscribe()  # before the replay, so nothing published in between is lost
-        try:
-            connection = svc.realtime.admit("websocket", lambda: bus.end(queue))
-        except ApiError:
-            bus.unsubscribe(queue)
-            raise
+        queue, connection = svc.realtime.subscribe(bus, "websocket")
     except ApiError as exc:
         response = error_response(exc.status, exc.code, exc.message)
         response.headers.update(exc.headers)
