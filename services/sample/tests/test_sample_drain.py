@@ -15,7 +15,7 @@ from sample.realtime_client import RealtimeClient
 from sample_helpers import Client, Postgres, Service, signup_and_login
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
-from ws_helpers import cookie_of, product, realtime_env, refused, running, ws_url
+from ws_helpers import cookie_of, product, realtime_env, refused, running, session_header, ws_url
 
 from testsupport.process import LOOPBACK
 from testsupport.redis import RedisServer
@@ -174,7 +174,7 @@ def test_with_several_workers_each_drains_its_own_connections(postgres: Postgres
     )
     with running(env, 1) as (service,), contextlib.ExitStack() as stack:
         writer, _ = signup_and_login(service)
-        header = {"cookie": f"sid={cookie_of(writer)}"}
+        header = session_header(writer)
         sockets = [stack.enter_context(connect(ws_url(service.port), additional_headers=header)) for _ in range(8)]
         service.terminate()
         for ws in sockets:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from sample_helpers import EventStream, Postgres, Service, signup_and_login
 from websockets.sync.client import connect
-from ws_helpers import cookie_of, realtime_env, running, ws_url
+from ws_helpers import realtime_env, running, session_header, ws_url
 
 from testsupport.process import wait_for
 from testsupport.redis import RedisServer
@@ -26,7 +26,7 @@ def pair(postgres: Postgres, redis_server: RedisServer) -> Iterator[tuple[Servic
 def test_totals_cover_both_processes_and_a_killed_one_ages_out(pair: tuple[Service, Service]) -> None:
     first, second = pair
     user, _ = signup_and_login(first)
-    header = {"cookie": f"sid={cookie_of(user)}"}
+    header = session_header(user)
     with (
         connect(ws_url(first.port), additional_headers=header),
         connect(ws_url(second.port), additional_headers=header),

@@ -21,6 +21,7 @@ from ws_helpers import (
     realtime_env,
     refused,
     running,
+    session_header,
     ws_url,
 )
 
@@ -45,7 +46,7 @@ def test_an_event_published_through_one_process_reaches_subscribers_on_both(
 ) -> None:
     first, second = services
     writer, _ = signup_and_login(first)
-    cookie = {"cookie": f"sid={cookie_of(writer)}"}
+    cookie = session_header(writer)
     with (
         connect(ws_url(first.port), additional_headers=cookie) as near,
         connect(ws_url(second.port), additional_headers=cookie) as far,
@@ -66,7 +67,7 @@ def test_an_event_published_through_one_process_reaches_subscribers_on_both(
 def test_a_product_topic_gets_only_that_product(services: tuple[Service, Service]) -> None:
     first, second = services
     writer, _ = signup_and_login(first)
-    header = {"cookie": f"sid={cookie_of(writer)}"}
+    header = session_header(writer)
     with connect(ws_url(second.port, "product:2"), additional_headers=header) as ws:
         for n in (1, 2, 3):
             writer.post("/products", product(n))
@@ -84,7 +85,7 @@ def test_the_orders_topic_gets_only_the_callers_own_orders(
     ada, ada_id = signup_and_login(first, "ada@example.com")
     bob, _ = signup_and_login(first, "bob@example.com")
     order = {"items": [{"product_id": 1, "quantity": 1}]}
-    with connect(ws_url(second.port, "orders"), additional_headers={"cookie": f"sid={cookie_of(ada)}"}) as ws:
+    with connect(ws_url(second.port, "orders"), additional_headers=session_header(ada)) as ws:
         assert bob.post("/orders", order).status == 201
         mine = ada.post("/orders", order).json()
         [event] = next_events(ws, 1)  # Bob's order came first and did not arrive
@@ -96,7 +97,7 @@ def test_resume_after_a_forced_disconnect_replays_exactly_the_missed_events(
 ) -> None:
     first, second = services
     writer, _ = signup_and_login(first)
-    header = {"cookie": f"sid={cookie_of(writer)}"}
+    header = session_header(writer)
     with connect(ws_url(second.port), additional_headers=header) as ws:
         writer.post("/products", product(1))
         [seen] = next_events(ws, 1)
@@ -115,7 +116,7 @@ def test_resume_after_a_forced_disconnect_replays_exactly_the_missed_events(
 
 def test_subscribe_and_unsubscribe_frames_answer_with_the_full_set(services: tuple[Service, Service]) -> None:
     writer, _ = signup_and_login(services[0])
-    header = {"cookie": f"sid={cookie_of(writer)}"}
+    header = session_header(writer)
     with connect(ws_url(services[0].port, "product:7"), additional_headers=header) as ws:
         ws.send(json.dumps({"op": "subscribe", "topics": ["orders", "products"]}))
         assert next_frame(ws) == {"op": "subscribed", "topics": ["orders", "product:7", "products"]}
@@ -145,7 +146,7 @@ def test_an_invalid_frame_gets_an_error_frame_and_the_connection_stays(
     services: tuple[Service, Service], frame: str, message: str
 ) -> None:
     writer, _ = signup_and_login(services[0])
-    header = {"cookie": f"sid={cookie_of(writer)}"}
+    header = session_header(writer)
     with connect(ws_url(services[0].port), additional_headers=header) as ws:
         ws.send(frame)
         assert next_frame(ws) == {"op": "error", "code": "invalid_message", "message": message}
@@ -264,7 +265,7 @@ def test_the_connections_gauge_counts_both_transports(services: tuple[Service, S
         return client.metric("realtime_connections", transport=transport)
 
     before = (gauge("websocket"), gauge("sse"))
-    with connect(ws_url(service.port), additional_headers={"cookie": f"sid={cookie_of(writer)}"}):
+    with connect(ws_url(service.port), additional_headers=session_header(writer)):
         stream = EventStream(service.port)
         stream.next()
         assert (gauge("websocket"), gauge("sse")) == (before[0] + 1, before[1] + 1)

@@ -51,6 +51,11 @@ def cookie_of(client: Client) -> str:
     return client.cookies["sid"]
 
 
+def session_header(client: Client) -> dict[str, str]:
+    """The Cookie header of `client`'s session, for a WebSocket handshake."""
+    return {"cookie": f"sid={cookie_of(client)}"}
+
+
 def ws_url(port: int, topics: str = "products", last_id: str | None = None) -> str:
     query = {"topics": topics, **({"last_id": last_id} if last_id else {})}
     return f"ws://{LOOPBACK}:{port}/ws?{urlencode(query, safe=',:')}"
