@@ -50,7 +50,7 @@ class Realtime:
     drain_batch_interval_ms: int = setting(1000, "pause between two drain batches", minimum=0, maximum=60_000)
     compression: bool = setting(
         True,
-        "permessage-deflate for WebSocket clients that offer it; off: ~36 KiB less per connection, no per-subscriber "
+        "permessage-deflate for WebSocket clients that offer it; off: ~35 KiB less per connection, no per-subscriber "
         "compression of every event (docs/realtime.md)",
     )
 

@@ -78,7 +78,7 @@ class Settings:
     events_heartbeat_seconds: int = 15
     events_history: int = 10000
     ws_compression: bool = True
-    """WS_COMPRESSION: permessage-deflate for a WebSocket client that offers it; off saves about 36 KiB a connection
+    """WS_COMPRESSION: permessage-deflate for a WebSocket client that offers it; off saves about 35 KiB a connection
     (the zlib contexts) and a compression per subscriber per event, and sends frames uncompressed."""
     realtime_max_connections: int = 10000
     """REALTIME_MAX_CONNECTIONS: open /ws and /events connections this process takes; at the cap a new one gets
