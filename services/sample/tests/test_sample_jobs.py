@@ -162,9 +162,10 @@ def test_job_whose_worker_dies_on_every_delivery_is_marked_failed_from_the_advis
     before = len(dead_letters(nats_cluster))
     job_id = ""
     for delivery in range(1, nats_cluster.spec.consumer.max_deliver + 1):
-        worker, _ = workers()
+        # locked before the worker starts: a redelivery can reach it the moment it is ready
         lock = TableLock(postgres.dsn, "orders")
         try:
+            worker, _ = workers()
             if delivery == 1:
                 job_id = submit(api, order_id)
             wait_for_log(worker, f'"delivery":{delivery}')
