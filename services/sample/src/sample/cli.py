@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 
-from sample import logs, realtime_client, shard_cli
+from sample import climb_cli, logs, realtime_client, shard_cli
 from sample.config import ConfigError, Settings, load_settings
 from sample.shards import ShardSettings, shard_settings
 
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("worker", help="consume jobs from NATS (ROLE=worker); serves only probes and metrics on PORT")
     commands.add_parser("migrate", help="apply pending schema migrations to DATABASE_URL and shard groups (idempotent)")
     shard_cli.add_commands(commands)
+    climb_cli.add_commands(commands)
     listen = commands.add_parser("listen", help="print the events of a /ws as JSON lines, reconnecting and resuming")
     listen.add_argument("--url", required=True, help="the WebSocket URL, ws://HOST:PORT/ws")
     listen.add_argument("--cookie", required=True, help="the session id: the value of the `sid` cookie")
@@ -47,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         log.info("schema is current", extra={"applied": applied if shards else applied["main"]})
         return 0
-    if args.command == "shards":
-        status, output = shard_cli.main(args, settings, shards)
+    if args.command in ("shards", "climb"):
+        status, output = (shard_cli if args.command == "shards" else climb_cli).main(args, settings, shards)
         print(output, file=sys.stdout if status == 0 else sys.stderr)
         return status
     from sample.server import serve
