@@ -5,6 +5,7 @@ The kit runs each action as a Job from the sample image with the *target* rung's
 SHARD_<i>_URL, ...). Every action is idempotent and resumable: run it again after a crash at any step.
 
     sample climb copy-database [--unfreeze]         1 -> 2: the in-pod Postgres into the StatefulSet
+    sample climb move-sessions [--final]            3 -> 4: sessions and rate limits into the Redis Cluster
     sample climb adopt-shards [--finish | --unfreeze]   4 -> 5: main's users/orders into the shard groups
 
 One action per entry of ACTIONS: its parser (`add_*`) and its runner (`run_*`), which returns
@@ -21,6 +22,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sample.climb_sessions import add_move_sessions, run_move_sessions
 from sample.config import ConfigError, Settings
 from sample.secretfiles import PasswordFile, mask
 from sample.shards import ShardSettings
@@ -112,7 +114,7 @@ def run_adopt_shards(args: argparse.Namespace, settings: Settings, shards: Shard
 ACTIONS: dict[str, tuple[Callable[[Parsers], None], Runner]] = {
     "copy-database": (add_copy_database, run_copy_database),
     "adopt-shards": (add_adopt_shards, run_adopt_shards),
-    # "move-sessions": (add_move_sessions, run_move_sessions),  the Redis mover (climb_sessions.py)
+    "move-sessions": (add_move_sessions, run_move_sessions),
 }
 
 
