@@ -399,7 +399,7 @@ INITDB_MOUNT = {"name": "initdb", "mountPath": INITDB_DIR, "readOnly": True}
 
 
 def postgres_sidecar(spec: PostgresSpec, secret_name: str) -> dict[str, Any]:
-    """Phase 1: Postgres as a native sidecar of the web pod, listening on 127.0.0.1 only.
+    """Phase 1: Postgres as a native sidecar of the web pod (the web container reaches it on 127.0.0.1).
 
     The kubelet starts it first and waits for its startup probe (pg_isready) before the next init
     container and the web container start. The pod must provide the volumes `pgdata` (the data
@@ -413,7 +413,6 @@ def postgres_sidecar(spec: PostgresSpec, secret_name: str) -> dict[str, Any]:
         env=[],
         mounts=[INITDB_MOUNT],
     )
-    container["args"] += ["-c", "listen_addresses=127.0.0.1"]
     return {**container, "restartPolicy": "Always"}
 
 

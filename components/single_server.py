@@ -4,10 +4,15 @@ Postgres runs as a native sidecar (an init container that keeps running), so the
 it and waits for its startup probe before the migration init container and the web container
 start; the web process reaches it on localhost. One replica, recreated (never two pods on one
 volume), nothing to fail over to: exactly the limits the next phases remove.
+
+Postgres also listens on the pod's address behind Service `web-db`, for one client only: the Job
+that copies the database into phase 2's StatefulSet when the stack climbs (components/climb.py).
+The NetworkPolicies derived from the stack admit no other.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from components import postgres, web
@@ -15,6 +20,7 @@ from components.labels import Meta
 from components.pods import mount_secret_files, pod_security
 
 PVC_NAME = f"{web.NAME}-pgdata"
+DATABASE_SERVICE = f"{web.NAME}-db"
 
 
 def objects(
@@ -30,7 +36,27 @@ def objects(
         volume_claim(meta, pg_spec),
         deployment(meta, web_spec, pg_spec, env),
         web.service(meta),
+        database_service(meta),
     ]
+
+
+def database_service(meta: Meta) -> dict[str, Any]:
+    """`web-db`: the pod's Postgres, for the climb to phase 2 to copy from."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta.metadata(web.NAME, "database", object_name=DATABASE_SERVICE),
+        "spec": {
+            "selector": web.server_selector(meta),
+            "ports": [{"name": "postgres", "port": postgres.PORT, "targetPort": postgres.PORT, "protocol": "TCP"}],
+        },
+    }
+
+
+def service_endpoints(meta: Meta, pg_spec: postgres.PostgresSpec) -> postgres.PostgresEndpoints:
+    """The pod's Postgres as another pod reaches it: through `web-db`."""
+    local = postgres.local_endpoints(meta, pg_spec)
+    return dataclasses.replace(local, primary=dataclasses.replace(local.primary, host=DATABASE_SERVICE))
 
 
 def volume_claim(meta: Meta, pg_spec: postgres.PostgresSpec) -> dict[str, Any]:
