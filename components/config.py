@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from components import climb
+from components.climb import ClimbSpec
 from components.cluster_layer import ClusterSpec
 from components.edge_cache import EdgeCacheSpec
 from components.microservices import FRONT, MicroservicesSpec
@@ -55,8 +57,14 @@ class StackConfig:
     )
     routing: RoutingSpec = setting(RoutingSpec, "how traffic reaches the web tier (Gateway API route or Ingress)")
     cluster: ClusterSpec = setting(ClusterSpec, "the cluster layer's add-ons (layer: cluster only)")
+    climb: ClimbSpec = setting(ClimbSpec, "a climb in progress from the rung below (set by `scaleladder-local climb`)")
+    below: StackConfig | None = field(default=None, init=False, repr=False, compare=False)
+    """While climbing: the same settings on rung `climb.from_phase`, whose old tier is kept (not a key)."""
 
     def problems(self) -> Iterator[tuple[str, str]]:
+        yield from climb.problems(self.climb, self.phase)
+        if self.climb.from_phase and self.layer == "cluster":
+            yield "climb.from_phase", "must be 0 for the cluster layer (only phase stacks climb)"
         for switch in REDIS_SWITCHES:
             if self.web.env.get(switch) == "true" and not self.redis.enabled:
                 yield f"web.env.{switch}", "needs redis.enabled: true (the service keeps that state in Redis)"
@@ -138,6 +146,9 @@ def from_values(values: Mapping[str, Any]) -> StackConfig:
     if problems:
         raise ConfigError(problems)
     assert config is not None
+    if config.climb.transitional:
+        below = from_values({**values, "phase": config.climb.from_phase, "climb": {}})
+        object.__setattr__(config, "below", below)
     return config
 
 

@@ -62,6 +62,6 @@ def deploy(stack_name: str, config: StackConfig) -> dict[str, Any]:
     for part in stack.parts:
         after = [namespace, *releases, *(components[name] for name in part.depends_on)]
         components[part.name] = ManifestComponent(
-            part.component, part.name, part.objects, pulumi.ResourceOptions(depends_on=after)
+            part.component, part.name, part.objects, pulumi.ResourceOptions(depends_on=after), part.moved_from
         )
     return stack.outputs

@@ -23,6 +23,8 @@ def rows(spec: type[Any], prefix: str = "") -> Iterator[tuple[str, str, str, str
     hints = typing.get_type_hints(spec)
     defaults = spec()
     for spec_field in dataclasses.fields(spec):
+        if not spec_field.init:
+            continue  # derived from the settings, not one
         key = f"{prefix}{spec_field.name}"
         annotation = hints[spec_field.name]
         if dataclasses.is_dataclass(annotation):

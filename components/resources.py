@@ -83,11 +83,19 @@ class ManifestComponent(pulumi.ComponentResource):
         name: str,
         objects: Sequence[Mapping[str, Any]],
         opts: pulumi.ResourceOptions | None = None,
+        moved_from: Sequence[tuple[str, str]] = (),
     ) -> None:
+        """`moved_from`: (component, name) of parts whose children some of `objects` were on a lower rung."""
         super().__init__(f"scaleladder:index:{component}", name, None, opts)
         configuration = [obj for obj in objects if obj["kind"] in CONFIGURATION_KINDS]
         workloads = [obj for obj in objects if obj["kind"] not in CONFIGURATION_KINDS]
-        first = [create(obj, pulumi.ResourceOptions(parent=self)) for obj in configuration]
-        after = pulumi.ResourceOptions(parent=self, depends_on=first)
+        aliases = [pulumi.Alias(parent=part_urn(*previous)) for previous in moved_from]
+        first = [create(obj, pulumi.ResourceOptions(parent=self, aliases=aliases)) for obj in configuration]
+        after = pulumi.ResourceOptions(parent=self, depends_on=first, aliases=aliases)
         self.children = first + [create(obj, after) for obj in workloads]
         self.register_outputs({"objects": [f"{obj['kind']}/{obj['metadata']['name']}" for obj in objects]})
+
+
+def part_urn(component: str, name: str) -> str:
+    """The URN of a stack's part: a child of the stack, so its type chain is its own type."""
+    return f"urn:pulumi:{pulumi.get_stack()}::{pulumi.get_project()}::scaleladder:index:{component}::{name}"

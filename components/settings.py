@@ -130,7 +130,7 @@ def _convert_spec(spec: type[Any], raw: Any, path: str) -> tuple[Any, list[Probl
     if not isinstance(raw, Mapping):
         return None, [Problem(path, f"must be a mapping, got {describe(raw)}")]
     hints = typing.get_type_hints(spec)
-    fields = {f.name: f for f in dataclasses.fields(spec)}
+    fields = {f.name: f for f in dataclasses.fields(spec) if f.init}  # init=False: derived, not a key
     problems: list[Problem] = []
     for key in raw:
         if key not in fields:

@@ -14,6 +14,7 @@ from importlib.metadata import version
 from typing import Any
 
 from components import (
+    climb,
     cluster_layer,
     edge_cache,
     microservices,
@@ -44,6 +45,9 @@ class Part:
     component: str
     objects: list[dict[str, Any]]
     depends_on: tuple[str, ...] = ()
+    moved_from: tuple[tuple[str, str], ...] = ()
+    """(component, name) of parts that held some of these objects on a lower rung: the engine keeps
+    those objects (Pulumi aliases) instead of replacing them when a stack climbs."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +115,10 @@ def build(name: str, config: StackConfig, secrets: Secrets) -> Stack:
     if config.layer == "cluster":
         return _cluster_layer(name, config)
     meta = Meta(namespace=config.namespace or f"scaleladder-{name}", instance=name, version=VERSION)
-    parts, front, paths = _database_and_web(meta, config, secrets)
+    if config.climb.transitional:
+        parts, front, paths = _climbing(meta, config, secrets)
+    else:
+        parts, front, paths = _database_and_web(meta, config, secrets)
     route_after = [front, *(route.service for route in paths)]
     if config.edge_cache.enabled:
         # the VCL resolves its origin when Varnish starts: the tier behind it comes first
@@ -131,6 +138,8 @@ def build(name: str, config: StackConfig, secrets: Secrets) -> Stack:
         "phase": config.phase,
         "web_url": f"http://{front}.{meta.namespace}.svc.cluster.local:{web.SERVICE_PORT}",
     }
+    if config.climb.transitional:
+        outputs["climb"] = {"from_phase": config.climb.from_phase, "stage": config.climb.stage}
     if edge:
         outputs["public_host"] = routing.hostname(meta, config.routing)
     if config.edge_cache.enabled:
@@ -174,7 +183,14 @@ def _database_and_web(
     # migrations take session-level locks: they talk to the primary itself, never through the pooler
     primary = postgres.Address(postgres.RW_SERVICE, postgres.PORT, config.postgres.database)
     migration_env = postgres.database_env(dataclasses.replace(endpoints, primary=primary, replicas=()))
-    parts = [Part("postgres", "PostgresGroup", postgres.postgres_objects(meta, config.postgres, secrets.database()))]
+    parts = [
+        Part(
+            "postgres",
+            "PostgresGroup",
+            postgres.postgres_objects(meta, config.postgres, secrets.database()),
+            moved_from=(SINGLE_SERVER,),
+        )
+    ]
     env = postgres.database_env(endpoints)
     if config.shards.enabled:
         groups = shards.group_objects(meta, config.shards, config.postgres, secrets.database)
@@ -196,7 +212,9 @@ def _database_and_web(
         workers = microservices.worker_objects(meta, config.web, config.queue, env)
         parts.append(Part(microservices.WORKER, "QueueWorkers", workers, tuple(after)))
     if not config.microservices.enabled:
-        parts.append(Part("web", "AutoscaledService", web.web_objects(meta, config.web, env), tuple(after)))
+        parts.append(
+            Part("web", "AutoscaledService", web.web_objects(meta, config.web, env), tuple(after), (SINGLE_SERVER,))
+        )
         return parts, web.NAME, ()
     for role in microservices.ROLES:
         objects = microservices.role_objects(
@@ -214,8 +232,76 @@ def _database_and_web(
 
 def _redis_part(meta: Meta, spec: redis.RedisSpec, password: Any) -> Part:
     if spec.mode == "cluster":
-        return Part("redis", "RedisCluster", redis_cluster.cluster_objects(meta, spec, password))
-    return Part("redis", "SessionStore", redis.standalone_objects(meta, spec, password))
+        return Part("redis", "RedisCluster", redis_cluster.cluster_objects(meta, spec, password), moved_from=(STORE,))
+    return Part("redis", *STORE[:1], redis.standalone_objects(meta, spec, password))
+
+
+SINGLE_SERVER = ("SingleServer", "server")
+STORE = ("SessionStore", "redis")
+
+
+def _climbing(
+    meta: Meta, config: StackConfig, secrets: Secrets
+) -> tuple[list[Part], str, tuple[routing.PathRoute, ...]]:
+    """Both rungs during a climb (components/climb.py): the upper rung's parts; while expanding,
+    the lower rung's serving tier in place of its own; the old data tier kept until the climb ends;
+    the copy Job (expand) or the finishing Job (switch)."""
+    assert config.below is not None
+    rung = climb.DATA_RUNGS[config.climb.from_phase]
+    expanding = config.climb.stage == "expand"
+    upper, front, paths = _database_and_web(meta, config, secrets)
+    lower, lower_front, _ = _database_and_web(meta, config.below, secrets)
+    old = {part.name: part for part in lower}
+    parts = list(upper)
+    if rung.lower == 1:
+        server = old["server"]
+        if expanding:  # the one pod serves from its own volume while the Job copies
+            parts = [part for part in parts if part.name != "web"]
+            front = lower_front
+        owned = {_key(obj) for part in parts for obj in part.objects}
+        kept = [obj for obj in server.objects if _key(obj) not in owned]
+        if expanding:
+            parts.append(dataclasses.replace(server, objects=kept))
+        else:  # the pod is gone; its volume is kept until the climb ends
+            claim = [obj for obj in kept if obj["kind"] == "PersistentVolumeClaim"]
+            parts.append(dataclasses.replace(server, objects=claim))
+        source = postgres.database_env(single_server.service_endpoints(meta, config.below.postgres))
+    else:
+        if expanding:  # the lower rung's service, same as before, on the old tier
+            parts = [old["web"] if part.name == "web" else part for part in parts]
+        if rung.lower == 3:
+            store = old["redis"]
+            owned = {_key(obj) for part in parts for obj in part.objects}
+            kept = [obj for obj in store.objects if _key(obj) not in owned]
+            at = [part.name for part in parts].index("redis") + 1
+            parts.insert(at, Part("session-store", store.component, kept, moved_from=(STORE,)))
+            source = redis.client_env(config.below.redis)
+        else:
+            source = []
+    migration_env = _env(next(part for part in upper if part.name == "migrations").objects[0])
+    env = [*migration_env, *climb.source_env(rung, source)] if source else migration_env
+    if rung.lower == 3:
+        env += redis.client_env(config.redis)
+    if expanding:
+        data = tuple(part.name for part in parts if part.component in DATA_COMPONENTS)
+        job = climb.job(meta, config.web, env, rung)
+        parts.append(Part(climb.NAME, "ClimbCopy", [job], data))
+    elif rung.finish:
+        job = climb.job(meta, config.web, env, rung, finish=True)
+        parts.append(Part(climb.NAME, "ClimbCopy", [job], (front,)))
+    return parts, front, paths
+
+
+DATA_COMPONENTS = frozenset({"PostgresGroup", "SchemaMigration", "SessionStore", "RedisCluster", "SingleServer"})
+
+
+def _key(obj: dict[str, Any]) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def _env(job: dict[str, Any]) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    return env
 
 
 def _cluster_layer(name: str, config: StackConfig) -> Stack:

@@ -1,0 +1,139 @@
+"""Climbing one running stack up the ladder in place, one rung at a time, expand then contract.
+
+Three rungs move data; each climbs in three `pulumi up`s, the stack's config telling the kit which
+stage it is in (`scaleladder:climb`, set by `scaleladder-local climb`):
+
+1. `expand`: the upper rung's new data tier is created beside the lower rung's, which keeps
+   serving; a Job (`sample climb <action>`) copies the data and verifies it, freezing writes on the
+   old tier where the copy needs it;
+2. `switch`: the service rolls onto the new tier; the old tier is kept, still holding its data, and
+   a second Job finishes the move where one is needed;
+3. the plain upper rung (`climb` removed): only now does the engine delete the old tier.
+
+The other rungs (2 -> 3, 5 -> 6) add parts in place: one plain `pulumi up`. Going down a rung is
+never planned (see components/local/climb.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from components import pods
+from components.labels import Meta
+from components.settings import setting
+from components.web import RUN_AS, TMP_VOLUME, WebSpec, migrate_container
+
+NAME = "climb"
+
+STAGES = ("expand", "switch", "contract")
+
+
+@dataclass(frozen=True)
+class ClimbSpec:
+    """Where a stack is on its climb from rung `from_phase` to `phase`; set by `scaleladder-local climb`."""
+
+    from_phase: int = setting(
+        0, "the rung this stack is climbing from, one below `phase`; 0: not climbing", minimum=0, maximum=5
+    )
+    stage: Literal["expand", "switch", "contract"] = setting(
+        "expand",
+        "expand: the new data tier beside the old, which serves while a Job copies and verifies; "
+        "switch: the service on the new tier, the old one kept with its data; "
+        "contract: the plain upper rung, the old tier deleted",
+    )
+
+    @property
+    def transitional(self) -> bool:
+        """Whether the stack renders both rungs (expand, switch) rather than the plain upper one."""
+        return bool(self.from_phase) and self.stage != "contract"
+
+
+@dataclass(frozen=True)
+class Rung:
+    """What climbing from `lower` to `lower + 1` copies, with which `sample climb` action."""
+
+    lower: int
+    action: str
+    moves: str
+    finish: tuple[str, ...] = ()
+    """Arguments of a second run of the action after the switch (empty: none)."""
+
+
+DATA_RUNGS = {
+    rung.lower: rung
+    for rung in (
+        Rung(
+            1,
+            "copy-database",
+            "the database, from the web pod's volume into the Postgres StatefulSet",
+        ),
+        Rung(
+            3,
+            "move-sessions",
+            "sessions and rate-limit state, from the standalone Redis into the Redis Cluster",
+            finish=("--final",),
+        ),
+        Rung(
+            4,
+            "adopt-shards",
+            "users, orders and order items, from the main group into the shard groups",
+            finish=("--finish",),
+        ),
+    )
+}
+
+
+def problems(spec: ClimbSpec, phase: int) -> list[tuple[str, str]]:
+    """A climb is from the rung just below, and only across a rung that moves data."""
+    if not spec.from_phase:
+        return []
+    if spec.from_phase != phase - 1:
+        return [("climb.from_phase", f"must be phase - 1 = {phase - 1} (one rung at a time), got {spec.from_phase}")]
+    if spec.from_phase not in DATA_RUNGS and spec.stage != "contract":
+        rungs = ", ".join(f"{lower} -> {lower + 1}" for lower in DATA_RUNGS)
+        return [
+            (
+                "climb.stage",
+                f"rung {spec.from_phase} -> {phase} moves no data, so its only stage is contract; "
+                f"got stage {spec.stage!r} (rungs with a data move: {rungs})",
+            )
+        ]
+    return []
+
+
+def job(
+    meta: Meta, web_spec: WebSpec, env: list[dict[str, Any]], rung: Rung, *, finish: bool = False
+) -> dict[str, Any]:
+    """A Job `climb-<action>[-<finish>]-<digest>` running `sample climb <action>` in the service image.
+
+    `env` is the upper rung's migration env (the primaries themselves: a copy holds session locks
+    and freezes writes, which a transaction pooler would not carry) plus the old tier's address
+    (`source_env`), so the NetworkPolicies derived from it let the Job reach both tiers. A copy is safe to run again
+    after a crash at any step, so a failed pod is retried a few times.
+    """
+    args = rung.finish if finish else ()
+    container = {**migrate_container(web_spec, env), "name": "climb"}
+    container["args"] = ["climb", rung.action, *args]
+    task = "-".join([rung.action, *(arg.lstrip("-") for arg in args)])
+    return pods.job(
+        meta,
+        NAME,
+        task,
+        component=NAME,
+        user=RUN_AS,
+        containers=[container],
+        volumes=[TMP_VOLUME],
+        backoff_limit=3,
+        deadline_seconds=1800,
+    )
+
+
+def source_env(rung: Rung, old_env: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The old tier's URL, from the env the lower rung gives its service, as CLIMB_SOURCE_<...>_URL.
+
+    Its password is the new tier's (DATABASE_PASSWORD_FILE, REDIS_PASSWORD_FILE): both rungs share
+    one Secret per store."""
+    variable = "REDIS_URL" if rung.action == "move-sessions" else "DATABASE_URL"
+    [url] = [item["value"] for item in old_env if item["name"] == variable]
+    return [{"name": f"CLIMB_SOURCE_{variable}", "value": url}]
