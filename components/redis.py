@@ -5,6 +5,10 @@ and `cluster` (phase 4: masters x replicas, see components/redis_cluster.py). Bo
 redis.conf with `render_conf` and start through components/scripts/redis/node-start.sh, which adds
 the password (from a Secret, never in the ConfigMap) and any per-pod addressing given as arguments.
 The integration tests start real redis-servers from exactly this text and these scripts.
+
+The two modes' objects have different names (STANDALONE `session-store`, the cluster's NAME `redis`)
+and pod labels, so that a stack climbing from phase 3 to 4 runs both side by side while the sessions
+are copied over; only the Secret `redis-auth` (one password purpose) is shared.
 """
 
 from __future__ import annotations
@@ -31,6 +35,16 @@ from components.pods import (
 from components.settings import setting
 
 NAME = "redis"
+"""The Redis Cluster's name (phase 4 and up): Services `redis` and `redis-nodes`, ConfigMaps
+`redis-config` and `redis-scripts`, PDB `redis`, StatefulSets `redis-shard-<i>`, pod label
+`app.kubernetes.io/name: redis`; also the Secret `redis-auth`, shared by both modes."""
+STANDALONE = "session-store"
+"""The standalone server's name (phase 3): Services `session-store` and `session-store-nodes`,
+ConfigMaps `session-store-config` and `session-store-scripts`, StatefulSet `session-store`, pod label
+`app.kubernetes.io/name: session-store`. It differs from NAME so that both can run side by side
+while a stack climbs from phase 3 to 4 in place (sessions are copied from the standalone into the
+cluster): no name and no selector of one matches the other's. The password (Secret `redis-auth`,
+the same file in every pod) is the same purpose in both modes and stays shared."""
 PORT = 6379
 RUN_AS = 10003
 """Any uid runs the official image's redis-server: it writes only to its data and run volumes."""
@@ -233,22 +247,23 @@ def node_container(spec: RedisSpec, args: Sequence[str] = (), env: Sequence[dict
 
 
 def files_config_maps(
-    meta: Meta, component: str, config: dict[str, str], scripts: Sequence[str]
+    meta: Meta, component: str, config: dict[str, str], scripts: Sequence[str], *, name: str = NAME
 ) -> list[dict[str, Any]]:
-    """`redis-config` (redis.conf, ...) and `redis-scripts` (the named files of components/scripts/redis)."""
+    """`<name>-config` (redis.conf, ...) and `<name>-scripts` (the named files of components/scripts/redis)."""
     return [
-        config_map(meta.metadata(NAME, component, object_name=f"{NAME}-config"), config),
+        config_map(meta.metadata(name, component, object_name=f"{name}-config"), config),
         config_map(
-            meta.metadata(NAME, component, object_name=f"{NAME}-scripts"), {name: script(name) for name in scripts}
+            meta.metadata(name, component, object_name=f"{name}-scripts"), {file: script(file) for file in scripts}
         ),
     ]
 
 
-def pod_volumes(spec: RedisSpec) -> list[dict[str, Any]]:
-    """ConfigMaps, the in-memory run dir for the password file, and /data when it needs no claim."""
+def pod_volumes(spec: RedisSpec, *, name: str = NAME) -> list[dict[str, Any]]:
+    """ConfigMaps `<name>-config` and `<name>-scripts`, the in-memory run dir for the password file,
+    and /data when it needs no claim."""
     volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": f"{NAME}-config"}},
-        {"name": "scripts", "configMap": {"name": f"{NAME}-scripts", "defaultMode": 0o555}},
+        {"name": "config", "configMap": {"name": f"{name}-config"}},
+        {"name": "scripts", "configMap": {"name": f"{name}-scripts", "defaultMode": 0o555}},
         {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
     ]
     if not needs_claim(spec):
@@ -261,29 +276,29 @@ def needs_claim(spec: RedisSpec) -> bool:
     return spec.mode == "cluster" or spec.effective_persistence != "none"
 
 
-def headless_service(meta: Meta, component: str) -> dict[str, Any]:
-    """`redis-nodes`: stable DNS names per pod (`redis-0.redis-nodes`), listed before they are ready."""
+def headless_service(meta: Meta, component: str, *, name: str = NAME) -> dict[str, Any]:
+    """`<name>-nodes`: stable DNS names per pod (`redis-shard-0-0.redis-nodes`), listed before they are ready."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta.metadata(NAME, component, object_name=f"{NAME}-nodes"),
+        "metadata": meta.metadata(name, component, object_name=f"{name}-nodes"),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
-            "selector": meta.selector(NAME),
+            "selector": meta.selector(name),
             "ports": [{"name": "redis", "port": PORT, "targetPort": "redis", "protocol": "TCP"}],
         },
     }
 
 
-def client_service(meta: Meta, component: str) -> dict[str, Any]:
-    """`redis`: what clients connect to (cluster clients use it as their seed), ready pods only."""
+def client_service(meta: Meta, component: str, *, name: str = NAME) -> dict[str, Any]:
+    """`<name>`: what clients connect to (cluster clients use it as their seed), ready pods only."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta.metadata(NAME, component),
+        "metadata": meta.metadata(name, component),
         "spec": {
-            "selector": meta.selector(NAME),
+            "selector": meta.selector(name),
             "ports": [{"name": "redis", "port": PORT, "targetPort": "redis", "protocol": "TCP"}],
         },
     }
@@ -297,23 +312,25 @@ def stateful_set(
     pod_spec: dict[str, Any],
     *,
     name: str = NAME,
+    object_name: str | None = None,
     replicas: int = 1,
     labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A StatefulSet of `replicas` Redis pods; a changed redis.conf rolls them (checksum annotation).
+    """StatefulSet `object_name` (default: `name`) of `replicas` Redis pods labelled `name`, behind the
+    headless Service `<name>-nodes`; a changed redis.conf rolls them (checksum annotation).
 
     `labels` are added to the pods' labels and to the selector: they tell several StatefulSets
     behind one headless Service apart (a Redis Cluster's shards).
     """
     extra = labels or {}
     statefulset_spec: dict[str, Any] = {
-        "serviceName": f"{NAME}-nodes",
+        "serviceName": f"{name}-nodes",
         "replicas": replicas,
-        "selector": {"matchLabels": {**meta.selector(NAME), **extra}},
+        "selector": {"matchLabels": {**meta.selector(name), **extra}},
         "podManagementPolicy": "Parallel",
         "template": {
             "metadata": {
-                "labels": {**meta.labels(NAME, component), **extra},
+                "labels": {**meta.labels(name, component), **extra},
                 "annotations": {"checksum/config": hashlib.sha256(conf.encode()).hexdigest()},
             },
             "spec": mount_secret_files(
@@ -330,35 +347,38 @@ def stateful_set(
     if needs_claim(spec):
         statefulset_spec["volumeClaimTemplates"] = [
             {
-                "metadata": {"name": "data", "labels": meta.labels(NAME, component)},
+                "metadata": {"name": "data", "labels": meta.labels(name, component)},
                 "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": spec.storage}}},
             }
         ]
-    metadata = meta.metadata(NAME, component, object_name=name)
+    metadata = meta.metadata(name, component, object_name=object_name)
     metadata["labels"].update(extra)
     return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": metadata, "spec": statefulset_spec}
 
 
 def standalone_objects(meta: Meta, spec: RedisSpec, password: Any) -> list[dict[str, Any]]:
-    """The phase-3 session store: Secret, ConfigMaps, Services `redis` and `redis-nodes`, one-pod StatefulSet."""
+    """The phase-3 session store, named STANDALONE: the shared Secret `redis-auth`, ConfigMaps
+    `session-store-config` and `session-store-scripts`, Services `session-store` and
+    `session-store-nodes`, one-pod StatefulSet `session-store`."""
     component = "session-store"
     conf = render_conf(spec)
-    pod_spec = {"containers": [node_container(spec)], "volumes": pod_volumes(spec)}
+    pod_spec = {"containers": [node_container(spec)], "volumes": pod_volumes(spec, name=STANDALONE)}
     return [
         auth_secret(meta, component, password),
-        *files_config_maps(meta, component, {"redis.conf": conf}, ["node-start.sh"]),
-        headless_service(meta, component),
-        client_service(meta, component),
-        stateful_set(meta, spec, component, conf, pod_spec),
+        *files_config_maps(meta, component, {"redis.conf": conf}, ["node-start.sh"], name=STANDALONE),
+        headless_service(meta, component, name=STANDALONE),
+        client_service(meta, component, name=STANDALONE),
+        stateful_set(meta, spec, component, conf, pod_spec, name=STANDALONE),
     ]
 
 
 def client_env(spec: RedisSpec) -> list[dict[str, Any]]:
-    """The sample service's REDIS_MODE, REDIS_URL (the `redis` Service; a cluster client's seed) and
-    REDIS_PASSWORD_FILE, whose password the service puts into the URL."""
-    path = "" if spec.mode == "cluster" else "/0"
+    """The sample service's REDIS_MODE, REDIS_URL and REDIS_PASSWORD_FILE, whose password the service
+    puts into the URL. REDIS_URL names the client Service: `session-store` (database 0) in standalone
+    mode, `redis` (a cluster client's seed) in cluster mode."""
+    host, path = (NAME, "") if spec.mode == "cluster" else (STANDALONE, "/0")
     return [
         {"name": "REDIS_MODE", "value": spec.mode},
         password_file_env(),
-        {"name": "REDIS_URL", "value": f"redis://{NAME}:{PORT}{path}"},
+        {"name": "REDIS_URL", "value": f"redis://{host}:{PORT}{path}"},
     ]

@@ -271,7 +271,7 @@ def shard_stateful_set(meta: Meta, spec: RedisSpec, conf: str, shard: int) -> di
         COMPONENT,
         conf,
         pod_spec,
-        name=shard_name(shard),
+        object_name=shard_name(shard),
         replicas=shard_size(spec),
         labels={SHARD_LABEL: str(shard)},
     )

@@ -29,7 +29,7 @@ def test_phase3_flows_come_from_env_config_files_and_the_route() -> None:
         [
             Flow(migrate, "postgres", 5432, "TCP"),  # DATABASE_URL=...@postgres-rw:5432 (migrations bypass the pooler)
             Flow("web", "pgbouncer", 6432, "TCP"),  # DATABASE_URL=...@pgbouncer:6432
-            Flow("web", "redis", 6379, "TCP"),  # REDIS_URL=redis://redis:6379
+            Flow("web", "session-store", 6379, "TCP"),  # REDIS_URL=redis://session-store:6379/0
             # MEMBERS_HOST=postgres: members stream from the leader and ask each other's Patroni API (8008)
             Flow("postgres", "postgres", None, "any"),
             Flow("pgbouncer", "postgres", 5432, "TCP"),  # pgbouncer.ini: host=postgres-rw and host=postgres-ro

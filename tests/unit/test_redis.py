@@ -1,4 +1,4 @@
-"""The Redis spec, its redis.conf renderer and the standalone session store's objects."""
+"""The Redis spec, its redis.conf renderer and the standalone session store's objects (`session-store`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,16 @@ import pytest
 
 from components.labels import Meta
 from components.pods import Resources
-from components.redis import SCRIPTS, RedisSpec, client_env, mebibytes, render_conf, standalone_objects
+from components.redis import (
+    SCRIPTS,
+    STANDALONE,
+    RedisSpec,
+    client_env,
+    mebibytes,
+    render_conf,
+    standalone_objects,
+)
+from components.redis_cluster import cluster_objects
 from components.settings import load
 
 META = Meta(namespace="scaleladder-phase3", instance="phase3", version="0.1.0")
@@ -119,15 +128,52 @@ def test_standalone_objects_in_order() -> None:
     objects = standalone_objects(META, RedisSpec(enabled=True), PASSWORD)
     assert [(obj["kind"], obj["metadata"]["name"]) for obj in objects] == [
         ("Secret", "redis-auth"),
-        ("ConfigMap", "redis-config"),
-        ("ConfigMap", "redis-scripts"),
-        ("Service", "redis-nodes"),
-        ("Service", "redis"),
-        ("StatefulSet", "redis"),
+        ("ConfigMap", "session-store-config"),
+        ("ConfigMap", "session-store-scripts"),
+        ("Service", "session-store-nodes"),
+        ("Service", "session-store"),
+        ("StatefulSet", "session-store"),
     ]
     for obj in objects:
         assert obj["metadata"]["namespace"] == "scaleladder-phase3"
         assert obj["metadata"]["labels"]["app.kubernetes.io/component"] == "session-store"
+
+
+def test_standalone_objects_select_their_own_pods() -> None:
+    objects = standalone_objects(META, RedisSpec(enabled=True), PASSWORD)
+    selector = {"app.kubernetes.io/name": STANDALONE, "app.kubernetes.io/instance": "phase3"}
+    nodes, client = by_kind(objects, "Service")
+    assert nodes["spec"]["selector"] == client["spec"]["selector"] == selector
+    (statefulset,) = by_kind(objects, "StatefulSet")
+    assert statefulset["spec"]["serviceName"] == "session-store-nodes"
+    assert statefulset["spec"]["selector"] == {"matchLabels": selector}
+    assert statefulset["spec"]["template"]["metadata"]["labels"].items() >= selector.items()
+    volumes = {volume["name"]: volume for volume in statefulset["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == "session-store-config"
+    assert volumes["scripts"]["configMap"]["name"] == "session-store-scripts"
+
+
+def test_standalone_and_cluster_run_side_by_side() -> None:
+    """Climbing from phase 3 to 4 in place runs both: only the Secret is shared, no selector matches the other."""
+    standalone = standalone_objects(META, RedisSpec(enabled=True), PASSWORD)
+    cluster = cluster_objects(META, RedisSpec(enabled=True, mode="cluster"), PASSWORD)
+
+    def names(objects: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        return {(obj["kind"], obj["metadata"]["name"]) for obj in objects}
+
+    assert names(standalone) & names(cluster) == {("Secret", "redis-auth")}
+
+    def pod_labels(objects: list[dict[str, Any]]) -> list[dict[str, str]]:
+        return [obj["spec"]["template"]["metadata"]["labels"] for obj in by_kind(objects, "StatefulSet")]
+
+    def selectors(objects: list[dict[str, Any]]) -> list[dict[str, str]]:
+        services = [obj["spec"]["selector"] for obj in by_kind(objects, "Service")]
+        workloads = [obj for kind in ("StatefulSet", "PodDisruptionBudget") for obj in by_kind(objects, kind)]
+        return services + [obj["spec"]["selector"]["matchLabels"] for obj in workloads]
+
+    for mine, theirs in ((standalone, cluster), (cluster, standalone)):
+        for selector in selectors(mine):
+            assert not any(labels.items() >= selector.items() for labels in pod_labels(theirs)), selector
 
 
 @pytest.mark.parametrize("persistence", ["none", "rdb", "aof"])
@@ -201,4 +247,4 @@ def test_client_env_names_the_service_and_the_secret() -> None:
         {"name": "REDIS_PASSWORD_FILE", "value": "/run/secrets/redis-auth/password"},
         {"name": "REDIS_URL", "value": "redis://redis:6379"},
     ]
-    assert client_env(RedisSpec())[2] == {"name": "REDIS_URL", "value": "redis://redis:6379/0"}
+    assert client_env(RedisSpec())[2] == {"name": "REDIS_URL", "value": "redis://session-store:6379/0"}
