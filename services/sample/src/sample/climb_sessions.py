@@ -40,11 +40,13 @@ import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sample.config import ConfigError, Settings
-from sample.redisconn import RedisClient, connect
 from sample.secretfiles import PasswordFile, mask
+
+if TYPE_CHECKING:  # redis is imported when the move runs: every `sample` command imports this module
+    from sample.redisconn import RedisClient
 
 log = logging.getLogger("sample.climb.sessions")
 
@@ -197,6 +199,8 @@ async def move_sessions(
     source_url: str, target_url: str, target_mode: str, *, final: bool, batch: int = DEFAULT_BATCH
 ) -> dict[str, Any]:
     """One pass (see the module's docstring); the report, or SessionMoveError."""
+    from sample.redisconn import connect
+
     started = time.monotonic()
     run = Run(final, batch)
     source = connect(source_url, "standalone")
