@@ -4,6 +4,7 @@ scaleladder-local check                  which tools are missing, with install h
 scaleladder-local up --phase 3           cluster, cluster layer, image, phase 3; then where to browse
 scaleladder-local down [--keep-cluster]  every stack, add-ons and CRDs, namespaces, the cluster
 scaleladder-local plan up --phase 3      print the commands `up` would run, run nothing
+scaleladder-local climb --stack phase1 --to 2   move a running stack up one rung with its data
 scaleladder-local toolchain [--check]    build (or check) the offline engine and control plane from Go modules
 scaleladder-local sim up [--phase N]     the simulated cluster (no Docker), its cluster layer, phase N
 scaleladder-local sim down               stop the simulated cluster, forget its stacks
@@ -15,11 +16,24 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from components.local import cluster_config, crds, engine, guide, image, plan, prerequisites, sim, toolchain, workspace
+from components.local import (
+    climb,
+    cluster_config,
+    crds,
+    engine,
+    guide,
+    image,
+    plan,
+    prerequisites,
+    sim,
+    toolchain,
+    workspace,
+)
 from components.local.runner import Runner, StepFailed
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -115,6 +129,30 @@ def run_sim(args: argparse.Namespace, root: Path, env: dict[str, str]) -> int:
     return 0
 
 
+def run_climb(args: argparse.Namespace, root: Path, env: dict[str, str]) -> int:
+    """`climb`: on kind (the pulumi CLI) or, with --sim, on the simulated cluster."""
+    if args.sim:
+        tools = toolchain.Toolchain.load(env)
+        ctx, run_env = sim.context(root, env, tools), tools.env(env)
+    else:
+        ctx, run_env = context(root, env), env
+    try:
+        climb.climb(ctx, run_env, args.stack, args.to, sys.stdout)
+    except climb.Refused as refused:
+        print(f"scaleladder-local climb: {refused}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as failed:
+        print(f"{failed.stdout}\n{failed.stderr}", file=sys.stderr)
+        print(
+            f"scaleladder-local climb: `{' '.join(failed.cmd[-9:])}` failed (exit {failed.returncode}); the old tier "
+            "still serves. Fix the cause and run the same command again to resume (docs/climbing.md)",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"stack {args.stack} is at phase {args.to}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="scaleladder-local", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -149,6 +187,12 @@ def parser() -> argparse.ArgumentParser:
     sim_up = sim_actions.add_parser("up", help="start it (or reuse it), deploy the cluster layer and a phase")
     sim_up.add_argument("--phase", type=int, choices=PHASES, help="also deploy this rung of the ladder")
     sim_actions.add_parser("down", help="stop every process of it and forget its stacks")
+    climbing = commands.add_parser("climb", help="move a running stack up one rung, its data copied and verified")
+    climbing.add_argument("--stack", required=True, help="a stack deployed by `up` or `sim up` (phase1, ...)")
+    climbing.add_argument(
+        "--to", type=int, required=True, help="the rung above the stack's (or the one it is climbing to)"
+    )
+    climbing.add_argument("--sim", action="store_true", help="a stack of the simulated cluster (`sim up`)")
     run_pulumi = commands.add_parser(
         "pulumi", help="the toolchain's pulumi, on the simulated cluster's state, with the program served in-process"
     )
@@ -187,6 +231,8 @@ def main(argv: list[str] | None = None, root: Path = ROOT, env: Mapping[str, str
             return toolchain.build(tools, env, sys.stdout, args.only)
         if args.command == "sim":
             return run_sim(args, root, env)
+        if args.command == "climb":
+            return run_climb(args, root, env)
         if args.command == "pulumi":
             return engine.run(args.args, root, sim.pulumi_env(env, toolchain.Toolchain.load(env)))
         ctx, steps = steps_for(args, root, env)

@@ -77,11 +77,27 @@ def stack_document(
             "addons": "crds",
             "crds": list(crds),
         }
+    config.update(climbed(checked_in, previous))
     document: dict[str, Any] = {}
     if "encryptionsalt" in previous:
         document["encryptionsalt"] = previous["encryptionsalt"]
     document["config"] = config
     return document
+
+
+def climbed(checked_in: Mapping[str, Any], previous: Mapping[str, Any]) -> dict[str, Any]:
+    """The rung `scaleladder-local climb` took the stack to, if above the checked-in one: rewriting
+    the file must never take a stack down a rung (its data lives in the upper rung's tiers)."""
+    before = previous.get("config") or {}
+    kept = {key: before[key] for key in ("scaleladder:phase", "scaleladder:climb") if key in before}
+    if not kept:
+        return {}
+    higher = _phase(before) > _phase(checked_in.get("config") or {})
+    return kept if higher or "scaleladder:climb" in kept else {}
+
+
+def _phase(config: Mapping[str, Any]) -> int:
+    return int(str(config.get("scaleladder:phase", 1)).strip('"'))
 
 
 def image_build(ref: str) -> Build:
