@@ -402,3 +402,15 @@ def test_the_command_exits_2_with_the_message_and_touches_nothing(tmp_path: Path
         "sample climb move-sessions: invalid environment:\n"
         f"  CLIMB_SOURCE_REDIS_URL: not set, allowed: {SOURCE_ALLOWED}\n"
     )
+
+
+def test_an_unreachable_server_exits_1_and_says_it_resumes(redis_cluster: RedisCluster) -> None:
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "VIRTUAL_ENV")}
+    env |= {"DATABASE_URL": NO_DATABASE, "REDIS_URL": redis_cluster.seed_url, "REDIS_MODE": "cluster"}
+    env["CLIMB_SOURCE_REDIS_URL"] = "redis://127.0.0.1:1/0"  # nothing listens there
+    done = subprocess.run(argv(), env=env, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (1, "")
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("sample climb move-sessions: ConnectionError: ") and last.endswith(
+        "(run it again: it resumes)"
+    )

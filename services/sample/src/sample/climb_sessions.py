@@ -25,8 +25,9 @@ of these is one script on the key's own node, so a request on the cluster in bet
 Every copy is verified: the value read on the target equals the value read on the standalone in the
 same MULTI as its DUMP. `--final` also checks that every session and rate-limit key on the standalone
 is remembered, and compares the value of every remembered session present on both. Resumable after a
-crash at any step: RESTORE comes before remembering, and a key found on the target but not remembered
-is adopted after its value is compared. Each step is logged as a JSON line (`step`: read, restored,
+crash at any step: RESTORE comes before remembering; an unremembered key found on the target is replaced
+before the rollout (only copies are there) and kept by --final (a crashed run's copy, or the cluster's
+newer rate-limit state; a session's value is compared). Each step is logged as a JSON line (`step`: read, restored,
 recorded, reconciled, verified); success prints a one-line JSON report.
 """
 
@@ -224,7 +225,7 @@ async def scan_batches(source: RedisClient, run: Run) -> AsyncIterator[list[tupl
     """(kind, key) batches of the sessions and rate-limit keys on the standalone; counts the others."""
     pending: list[tuple[str, str]] = []
     async for raw in source.scan_iter(count=1000):
-        key = raw.decode()
+        key = raw.decode(errors="replace")  # the keys moved are ASCII; another key is only counted
         kind = kind_of(key)
         if kind is None:
             run.other += 1
@@ -436,8 +437,12 @@ def run_move_sessions(args: argparse.Namespace, settings: Settings, shards: obje
         return 2, f"sample climb move-sessions: {exc}"
     if args.batch < 1:
         return 2, f"sample climb move-sessions: --batch: got {args.batch}, allowed: an integer from 1"
+    from redis.exceptions import RedisError
+
     work = move_sessions(source, settings.redis_url, settings.redis_mode, final=args.final, batch=args.batch)
     try:
         return 0, json.dumps(asyncio.run(work))
     except SessionMoveError as exc:
         return 1, f"sample climb move-sessions: {exc}"
+    except (RedisError, OSError) as exc:  # a server unreachable or failing over: every step is safe to run again
+        return 1, f"sample climb move-sessions: {type(exc).__name__}: {exc} (run it again: it resumes)"
