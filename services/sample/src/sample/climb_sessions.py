@@ -352,12 +352,21 @@ async def reconcile(source: RedisClient, target: RedisClient, run: Run) -> None:
             pipe.pexpiretime(key)
         current = await pipe.execute()
         untouched = [(k, key, mark) for (k, key, mark), now in zip(live, current, strict=True) if now == mark]
-        if not untouched:
+        pipe = source.pipeline(transaction=False)
+        for _, key, _ in untouched:
+            pipe.pexpiretime(key)
+        there = await pipe.execute() if untouched else []
+        changed = [
+            (kind, key, mark)
+            for (kind, key, mark), deadline in zip(untouched, there, strict=True)
+            if deadline > mark or (deadline == -2 and kind == "sessions")
+        ]
+        if not changed:
             continue
-        shots = await snapshot(source, [(kind, key) for kind, key, _ in untouched])
+        shots = await snapshot(source, [(kind, key) for kind, key, _ in changed])
         pipe = target.pipeline()
         actions = []
-        for (kind, key, mark), shot in zip(untouched, shots, strict=True):
+        for (kind, key, mark), shot in zip(changed, shots, strict=True):
             if shot.gone:
                 if kind == "sessions":  # logged out on the standalone after the copy (an expiry would be ours too)
                     pipe.eval(REVOKE, 1, key, mark)
