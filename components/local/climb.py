@@ -33,6 +33,7 @@ replacement restarts every member at once)."""
 RETIRED = {1: frozenset({"PersistentVolumeClaim/web-pgdata"}), 3: frozenset({"StatefulSet/session-store"})}
 """What the last stage of a rung deletes: the old tier, its data copied and verified."""
 REPLACING = frozenset({"replace", "create-replacement", "delete-replaced", "discard-replaced", "read-replacement"})
+OPS = {"create": "create", "import": "create", "update": "update", "delete": "delete", "discard": "delete"}
 PHASE_KEY = "scaleladder:phase"
 CLIMB_KEY = "scaleladder:climb"
 
@@ -136,8 +137,8 @@ def planned(preview: Mapping[str, Any]) -> Plan:
     """From `pulumi preview --json`: Kubernetes objects as `Kind/name`, other resources by type and name."""
     found: dict[str, set[str]] = {"create": set(), "update": set(), "delete": set(), "replace": set()}
     for step in preview.get("steps", []):
-        op = step["op"]
-        if op in ("same", "read"):
+        op = "replace" if step["op"] in REPLACING else OPS.get(step["op"])
+        if op is None:  # same, read, refresh: nothing changes on the cluster
             continue
         state = step.get("newState") or step["oldState"]
         inputs = state.get("inputs", {})
@@ -145,7 +146,7 @@ def planned(preview: Mapping[str, Any]) -> Plan:
             name = f"{inputs['kind']}/{inputs['metadata']['name']}"
         else:
             name = f"{state['type']}/{step['urn'].rpartition('::')[2]}"
-        found["replace" if op in REPLACING else op].add(name)
+        found[op].add(name)
     return Plan(*(frozenset(found[op]) for op in ("create", "update", "delete", "replace")))
 
 

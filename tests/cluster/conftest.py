@@ -41,6 +41,7 @@ MODULES = (
     "test_inspection_guide.py",
     "test_policy_failures.py",
     "test_day_two.py",
+    "test_climb.py",
     "test_destroy.py",
 )
 """The order the modules run in: the day-two changes update stacks, the last module destroys them."""

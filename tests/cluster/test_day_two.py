@@ -16,31 +16,21 @@ from typing import Any
 
 import pytest
 
-from components.local import plan, sim
+from components.local import climb, plan, sim
 from tests.cluster.conftest import SimulatedCluster
-from testsupport.day_two import CHANGES, Changes, DayTwoChange, object_name
+from testsupport.day_two import CHANGES, JOB_DIGEST, Changes, DayTwoChange
 
 pytestmark = pytest.mark.cluster
 
-REPLACING = {"replace", "create-replacement", "delete-replaced", "discard-replaced", "read-replacement"}
-PLANNED = {"update": "updated", "create": "created", "delete": "deleted"}
-
 
 def planned(cluster: SimulatedCluster, stack: str) -> tuple[Changes, set[str]]:
-    """The preview's plan as `Kind/name` sets, and the names of what it would replace."""
-    found: dict[str, set[str]] = {"updated": set(), "created": set(), "deleted": set()}
-    replaced = set()
-    for step in cluster.pulumi_json(stack, "preview")["steps"]:
-        if step["op"] in ("same", "read"):
-            continue
-        state = step.get("newState") or step["oldState"]
-        inputs = state.get("inputs", {})
-        name = object_name(inputs) if "kind" in inputs else f"{state['type']}/{step['urn'].rpartition('::')[2]}"
-        if step["op"] in REPLACING:
-            replaced.add(name)
-        else:
-            found[PLANNED[step["op"]]].add(name)
-    return Changes(**{key: frozenset(names) for key, names in found.items()}), replaced
+    """The preview's plan as `Kind/name` sets (a Job's digest as `*`), and the names of what it would replace."""
+    plan = climb.planned(cluster.pulumi_json(stack, "preview"))
+
+    def starred(names: frozenset[str]) -> frozenset[str]:
+        return frozenset(JOB_DIGEST.sub("-*", name) for name in names)
+
+    return Changes(starred(plan.updated), starred(plan.created), starred(plan.deleted)), set(starred(plan.replaced))
 
 
 def data_holders(cluster: SimulatedCluster, namespace: str) -> dict[str, Any]:

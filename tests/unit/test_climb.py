@@ -218,6 +218,7 @@ def test_a_preview_is_read_as_objects_by_what_the_engine_would_do() -> None:
     preview = {
         "steps": [
             step("same", "Service", "web"),
+            step("refresh", "Service", "web"),
             step("create", "StatefulSet", "postgres"),
             step("update", "Deployment", "web"),
             step("create-replacement", "Job", "j"),
