@@ -20,6 +20,7 @@ from sample.migrations import migrate
 from sample_helpers import Service
 
 from testsupport.postgres import PostgresServer
+from testsupport.process import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -172,6 +173,11 @@ def test_copy_under_writes_loses_nothing_and_the_target_serves(rungs: Rungs) -> 
 
     again = report(climb(rungs.env, "copy-database"))  # after success: only re-verifies the frozen source
     assert again["already_done"] is True and again["tables"] == copied["tables"]
+    assert again["reverified"] == "yes: the source still matches the recorded checksums"
+    gone = {**rungs.env, "CLIMB_SOURCE_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{free_port()}/gone"}
+    late = report(climb(gone, "copy-database"))  # the phase-1 pod was deleted: the record is the answer
+    assert late["already_done"] is True and late["tables"] == copied["tables"]
+    assert late["reverified"].startswith("no: the source is unreachable (")
 
 
 @pytest.mark.parametrize("step", ["freeze", "copy", "verify", "record"])

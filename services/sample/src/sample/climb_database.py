@@ -26,7 +26,9 @@ copy in seconds. Steps (each logged as `{"msg": "climb step", "step": ...}` befo
 
 A crash at any step (even SIGKILL) leaves the source frozen or not yet frozen, and the target
 without a record: run the command again, it copies everything over again. A run after the record
-only re-verifies the (still frozen) source against the recorded checksums, and never unfreezes it.
+only re-verifies the (still frozen) source against the recorded checksums, and never unfreezes it
+(nor compares the target, which the new rung may have written to); when the source is gone (the
+phase-1 pod deleted) it prints the recorded report, saying it could not re-verify.
 
 After success the source **stays frozen**: the web tier switches to the target next (phase 2's
 `pulumi up`), and the phase-1 pod with its database is deleted after. `frozen_ms` in the report is
@@ -268,18 +270,26 @@ async def copy_database(source_dsn: str, target_dsn: str) -> dict[str, Any]:
         if not await target.fetchval("SELECT pg_try_advisory_lock($1)", COPY_LOCK):
             raise ClimbError("another copy-database is running (advisory lock on the target); retry when it ends")
         await target.execute(RECORD)
-        source = await _connect(source_dsn)
+        done = await target.fetchval("SELECT report::text FROM climb_copy")
         try:
-            return await _copy_database(action, source, target)
+            source = await _connect(source_dsn)
+        except (OSError, asyncpg.PostgresError) as exc:
+            if done is None:
+                raise
+            # recorded, and the old rung is gone (its pod deleted after the switch): nothing to re-verify
+            return {**json.loads(done), "already_done": True, "reverified": f"no: the source is unreachable ({exc})"}
+        try:
+            return await _copy_database(action, source, target, done)
         finally:
             await source.close()
     finally:
         await target.close()
 
 
-async def _copy_database(action: str, source: asyncpg.Connection, target: asyncpg.Connection) -> dict[str, Any]:
+async def _copy_database(
+    action: str, source: asyncpg.Connection, target: asyncpg.Connection, done: str | None
+) -> dict[str, Any]:
     found = await tables(source)
-    done = await target.fetchval("SELECT report::text FROM climb_copy")
     if done is not None:
         step(action, "reverify")
         return await _reverify(source, found, done)
@@ -329,7 +339,7 @@ async def _reverify(source: asyncpg.Connection, found: list[Table], done: str) -
                 f" (md5 {now[1]}), recorded {recorded.get('rows')} (md5 {recorded.get('md5')}): it took writes"
                 " after the copy; the source was left as it is"
             )
-    return {**report, "already_done": True}
+    return {**report, "already_done": True, "reverified": "yes: the source still matches the recorded checksums"}
 
 
 async def unfreeze(source_dsn: str, target_dsn: str) -> dict[str, Any]:
