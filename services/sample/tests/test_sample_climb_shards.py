@@ -309,6 +309,15 @@ def test_errors_name_what_is_wrong_and_what_is_allowed(ladder: Ladder) -> None:
         "sample climb adopt-shards: no shard map in the main group: run `sample migrate` with SHARD_GROUPS first"
     )
     ladder.migrate_sharded()
+    ladder.group_sql(GROUPS[1], "INSERT INTO users (id, email, name, password_hash) VALUES (9001, 'n@x', 'N', 'h')")
+    switched = climb(ladder.env, "adopt-shards")  # the sharded tier wrote already: nothing is touched
+    assert switched.returncode == 1
+    assert switched.stderr.splitlines()[-1] == (
+        "sample climb adopt-shards: pg-shard-1 holds 1 users or orders of users main does not have:"
+        " has the web tier switched to sharded mode already? Nothing was changed"
+    )
+    assert ladder.group_sql(GROUPS[1], "SELECT count(*) FROM users") == "1" and ladder.main_writable()
+    ladder.group_sql(GROUPS[1], "DELETE FROM users")
     premature = climb(ladder.env, "adopt-shards", "--finish")
     assert premature.returncode == 1
     assert premature.stderr.splitlines()[-1] == (

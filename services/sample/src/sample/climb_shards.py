@@ -10,7 +10,8 @@ Run with the phase-5 migration Job's env (DATABASE_URL the main primary, SHARD_G
 ...), after `sample migrate` and before the web tier switches to sharded mode. Steps (each logged
 as `{"msg": "climb step", "step": ...}` before it starts):
 
-1. prepare:   leftovers of an earlier run are deleted from the groups (rows of main's users).
+1. prepare:   leftovers of an earlier run are deleted from the groups (rows of main's users); a group
+              holding rows of any other user (the sharded tier has written already) stops the run.
 2. copy:      from one repeatable-read snapshot of main (still writable), each user and its orders
               and items into the group owning the user's logical shard (the live map in main).
               **Order ids are renumbered** to the sharded form the router needs, `old * 1024 +
@@ -168,6 +169,17 @@ async def _adopt(main: asyncpg.Connection, groups: dict[str, asyncpg.Connection]
     args = {name: (logicals, count) for name, logicals in current.owned().items()}
     step(ACTION, "prepare")
     users = [row[0] for row in await main.fetch("SELECT id FROM users")]
+    for name, conn in groups.items():
+        foreign = await conn.fetchval(
+            "SELECT (SELECT count(*) FROM users WHERE NOT id = ANY($1))"
+            " + (SELECT count(*) FROM orders WHERE NOT user_id = ANY($1))",
+            users,
+        )
+        if foreign:
+            raise ClimbError(
+                f"{name} holds {foreign} users or orders of users main does not have: has the web tier"
+                " switched to sharded mode already? Nothing was changed"
+            )
     for conn in groups.values():
         async with conn.transaction():
             await conn.execute(
