@@ -56,7 +56,7 @@ def steps(stderr: str) -> list[str]:
 def kill_at(env: dict[str, str], step: str, *args: str) -> list[str]:
     """Start `sample climb ARGS`, SIGKILL it as soon as its log shows `step` starting; the steps seen.
 
-    Fails when the run ends without reaching `step`."""
+    Fails when the run ends without reaching `step`, or fails."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "sample", "climb", *args],
         env=_env(env),
@@ -80,7 +80,8 @@ def kill_at(env: dict[str, str], step: str, *args: str) -> list[str]:
         proc.stdout.close()
         proc.stderr.close()
     assert step in seen, f"the run ended ({proc.returncode}) before step {step}:\n{''.join(lines)}"
-    assert proc.returncode == -signal.SIGKILL
+    # killed; or, for a last step that is quick, done before the signal arrived (a re-run then finds the record)
+    assert proc.returncode in (-signal.SIGKILL, 0), proc.returncode
     return seen
 
 
