@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 from climb_helpers import OrderWriter, climb, kill_at, report, steps
+from sample import climb_shards
+from sample.climb_database import freeze_tables
 from sample.migrations import GROUP_SHARDING, MAIN_SHARDING, migrate
 from sample.shards import ShardMap, logical_shard, seed_map
 from sample_helpers import Service, run_sample
@@ -235,6 +237,56 @@ def test_adopting_under_writes_places_every_row_once_and_the_sharded_tier_serves
     assert not ladder.main_writable()  # a stray phase-4 pod still gets 503, not a lost write
     again = report(climb(ladder.env, "adopt-shards"))
     assert again["already_done"] is True and again["state"] == "finished"
+
+
+SINCE_THE_SNAPSHOT = (  # main's writes between the copy and the freeze, each a row catch-up must find
+    "INSERT INTO users (email, name, password_hash) VALUES ('late@example.com', 'Late', 'h');"
+    "INSERT INTO orders (user_id, total_cents)"
+    " SELECT id, 7 FROM users WHERE email IN ('late@example.com', 'User2@Example.com');"
+    "INSERT INTO order_items (order_id, product_id, quantity, price_cents)"
+    " SELECT id, 3, 1, 7 FROM orders WHERE total_cents = 7;"
+    "UPDATE users SET name = 'Renamed' WHERE id = 3;"
+    "UPDATE orders SET status = 'shipped' WHERE id = 5;"
+    "UPDATE order_items SET quantity = 9 WHERE order_id = 6;"  # its only item
+    "DELETE FROM order_items WHERE order_id = 8 AND product_id = 5;"  # one of its two items
+    "DELETE FROM orders WHERE id = 10"  # and its item (ON DELETE CASCADE)
+)
+
+
+def test_catch_up_finds_every_row_added_changed_or_removed_since_the_snapshot(
+    ladder: Ladder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ladder.migrate_sharded()
+
+    async def write_then_freeze(conn: asyncpg.Connection, names: list[str], reason: str) -> None:
+        await conn.execute(SINCE_THE_SNAPSHOT)  # main still takes writes: the copy has been made
+        await freeze_tables(conn, names, reason)
+
+    monkeypatch.setattr(climb_shards, "freeze_tables", write_then_freeze)
+    groups = {group: ladder.env[f"SHARD_{i}_URL"] for i, group in enumerate(GROUPS)}
+    adopted = asyncio.run(climb_shards.adopt(ladder.env["DATABASE_URL"], groups))
+
+    def total(part: str, table: str) -> int:
+        return sum(adopted[part][g][table] if part != "verified" else adopted[part][g][table]["rows"] for g in GROUPS)
+
+    assert {t: total("copied", t) for t in ("users", "orders", "order_items")} == {
+        "users": 40,
+        "orders": 120,
+        "order_items": 150,
+    }
+    assert {t: total("caught_up", t) for t in ("users", "orders", "order_items")} == {
+        "users": 2,  # 1 added, 1 changed
+        "orders": 4,  # 2 added, 1 changed, 1 removed
+        "order_items": 5,  # 2 added, 1 changed, 2 removed
+    }
+    assert {t: total("verified", t) for t in ("users", "orders", "order_items")} == {
+        "users": 41,
+        "orders": 121,
+        "order_items": 150,
+    }
+    placed = ladder.placed()  # every group's rows are exactly main's rows for it
+    assert any(",Renamed," in row for g in GROUPS for row in placed[g]["users"])
+    assert not ladder.main_writable()
 
 
 @pytest.mark.parametrize("step", STEPS)

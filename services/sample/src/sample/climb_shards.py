@@ -20,12 +20,16 @@ as `{"msg": "climb step", "step": ...}` before it starts):
 3. freeze:    a statement trigger on main's users, orders and order_items raises SQLSTATE 25006 with
               a message saying why (created under SHARE ROW EXCLUSIVE locks: it waits for writes in
               flight). The phase-4 service answers 503 with Retry-After: 1; reads keep working.
-4. catch-up:  rows added, changed or removed since the snapshot, found by per-row md5 of main's rows
-              (as they map into each group) against the group's, are upserted or deleted.
+4. catch-up:  rows added, changed or removed since the snapshot, found by per-row md5: main's rows as
+              they map into the groups (one pass over each table for every group) against the rows the copy
+              wrote (their md5s taken from the snapshot in step 2; the groups were empty after step 1).
+              Only the rows that differ are read in full from main and upserted; those gone, deleted.
 5. directory: `user_directory` gets every user's lower(email); `user_ids` and `order_ids` move past
               the copied ids (new orders: `n * 1024 + logical` with n > every old id).
 6. verify:    per group per table, row count and an md5 over every row's md5 in key order, main's
               rows that map there against all of the group's rows; every user in the directory.
+              The groups are read now, after catch-up wrote them (all at once, each its own server);
+              main's side is the per-row md5s catch-up read, main being frozen since before that read.
               A difference lifts the freeze (the phase-4 tier keeps serving) and fails.
 7. record:    `climb_adopt` in main says done, with the report.
 
@@ -41,10 +45,13 @@ before the switch: the triggers go and the record is cleared (a later run starts
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -52,7 +59,10 @@ from sample.climb_cli import ClimbError
 from sample.climb_database import freeze_tables, step, unfreeze_tables
 from sample.shards import MAX_LOGICAL_SHARDS, ShardMap, latest_map
 
-Args = tuple[Any, ...]
+Key = tuple[Any, ...]
+Sums = dict[str, dict[str, dict[Key, str]]]
+"""Per group, per table: each row's md5 by its key (both as the group has them)."""
+T = TypeVar("T")
 ACTION = "adopt-shards"
 ADOPT_LOCK = 0x5CA1E8
 """One adopt at a time: a session advisory lock in the main group."""
@@ -73,68 +83,121 @@ CREATE TABLE IF NOT EXISTS climb_adopt (
 
 @dataclass(frozen=True)
 class Table:
-    """A user-scoped table: its key, its columns, and main's rows as they land in a group
-    ($1: the group's logical shards, $2: L), with the same column names."""
+    """A user-scoped table as the groups hold it: its key and columns. `from_main`: all of main's rows in
+    that form ($1: L), the same column names, then `logical`, the logical shard (so the group) each lands in.
+    `pick`: a condition on `from_main`'s own tables choosing the rows of the given keys ($2...: one array
+    per key column), so that fetching a few rows does not read them all."""
 
     name: str
     key: tuple[str, ...]
     columns: tuple[str, ...]
     from_main: str
+    pick: str
 
-    def source(self, main: bool) -> str:
-        return self.from_main if main else f"SELECT {', '.join(self.columns)} FROM {self.name}"
+    def __post_init__(self) -> None:
+        assert self.columns[: len(self.key)] == self.key, "the key columns come first"
 
     @property
     def row(self) -> str:
+        """A row's md5, in main (over `from_main`) and in a group (over the table) alike."""
         return "md5(ROW(" + ", ".join(f"t.{c}" for c in self.columns) + ")::text)"
 
 
-RENUMBERED = f"t.id * {MAX_LOGICAL_SHARDS} + shard_of(t.user_id, $2)"
+USER_LOGICAL = "WITH s AS MATERIALIZED (SELECT id, shard_of(id, $1) AS logical FROM users)"
+"""Each user's logical shard, hashed once per user rather than once per order or item."""
+
+
 TABLES = (
     Table(
         "users",
         ("id",),
         ("id", "email", "name", "password_hash", "created_at"),
-        "SELECT t.id, t.email, t.name, t.password_hash, t.created_at FROM users t WHERE shard_of(t.id, $2) = ANY($1)",
+        "SELECT t.id, t.email, t.name, t.password_hash, t.created_at, shard_of(t.id, $1) AS logical FROM users t",
+        "t.id = ANY($2::bigint[])",
     ),
     Table(
         "orders",
         ("id",),
         ("id", "user_id", "status", "total_cents", "created_at"),
-        f"SELECT {RENUMBERED} AS id, t.user_id, t.status, t.total_cents, t.created_at"
-        " FROM orders t WHERE shard_of(t.user_id, $2) = ANY($1)",
+        f"{USER_LOGICAL} SELECT t.id * {MAX_LOGICAL_SHARDS} + s.logical AS id, t.user_id, t.status, t.total_cents,"
+        " t.created_at, s.logical FROM orders t JOIN s ON s.id = t.user_id",
+        f"t.id = ANY(SELECT k / {MAX_LOGICAL_SHARDS} FROM unnest($2::bigint[]) AS u(k))",  # old id = new div 1024
     ),
     Table(
         "order_items",
         ("order_id", "product_id"),
         ("order_id", "product_id", "quantity", "price_cents"),
-        f"SELECT i.order_id * {MAX_LOGICAL_SHARDS} + shard_of(o.user_id, $2) AS order_id, i.product_id, i.quantity,"
-        " i.price_cents FROM order_items i JOIN orders o ON o.id = i.order_id WHERE shard_of(o.user_id, $2) = ANY($1)",
+        f"{USER_LOGICAL} SELECT o.id * {MAX_LOGICAL_SHARDS} + s.logical AS order_id, i.product_id, i.quantity,"
+        " i.price_cents, s.logical FROM order_items i JOIN orders o ON o.id = i.order_id JOIN s ON s.id = o.user_id",
+        f"(i.order_id, i.product_id) IN"
+        f" (SELECT k / {MAX_LOGICAL_SHARDS}, p FROM unnest($2::bigint[], $3::bigint[]) u(k, p))",
     ),
 )
 
 
-async def _query(conn: asyncpg.Connection, table: Table, what: str, main: bool, args: Args, tail: str = "") -> Any:
-    sql = f"SELECT {what} FROM ({table.source(main)}) t{tail}"
-    return await conn.fetch(sql, *args) if main else await conn.fetch(sql)
+Rows = dict[str, list[tuple[tuple[Any, ...], str]]]
+"""Per group: (some of a row's columns, the row's md5) of each row."""
 
 
-async def _rows(conn: asyncpg.Connection, table: Table, main: bool, args: Args) -> list[asyncpg.Record]:
-    what = ", ".join(f"t.{c}" for c in table.columns)
-    return list(await _query(conn, table, what, main, args, f" ORDER BY {', '.join(f't.{k}' for k in table.key)}"))
+async def _from_main(
+    main: asyncpg.Connection, table: Table, current: ShardMap, what: tuple[str, ...], keys: list[Key] | None = None
+) -> Rows:
+    """Main's rows as they land in the groups, per group: `what` of each and its md5. All of them, in one
+    pass over main's table for every group; or only those of `keys` (as the groups key them)."""
+    sql = f"SELECT {', '.join(f't.{c}' for c in what)}, t.logical, {table.row} FROM ({table.from_main}"
+    args: list[list[Any]] = []
+    if keys is not None:
+        sql += f" WHERE {table.pick}"
+        args = [list(column) for column in zip(*keys, strict=True)]
+    rows: Rows = {name: [] for name in current.groups}
+    for *values, logical, row_md5 in await main.fetch(f"{sql}) t", current.logical_shards, *args):
+        rows[current.group_of(logical)].append((tuple(values), row_md5))
+    return rows
 
 
-async def _sums(conn: asyncpg.Connection, table: Table, main: bool, args: Args) -> dict[tuple[Any, ...], str]:
-    rows = await _query(conn, table, ", ".join(f"t.{k}" for k in table.key) + f", {table.row} AS sum", main, args)
-    return {tuple(row[k] for k in table.key): row["sum"] for row in rows}
+def _sums(table: Table, rows: list[tuple[tuple[Any, ...], str]]) -> dict[Key, str]:
+    """Each row's md5 by its key (the first columns of `what`)."""
+    return {values[: len(table.key)]: row_md5 for values, row_md5 in rows}
 
 
-async def checksum(conn: asyncpg.Connection, table: Table, main: bool, args: Args) -> tuple[int, str]:
-    """(rows, md5 over every row's md5 in key order): main's rows for a group, or all of a group's."""
+async def _main_sums(main: asyncpg.Connection, current: ShardMap) -> Sums:
+    """Each of main's rows' md5 by key, per group and table: one pass over each table for every group, and
+    only keys and md5s leave main."""
+    sums: Sums = {name: {} for name in current.groups}
+    for table in TABLES:
+        for name, rows in (await _from_main(main, table, current, table.key)).items():
+            sums[name][table.name] = _sums(table, rows)
+    return sums
+
+
+def checksum(sums: dict[Key, str]) -> tuple[int, str]:
+    """(rows, md5 over every row's md5 in key order) of main's rows for a group, as `group_checksum` computes
+    it in SQL over all of a group's rows (the keys are integers: Python sorts them as PostgreSQL does)."""
+    if not sums:
+        return 0, ""
+    return len(sums), hashlib.md5("".join(sums[key] for key in sorted(sums)).encode()).hexdigest()
+
+
+async def group_checksum(conn: asyncpg.Connection, table: Table) -> tuple[int, str]:
+    """(rows, md5 over every row's md5 in key order) of all of a group's rows."""
     order = ", ".join(f"t.{k}" for k in table.key)
     what = f"count(*) AS n, coalesce(md5(string_agg({table.row}, '' ORDER BY {order})), '') AS sum"
-    [row] = await _query(conn, table, what, main, args)
+    row = await conn.fetchrow(f"SELECT {what} FROM {table.name} t")
     return row["n"], row["sum"]
+
+
+async def _each(
+    groups: dict[str, asyncpg.Connection], work: Callable[[str, asyncpg.Connection], Awaitable[T]]
+) -> dict[str, T]:
+    """`work` on every group at once (each its own server); the results by group. A failure is raised (the
+    first group's) only once every group's work has ended: nothing is left running on a connection."""
+    results = await asyncio.gather(*(work(name, conn) for name, conn in groups.items()), return_exceptions=True)
+    done: dict[str, T] = {}
+    for name, result in zip(groups, results, strict=True):
+        if isinstance(result, BaseException):
+            raise result
+        done[name] = result
+    return done
 
 
 async def adopt(main_dsn: str, group_dsns: dict[str, str]) -> dict[str, Any]:
@@ -165,8 +228,6 @@ async def adopt(main_dsn: str, group_dsns: dict[str, str]) -> dict[str, Any]:
 
 
 async def _adopt(main: asyncpg.Connection, groups: dict[str, asyncpg.Connection], current: ShardMap) -> dict[str, Any]:
-    count = current.logical_shards
-    args = {name: (logicals, count) for name, logicals in current.owned().items()}
     step(ACTION, "prepare")
     users = [row[0] for row in await main.fetch("SELECT id FROM users")]
     for name, conn in groups.items():
@@ -180,7 +241,7 @@ async def _adopt(main: asyncpg.Connection, groups: dict[str, asyncpg.Connection]
                 f"{name} holds {foreign} users or orders of users main does not have: has the web tier"
                 " switched to sharded mode already? Nothing was changed"
             )
-    for conn in groups.values():
+    for conn in groups.values():  # every user and order a group holds is main's (so every item): the groups end empty
         async with conn.transaction():
             await conn.execute(
                 "DELETE FROM order_items WHERE order_id IN (SELECT id FROM orders WHERE user_id = ANY($1))", users
@@ -188,29 +249,18 @@ async def _adopt(main: asyncpg.Connection, groups: dict[str, asyncpg.Connection]
             await conn.execute("DELETE FROM orders WHERE user_id = ANY($1)", users)
             await conn.execute("DELETE FROM users WHERE id = ANY($1)", users)
     step(ACTION, "copy")
-    copied: dict[str, dict[str, int]] = {}
-    async with main.transaction(isolation="repeatable_read", readonly=True):
-        snapshot = {
-            name: {t.name: await _rows(main, t, True, args[name]) for t in TABLES} for name in groups
-        }  # one snapshot: an order's items come with it
-    for name, conn in groups.items():
-        async with conn.transaction():
-            for table in TABLES:
-                rows = snapshot[name][table.name]
-                if rows:
-                    await conn.copy_records_to_table(table.name, records=rows, columns=list(table.columns))
-        copied[name] = {t.name: len(snapshot[name][t.name]) for t in TABLES}
-    del snapshot
+    copied, was = await _copy(main, groups, current)
     step(ACTION, "freeze")
     await freeze_tables(main, FROZEN, REASON)
     frozen_at = time.monotonic()
     try:
         step(ACTION, "catch-up")
-        caught_up = {name: await _catch_up(main, conn, args[name]) for name, conn in groups.items()}
+        now = await _main_sums(main, current)  # main is frozen: its final rows, for catch-up and verify alike
+        caught_up = await _catch_up(main, groups, current, was, now)
         step(ACTION, "directory")
         directory = await _directory(main)
         step(ACTION, "verify")
-        verified = {name: await _verify(main, name, conn, args[name]) for name, conn in groups.items()}
+        verified = await _each(groups, lambda name, conn: _verify(name, conn, now[name]))
         await _verify_directory(main)
     except Exception as exc:
         try:
@@ -239,31 +289,61 @@ async def _adopt(main: asyncpg.Connection, groups: dict[str, asyncpg.Connection]
     return report
 
 
-async def _catch_up(main: asyncpg.Connection, conn: asyncpg.Connection, args: Args) -> dict[str, int]:
-    """Upsert main's rows that are new or changed for this group, then delete rows main no longer has."""
-    changed: dict[str, int] = {}
-    async with conn.transaction():
-        extra: dict[str, list[tuple[Any, ...]]] = {}
-        for table in TABLES:
-            theirs, ours = await _sums(main, table, True, args), await _sums(conn, table, False, ())
-            stale = {key for key, value in theirs.items() if ours.get(key) != value}
-            extra[table.name] = [key for key in ours if key not in theirs]
-            changed[table.name] = len(stale) + len(extra[table.name])
-            if not stale:
-                continue
-            rows = [r for r in await _rows(main, table, True, args) if tuple(r[k] for k in table.key) in stale]
-            values = ", ".join(f"${i}" for i in range(1, len(table.columns) + 1))
-            updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in table.columns if c not in table.key)
-            await conn.executemany(
-                f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({values})"
-                f" ON CONFLICT ({', '.join(table.key)}) DO UPDATE SET {updates}",
-                [tuple(r) for r in rows],
-            )
-        for table in reversed(TABLES):
-            if extra[table.name]:
-                match = " AND ".join(f"{k} = ${i}" for i, k in enumerate(table.key, 1))
-                await conn.executemany(f"DELETE FROM {table.name} WHERE {match}", extra[table.name])
-    return changed
+async def _copy(
+    main: asyncpg.Connection, groups: dict[str, asyncpg.Connection], current: ShardMap
+) -> tuple[dict[str, dict[str, int]], Sums]:
+    """Main's rows from one repeatable-read snapshot (an order's items come with it) into the groups, emptied
+    by prepare; the counts, and each copied row's md5: the groups hold exactly those rows now."""
+    async with main.transaction(isolation="repeatable_read", readonly=True):
+        snapshot = {t.name: await _from_main(main, t, current, t.columns) for t in TABLES}
+
+    async def copy(name: str, conn: asyncpg.Connection) -> dict[str, int]:
+        async with conn.transaction():
+            for table in TABLES:
+                if rows := snapshot[table.name][name]:
+                    records = [values for values, _ in rows]
+                    await conn.copy_records_to_table(table.name, records=records, columns=list(table.columns))
+        return {t.name: len(snapshot[t.name][name]) for t in TABLES}
+
+    copied = await _each(groups, copy)
+    return copied, {name: {t.name: _sums(t, snapshot[t.name][name]) for t in TABLES} for name in groups}
+
+
+async def _catch_up(
+    main: asyncpg.Connection, groups: dict[str, asyncpg.Connection], current: ShardMap, was: Sums, now: Sums
+) -> dict[str, dict[str, int]]:
+    """Per group, upsert main's rows that are new or changed since the snapshot (md5 `now` differs from `was`,
+    what the copy wrote), then delete those main no longer has; only the rows that differ are read from main."""
+    upserts: dict[str, dict[str, list[tuple[Any, ...]]]] = {name: {} for name in groups}
+    deletes: dict[str, dict[str, list[Key]]] = {name: {} for name in groups}
+    for table in TABLES:
+        stale: list[Key] = []
+        for name in groups:
+            before, after = was[name][table.name], now[name][table.name]
+            stale += [key for key, value in after.items() if before.get(key) != value]
+            deletes[name][table.name] = [key for key in before if key not in after]
+        rows = await _from_main(main, table, current, table.columns, stale) if stale else {}
+        for name in groups:
+            upserts[name][table.name] = [values for values, _ in rows.get(name, [])]
+
+    async def write(name: str, conn: asyncpg.Connection) -> dict[str, int]:
+        async with conn.transaction():
+            for table in TABLES:
+                if rows := upserts[name][table.name]:
+                    values = ", ".join(f"${i}" for i in range(1, len(table.columns) + 1))
+                    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in table.columns if c not in table.key)
+                    await conn.executemany(
+                        f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({values})"
+                        f" ON CONFLICT ({', '.join(table.key)}) DO UPDATE SET {updates}",
+                        rows,
+                    )
+            for table in reversed(TABLES):
+                if keys := deletes[name][table.name]:
+                    match = " AND ".join(f"{k} = ${i}" for i, k in enumerate(table.key, 1))
+                    await conn.executemany(f"DELETE FROM {table.name} WHERE {match}", keys)
+        return {t.name: len(upserts[name][t.name]) + len(deletes[name][t.name]) for t in TABLES}
+
+    return await _each(groups, write)
 
 
 async def _directory(main: asyncpg.Connection) -> dict[str, Any]:
@@ -284,10 +364,11 @@ async def _directory(main: asyncpg.Connection) -> dict[str, Any]:
     return {"directory_added": int(added.split()[-1]), "user_ids": user_ids, "order_ids_sequence": order_ids}
 
 
-async def _verify(main: asyncpg.Connection, name: str, conn: asyncpg.Connection, args: Args) -> Any:
+async def _verify(name: str, conn: asyncpg.Connection, main_sums: dict[str, dict[Key, str]]) -> Any:
+    """The group's rows, read after catch-up wrote them, against main's rows for it (`main_sums`, read frozen)."""
     sums = {}
     for table in TABLES:
-        theirs, ours = await checksum(main, table, True, args), await checksum(conn, table, False, ())
+        theirs, ours = checksum(main_sums[table.name]), await group_checksum(conn, table)
         if theirs != ours:
             raise ClimbError(
                 f"verify: {name} {table.name}: main's rows for it are {theirs[0]} (md5 {theirs[1]}),"
