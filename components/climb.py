@@ -51,54 +51,55 @@ class ClimbSpec:
 
 @dataclass(frozen=True)
 class Rung:
-    """What climbing from `lower` to `lower + 1` copies, with which `sample climb` action."""
+    """Climbing from `lower` to `lower + 1`: its stages, and what its Jobs copy with which action."""
 
     lower: int
-    action: str
+    stages: tuple[str, ...]
     moves: str
+    action: str = ""
+    """The `sample climb` action of the expand stage's Job (empty: no Job)."""
     finish: tuple[str, ...] = ()
     """Arguments of a second run of the action after the switch (empty: none)."""
 
 
-DATA_RUNGS = {
+RUNGS = {
     rung.lower: rung
     for rung in (
+        Rung(1, STAGES, "the database, from the web pod's volume into the Postgres StatefulSet", "copy-database"),
         Rung(
-            1,
-            "copy-database",
-            "the database, from the web pod's volume into the Postgres StatefulSet",
+            2,
+            ("expand", "contract"),
+            "nothing: postgres-0 restarts under Patroni on its own data, alone, before the replicas join",
         ),
         Rung(
             3,
-            "move-sessions",
+            STAGES,
             "sessions and rate-limit state, from the standalone Redis into the Redis Cluster",
-            finish=("--final",),
+            "move-sessions",
+            ("--final",),
         ),
         Rung(
             4,
-            "adopt-shards",
+            STAGES,
             "users, orders and order items, from the main group into the shard groups",
-            finish=("--finish",),
+            "adopt-shards",
+            ("--finish",),
         ),
+        Rung(5, ("contract",), "nothing: the roles serve before the web tier is deleted"),
     )
 }
 
 
 def problems(spec: ClimbSpec, phase: int) -> list[tuple[str, str]]:
-    """A climb is from the rung just below, and only across a rung that moves data."""
+    """A climb is from the rung just below, at a stage that rung has."""
     if not spec.from_phase:
         return []
     if spec.from_phase != phase - 1:
         return [("climb.from_phase", f"must be phase - 1 = {phase - 1} (one rung at a time), got {spec.from_phase}")]
-    if spec.from_phase not in DATA_RUNGS and spec.stage != "contract":
-        rungs = ", ".join(f"{lower} -> {lower + 1}" for lower in DATA_RUNGS)
-        return [
-            (
-                "climb.stage",
-                f"rung {spec.from_phase} -> {phase} moves no data, so its only stage is contract; "
-                f"got stage {spec.stage!r} (rungs with a data move: {rungs})",
-            )
-        ]
+    stages = RUNGS[spec.from_phase].stages
+    if spec.stage not in stages:
+        allowed = ", ".join(repr(stage) for stage in stages)
+        return [("climb.stage", f"rung {spec.from_phase} -> {phase} has the stages {allowed}, got {spec.stage!r}")]
     return []
 
 

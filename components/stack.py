@@ -247,7 +247,7 @@ def _climbing(
     the lower rung's serving tier in place of its own; the old data tier kept until the climb ends;
     the copy Job (expand) or the finishing Job (switch)."""
     assert config.below is not None
-    rung = climb.DATA_RUNGS[config.climb.from_phase]
+    rung = climb.RUNGS[config.climb.from_phase]
     expanding = config.climb.stage == "expand"
     upper, front, paths = _database_and_web(meta, config, secrets)
     lower, lower_front, _ = _database_and_web(meta, config.below, secrets)
@@ -269,6 +269,8 @@ def _climbing(
     else:
         if expanding:  # the lower rung's service, same as before, on the old tier
             parts = [old["web"] if part.name == "web" else part for part in parts]
+        if rung.lower == 2:  # Patroni on postgres-0 alone: new members must find its group, not start one
+            parts = [_one_member(part) if part.name == "postgres" else part for part in parts]
         if rung.lower == 3:
             store = old["redis"]
             owned = {_key(obj) for part in parts for obj in part.objects}
@@ -282,7 +284,7 @@ def _climbing(
     env = [*migration_env, *climb.source_env(rung, source)] if source else migration_env
     if rung.lower == 3:
         env += redis.client_env(config.redis)
-    if expanding:
+    if expanding and rung.action:
         data = tuple(part.name for part in parts if part.component in DATA_COMPONENTS)
         job = climb.job(meta, config.web, env, rung)
         parts.append(Part(climb.NAME, "ClimbCopy", [job], data))
@@ -293,6 +295,17 @@ def _climbing(
 
 
 DATA_COMPONENTS = frozenset({"PostgresGroup", "SchemaMigration", "SessionStore", "RedisCluster", "SingleServer"})
+
+
+def _one_member(group: Part) -> Part:
+    """The group's StatefulSet with one member: the StatefulSet controller would create the new
+    members before it restarts postgres-0, and Patroni on an empty member with no group to join
+    starts an empty one of its own."""
+    objects = [
+        {**obj, "spec": {**obj["spec"], "replicas": 1}} if obj["kind"] == "StatefulSet" else obj
+        for obj in group.objects
+    ]
+    return dataclasses.replace(group, objects=objects)
 
 
 def _key(obj: dict[str, Any]) -> str:

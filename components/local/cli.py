@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -141,11 +140,10 @@ def run_climb(args: argparse.Namespace, root: Path, env: dict[str, str]) -> int:
     except climb.Refused as refused:
         print(f"scaleladder-local climb: {refused}", file=sys.stderr)
         return 2
-    except subprocess.CalledProcessError as failed:
-        print(f"{failed.stdout}\n{failed.stderr}", file=sys.stderr)
+    except climb.StageFailed as failed:
         print(
-            f"scaleladder-local climb: `{' '.join(failed.cmd[-9:])}` failed (exit {failed.returncode}); the old tier "
-            "still serves. Fix the cause and run the same command again to resume (docs/climbing.md)",
+            f"scaleladder-local climb: {failed}\nThe old tier still serves. Fix the cause and run the same command "
+            "again to resume (docs/climbing.md)",
             file=sys.stderr,
         )
         return 1

@@ -23,7 +23,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from components.climb import DATA_RUNGS, STAGES
+from components.climb import RUNGS, STAGES
 from components.config import LAST_PHASE, decoded
 from components.local.plan import Context
 
@@ -40,6 +40,14 @@ CLIMB_KEY = "scaleladder:climb"
 
 class Refused(ValueError):
     """A climb (or a stage of it) that would go down, skip a rung, or lose data."""
+
+
+class StageFailed(RuntimeError):
+    """A `pulumi` command of a stage failed; the message ends with its output."""
+
+    def __init__(self, argv: list[str], status: int, output: str) -> None:
+        self.status = status
+        super().__init__(f"`{' '.join(argv[-10:])}` exited {status}; its last output:\n{output[-6000:]}")
 
 
 @dataclass(frozen=True)
@@ -78,20 +86,22 @@ def position(config: Mapping[str, Any]) -> Position:
 
 
 def rung(lower: int) -> list[Stage]:
-    """The stages from `lower` to `lower + 1`: expand, switch, contract where data moves; else contract."""
+    """The stages from `lower` to `lower + 1` (components/climb.py `RUNGS`)."""
     upper = lower + 1
-    if lower not in DATA_RUNGS:
-        return [Stage(f"{lower} -> {upper}: the new parts added in place", upper, _at(lower, "contract"))]
-    moves = DATA_RUNGS[lower].moves
+    spec = RUNGS[lower]
+    what = {
+        "expand": f"the new tier beside the old; {spec.moves}",
+        "switch": "the service onto the new tier, the old kept",
+        "contract": "the old tier retired" if len(spec.stages) > 1 else spec.moves,
+    }
     return [
-        Stage(f"{lower} -> {upper}, expand: the new tier beside the old; {moves} copied", upper, _at(lower, "expand")),
-        Stage(f"{lower} -> {upper}, switch: the service onto the new tier, the old kept", upper, _at(lower, "switch")),
         Stage(
-            f"{lower} -> {upper}, contract: the old tier retired",
+            f"{lower} -> {upper}, {stage}: {what[stage]}",
             upper,
-            _at(lower, "contract"),
-            RETIRED.get(lower, frozenset()),
-        ),
+            _at(lower, stage),
+            RETIRED.get(lower, frozenset()) if stage == "contract" else frozenset(),
+        )
+        for stage in spec.stages
     ]
 
 
@@ -190,7 +200,7 @@ def write_settings(path: Path, phase: int, climb: Mapping[str, Any]) -> None:
 
 def climb(ctx: Context, env: Mapping[str, str], stack: str, to: int, out: TextIO) -> list[tuple[Stage, Plan]]:
     """Climb `stack` to phase `to`, stage by stage; returns each stage run with the plan it applied.
-    Refused or a failed step (subprocess.CalledProcessError) stops it where it is, the old tier serving."""
+    Refused or StageFailed stops it where it is, the old tier serving."""
     path = ctx.workspace.stack_file(stack)
     if not path.exists():
         raise Refused(f"--stack: got {stack!r}, but there is no {path}: deploy the stack first")
@@ -206,7 +216,7 @@ def climb(ctx: Context, env: Mapping[str, str], stack: str, to: int, out: TextIO
         try:
             plan = planned(json.loads(pulumi(ctx, env, stack, path, "preview", "--json", "--refresh").stdout))
             guard(stage, plan)
-        except (Refused, subprocess.CalledProcessError):
+        except (Refused, StageFailed):
             path.write_text(previous)  # the stack stays where it was
             raise
         out.write(summary(plan) + "\n")
@@ -220,11 +230,11 @@ def climb(ctx: Context, env: Mapping[str, str], stack: str, to: int, out: TextIO
 def pulumi(
     ctx: Context, env: Mapping[str, str], stack: str, config: Path, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    """`pulumi ARGS` on `stack` with its generated file, unattended; CalledProcessError with its output."""
+    """`pulumi ARGS` on `stack` with its generated file, unattended; StageFailed with its output."""
     argv = [*ctx.pulumi, *args, "--stack", stack, "--config-file", str(config), "--non-interactive"]
     done = subprocess.run(
         argv, env={**env, **ctx.pulumi_env}, cwd=ctx.root, capture_output=True, text=True, check=False, timeout=3600
     )
     if done.returncode != 0:
-        raise subprocess.CalledProcessError(done.returncode, argv, done.stdout[-4000:], done.stderr[-4000:])
+        raise StageFailed(argv, done.returncode, done.stdout + done.stderr)
     return done

@@ -15,7 +15,7 @@ from components.local.climb import Plan, Position, Refused, guard, planned, posi
 from components.local.workspace import stack_document
 from components.stack import Secrets, Stack, build
 
-TRANSITIONS = [(lower, stage) for lower in (1, 3, 4) for stage in ("expand", "switch")]
+TRANSITIONS = [(1, "expand"), (1, "switch"), (2, "expand"), (3, "expand"), (3, "switch"), (4, "expand"), (4, "switch")]
 
 
 def climbing(lower: int, stage: str) -> Stack:
@@ -52,9 +52,12 @@ def climb_job(stack: Stack) -> dict[str, Any]:
             "scaleladder:climb.from_phase: must be phase - 1 = 2 (one rung at a time), got 1",
         ),
         (
-            {"phase": 3, "climb": {"from_phase": 2, "stage": "expand"}},
-            "scaleladder:climb.stage: rung 2 -> 3 moves no data, so its only stage is contract; got stage 'expand' "
-            "(rungs with a data move: 1 -> 2, 3 -> 4, 4 -> 5)",
+            {"phase": 3, "climb": {"from_phase": 2, "stage": "switch"}},
+            "scaleladder:climb.stage: rung 2 -> 3 has the stages 'expand', 'contract', got 'switch'",
+        ),
+        (
+            {"phase": 6, "climb": {"from_phase": 5, "stage": "expand"}},
+            "scaleladder:climb.stage: rung 5 -> 6 has the stages 'contract', got 'expand'",
         ),
         (
             {"phase": 2, "climb": {"from_phase": 1, "stage": "copy"}},
@@ -121,6 +124,19 @@ def test_contract_is_the_plain_upper_rung() -> None:
         assert "climb" not in contracted.outputs
 
 
+def test_patroni_takes_over_postgres_0_alone_before_the_replicas_join() -> None:
+    expand = climbing(2, "expand")
+    [members] = [o for o in expand.objects() if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "postgres"]
+    plain = build("c", from_values({"phase": 3}), Secrets.development())
+    [grown] = [o for o in plain.objects() if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "postgres"]
+    assert (members["spec"]["replicas"], grown["spec"]["replicas"]) == (1, 3)
+    assert {**members["spec"], "replicas": 3} == grown["spec"]  # the same Patroni members otherwise
+    # the phase-2 service keeps serving from the primary; no Job: nothing is copied
+    [web] = [o for o in expand.objects() if o["kind"] == "Deployment" and o["metadata"]["name"] == "web"]
+    assert env_of(web)["DATABASE_URL"] == "postgresql://app@postgres-rw:5432/app"
+    assert "climb" not in {part.name for part in expand.parts}
+
+
 def test_sessions_move_while_the_standalone_store_serves_then_after_the_switch() -> None:
     expand, switch = climbing(3, "expand"), climbing(3, "switch")
     for stack in (expand, switch):
@@ -158,7 +174,8 @@ def test_users_move_into_the_shard_groups_while_the_unsharded_service_serves() -
 
 def test_the_stages_of_each_rung() -> None:
     assert [stage.climb["stage"] for stage in stages(Position(1), 2)] == ["expand", "switch", "contract"]
-    assert [stage.climb for stage in stages(Position(2), 3)] == [{"from_phase": 2, "stage": "contract"}]
+    assert [stage.climb["stage"] for stage in stages(Position(2), 3)] == ["expand", "contract"]
+    assert [stage.climb for stage in stages(Position(5), 6)] == [{"from_phase": 5, "stage": "contract"}]
     assert [stage.retires for stage in stages(Position(3), 4)][-1] == {"StatefulSet/session-store"}
     assert [stage.climb["stage"] for stage in stages(Position(2, 1, "switch"), 2)] == ["switch", "contract"]
     assert stages(Position(4), 4) == []
