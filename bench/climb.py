@@ -1,6 +1,6 @@
 """Benchmark: write unavailability of climbing the ladder in place, one rung at a time, with a steady writer.
 
-    uv run python bench/climb.py [--runs 3] [--steps 1-2,3-4,4-5]
+    uv run python bench/climb.py [--runs 3] [--steps 1-2,2-3,3-4,4-5]
 
 Everything runs on loopback with real servers (PostgreSQL 15, redis-server, a 3-master Redis Cluster)
 and the real `sample serve` and `sample climb ...` processes. For each step and run:
@@ -19,7 +19,8 @@ and the real `sample serve` and `sample climb ...` processes. For each step and 
   then the second pass runs (`move-sessions --final`, `adopt-shards --finish`) where the step has one.
 - **write gap** = the longest time between two successive acknowledged writes, from the last one
   before the command starts to the first one after the step ended (switch and second pass included).
-  `baseline` is the longest gap in the 2 s before the step: the writer's own noise floor here.
+  `baseline` is the longest gap between writes acknowledged in the 2 s before the step: the writer's
+  own noise floor here.
 - `frozen_ms` is the command's own report (writes refused until its copy verified); `elapsed` its
   whole run, process start included. `moved` is what its reports say it copied.
 - 3 -> 4 also runs an authenticated reader (GET /me every 20 ms, alternately with a seeded session,
@@ -27,11 +28,24 @@ and the real `sample serve` and `sample climb ...` processes. For each step and 
   standalone after the first pass's scan is on the cluster only once `--final` copied it: the reader's
   401s between the switch and the end of `--final` are those sessions (target: about writes; both shown).
 
+- 2 -> 3 keeps the Postgres StatefulSet (bench/climb_patroni.py, as tests/integration/
+  test_climb_postgres_in_place.py does it): the phase-2 pod's container runs on loopback as rendered,
+  the kit's phase-3 objects are applied to the simulated cluster's real kube-apiserver (started once
+  for every run; Patroni's DCS, a new namespace per run), then the step is the "expand" stage: the
+  phase-2 pod stopped (SIGINT, fast shutdown), its data directory handed to member postgres-0 and
+  that member ALONE started by the real Patroni 4.1.5; it starts it as a secondary, finds no group,
+  takes the leader lock and promotes it. One service tier (it does not change); its DATABASE_URL goes
+  through a second TcpProxy that plays `postgres-rw`, retargeted to member 0's port the moment
+  Patroni is launched (connections refused until its Postgres listens). The step ends when member 0
+  reports itself primary and takes writes (`Patroni start -> leader`, polled); `Patroni log ...` is
+  Patroni's own time from its first log line to "promoted self to leader". Writer: POST /orders.
+  "contract" (the two replicas cloning) is not in the window: it does not stop writes.
+
 What this does not measure: on a cluster the switch is a rollout, and the new pods becoming ready
 (image pull, start, readiness probes) adds its own time to the freeze of 1 -> 2 and 4 -> 5; here the
 new tier is already up and the switch is instantaneous. Everything shares one small machine
 (`os.cpu_count()` is printed), so the figures are upper bounds of the data steps' own cost.
-Targets (issue 16): write gap under 5 s for 1 -> 2 and 4 -> 5, under 1 s for 3 -> 4.
+Targets (issue 16): write gap under 5 s for 1 -> 2 and 4 -> 5, under 1 s for 2 -> 3 and 3 -> 4.
 """
 
 from __future__ import annotations
@@ -67,7 +81,7 @@ USERS = 5000
 ORDERS = 20000
 SESSIONS = 5000
 PASSWORD = "climb-bench-password"
-TARGETS = {"1-2": 5.0, "3-4": 1.0, "4-5": 5.0}
+TARGETS = {"1-2": 5.0, "2-3": 1.0, "3-4": 1.0, "4-5": 5.0}
 LOGICAL = 64
 _names = itertools.count()
 
@@ -139,7 +153,8 @@ def measure(
             other.stop()
     acked = writer.acknowledged()
     gap = longest_gap(acked, start, end)
-    baseline = longest_gap(acked, calm, start)
+    calm_acks = sorted(t for t in acked if calm <= t <= start)  # not up to the first ack after the step's start
+    baseline = max((b - a for a, b in itertools.pairwise(calm_acks)), default=0.0)
     return gap, baseline, start, end, result
 
 
@@ -215,6 +230,97 @@ def step_1_2(servers: dict[str, Any], tmp: Path) -> Run:
         other=other,
         writes=writes,
         first_new=first_after(writer, result["switched"]),
+    )
+
+
+# --- 2 -> 3: Patroni adopts the phase-2 data directory -----------------------------------------------------------
+
+
+def lock_taken(log: str) -> float | None:
+    """Seconds from Patroni's first log line to its "promoted self to leader" line, None if not found."""
+    import datetime
+    import re
+
+    stamps = []
+    for line in log.splitlines():
+        found = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) [A-Z]+: ", line)
+        if found:
+            stamps.append((datetime.datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S,%f"), line))
+    promoted = [when for when, line in stamps if "promoted self to leader" in line]
+    return (promoted[0] - stamps[0][0]).total_seconds() if promoted else None
+
+
+def step_2_3(servers: dict[str, Any], tmp: Path) -> Run:
+    """Phase 2's single server stopped, its data directory run by member postgres-0 of phase 3's
+    Patroni group (alone, no group in the DCS yet): it starts as a secondary, takes the leader lock
+    and promotes itself. The service's database goes through a TCP proxy that plays `postgres-rw`."""
+    from sample.migrations import migrate
+
+    from bench.climb_patroni import PASSWORDS, SYSID, TIMELINE, Phase2
+    from testsupport.process import wait_for
+    from testsupport.tcp_proxy import TcpProxy
+
+    plane = servers["control-plane"].plane
+    namespace = f"climb-bench-{next(_names)}"
+    phase2 = Phase2(plane, namespace)
+    password = tmp / f"{namespace}-db-password"
+    password.write_text(PASSWORDS.app + "\n")
+    rw = TcpProxy(phase2.port)  # `postgres-rw`: the phase-2 pod, then whichever member leads
+    service = front = None
+    try:
+        direct = phase2.dsn().replace("@", f":{PASSWORDS.app}@", 1)
+        asyncio.run(migrate(direct))
+        phase2.primary.execute(seed_sql(USERS, ORDERS))
+        group = phase2.prepare_phase3()
+        leader = group.members[0]
+        service = Service(
+            {"DATABASE_URL": phase2.dsn(rw.port), "DATABASE_PASSWORD_FILE": str(password)}, tmp / f"{namespace}.log"
+        )
+        front = Front(service.port)
+        writer = Steady("orders", INTERVAL, order_attempt(front.port, USERS))
+
+        def step() -> dict[str, Any]:
+            stopping = time.monotonic()
+            phase2.stop()
+            stopped = time.monotonic()
+            phase2.hand_over()
+            launched = time.monotonic()
+            rw.retarget(leader.port)  # the endpoint is member 0 from its start: refused until it listens
+            leader.start()
+            try:
+                wait_for(lambda: group.leader() is leader, 90, f"{leader.name} leading", interval=0.05)
+            except TimeoutError as error:
+                raise RuntimeError(f"{error}; its log:\n{leader.log()[-6000:]}") from error
+            led = time.monotonic()
+            return {"stop": stopped - stopping, "launched": launched, "leader": led - launched}
+
+        gap, baseline, start, end, result = measure(writer, step)
+        sysid, timeline = str(leader.value(SYSID)), leader.value(TIMELINE)
+        logged = lock_taken(leader.log())
+    finally:
+        if front is not None:
+            front.close()
+        if service is not None:
+            service.stop()
+        rw.close()
+        phase2.close()
+    writes, refused, other = writer_counts(writer, start, end)
+    notes = [] if sysid == phase2.sysid else [f"UNEXPECTED: system identifier {phase2.sysid} -> {sysid}"]
+    return Run(
+        gap=gap,
+        baseline=baseline,
+        elapsed={
+            "pod stop": result["stop"],
+            "Patroni start -> leader": result["leader"],
+            "Patroni log, 1st line -> promoted": float("nan") if logged is None else logged,
+        },
+        frozen_ms=None,
+        moved=f"nothing: directory adopted, system id kept ({sysid == phase2.sysid}), timeline {timeline}",
+        refused=refused,
+        other=other,
+        writes=writes,
+        first_new=first_after(writer, result["launched"]),
+        notes=notes,
     )
 
 
@@ -428,6 +534,7 @@ def step_4_5(servers: dict[str, Any], tmp: Path) -> Run:
 
 STEPS: dict[str, tuple[str, Callable[[dict[str, Any], Path], Run]]] = {
     "1-2": ("copy-database", step_1_2),
+    "2-3": ("phase-2 pod stopped, Patroni's postgres-0 adopts its directory", step_2_3),
     "3-4": ("move-sessions, switch, --final", step_3_4),
     "4-5": ("adopt-shards, switch, --finish", step_4_5),
 }
@@ -445,6 +552,10 @@ def start_servers(steps: list[str], started: list[Any]) -> dict[str, Any]:
     if "1-2" in steps:
         keep("pg-source", PostgresServer.primary())
         keep("pg-target", PostgresServer.primary())
+    if "2-3" in steps:
+        from bench.climb_patroni import Plane
+
+        keep("control-plane", Plane())  # slow to start: once for every run
     if "3-4" in steps:
         postgres = keep("pg-sessions", PostgresServer.primary())
         dsn = postgres.create_database("sessions")
@@ -494,7 +605,7 @@ def table(results: dict[str, list[Run]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--steps", default="1-2,3-4,4-5", help="comma-separated, of: " + ", ".join(STEPS))
+    parser.add_argument("--steps", default=",".join(STEPS), help="comma-separated, of: " + ", ".join(STEPS))
     args = parser.parse_args()
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     if unknown := [s for s in steps if s not in STEPS]:
