@@ -1,17 +1,17 @@
 """Climbing one running stack up the ladder in place, one rung at a time, expand then contract.
 
-Three rungs move data; each climbs in three `pulumi up`s, the stack's config telling the kit which
-stage it is in (`scaleladder:climb`, set by `scaleladder-local climb`):
+A rung climbs in up to three `pulumi up`s, the stack's config telling the kit which stage it is in
+(`scaleladder:climb`, set by `scaleladder-local climb`; each rung's stages are in `RUNGS`):
 
 1. `expand`: the upper rung's new data tier is created beside the lower rung's, which keeps
    serving; a Job (`sample climb <action>`) copies the data and verifies it, freezing writes on the
-   old tier where the copy needs it;
+   old tier where the copy needs it (2 -> 3: postgres-0 alone restarts under Patroni, no Job);
 2. `switch`: the service rolls onto the new tier; the old tier is kept, still holding its data, and
    a second Job finishes the move where one is needed;
-3. the plain upper rung (`climb` removed): only now does the engine delete the old tier.
+3. `contract`: the plain upper rung; only now does the engine delete the old tier.
 
-The other rungs (2 -> 3, 5 -> 6) add parts in place: one plain `pulumi up`. Going down a rung is
-never planned (see components/local/climb.py).
+5 -> 6 moves no data: its only stage is contract. Going down a rung is never planned
+(components/local/climb.py).
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ def job(
 
     `env` is the upper rung's migration env (the primaries themselves: a copy holds session locks
     and freezes writes, which a transaction pooler would not carry) plus the old tier's address
-    (`source_env`), so the NetworkPolicies derived from it let the Job reach both tiers. A copy is safe to run again
-    after a crash at any step, so a failed pod is retried a few times.
+    (`source_env`), so the NetworkPolicies derived from it let the Job reach both tiers. A copy is
+    safe to run again after a crash at any step, so a failed pod is retried a few times.
     """
     args = rung.finish if finish else ()
     container = {**migrate_container(web_spec, env), "name": "climb"}

@@ -5,8 +5,9 @@ The control plane is real (etcd, kube-apiserver, controller-manager, scheduler, 
 (SCALELADDER_HOME, KUBECONFIG): they never touch a simulated cluster or Pulumi state of yours.
 Without a complete toolchain they skip, saying how to build it; in CI (CI=true) that is a failure.
 
-Every module works on one deployment of the whole ladder (the session fixture `ladder`), in the
-order of MODULES: first what only reads it, then the day-two changes, then the destroy.
+Every module but the climb works on one deployment of the whole ladder (the session fixture
+`ladder`), in the order of MODULES: first what only reads it, then the day-two changes, then the
+destroy.
 """
 
 from __future__ import annotations
@@ -37,14 +38,16 @@ from testsupport.control_plane import complete_toolchain
 PHASES = tuple(range(1, 7))
 STACKS = tuple(plan.phase_stack(phase) for phase in PHASES)
 MODULES = (
+    "test_climb.py",
     "test_ladder.py",
     "test_inspection_guide.py",
     "test_policy_failures.py",
     "test_day_two.py",
-    "test_climb.py",
     "test_destroy.py",
 )
-"""The order the modules run in: the day-two changes update stacks, the last module destroys them."""
+"""The order the modules run in: the climbing stack comes and goes before the ladder is deployed (the
+kwok nodes' capacity holds one ladder at a time), the day-two changes update the ladder's stacks,
+the last module destroys them."""
 RUNS_PROGRAM = {"up", "preview", "refresh", "destroy"}
 
 
