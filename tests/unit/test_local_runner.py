@@ -124,7 +124,7 @@ def test_ctrl_c_is_passed_on_to_the_step_and_the_run_stops(tmp_path: Path) -> No
         "import io, sys\n"
         "from components.local.plan import Step\n"
         "from components.local.runner import Runner\n"
-        f"step = Step('wait', ('sh', '-c', 'trap \"touch {marker}; exit 130\" INT; echo waiting; sleep 5 & wait'))\n"
+        f"step = Step('wait', ('sh', '-c', 'trap \"touch {marker}; exit 130\" INT; echo waiting; sleep 120 & wait'))\n"
         "Runner({'PATH': '/usr/bin:/bin'}, sys.stdout).run([step])\n"
     )
     runner = subprocess.Popen(
