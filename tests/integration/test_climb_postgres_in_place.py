@@ -27,86 +27,33 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench.climb_patroni import PHASE2, PHASE3, SYSID, container, meta, phase2_pod, write_scripts
 from bench.postgres_support import Member as Phase2Member
 from bench.postgres_support import start_primary
-from components import config, postgres
-from components.labels import Meta
-from components.pods import SECRETS_DIR
-from components.postgres import PostgresSpec
+from components import postgres
 from testsupport.control_plane import ControlPlane
-from testsupport.patroni import PASSWORDS, UID, Group, Member
+from testsupport.patroni import PASSWORDS, Group, Member
 from testsupport.postgres import postgres_binary
-from testsupport.process import LOOPBACK, ServerProcess, owned_by, wait_for
+from testsupport.process import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 NAMESPACE = "climb-postgres"
-PHASE2: PostgresSpec = config.from_values({"phase": 2}).postgres
-PHASE3: PostgresSpec = config.from_values({"phase": 3}).postgres
 ROWS = 5000
 # what a client of the service sees of the data: every row, in order, and where the sequence stands
 CHECKSUM = "SELECT md5(string_agg(id || ':' || body, ',' ORDER BY id)) FROM climb_items"
-SYSID = "SELECT system_identifier::text FROM pg_control_system()"
 PATRONI_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+: ")  # Postgres writes a dot
 
 
 def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
     with capsys.disabled():
         print(f"\n[climb 2->3] {line}")
-
-
-def meta() -> Meta:
-    """The Meta testsupport.patroni.Group renders the group with: phase 2 must be the same stack."""
-    return Meta(namespace=NAMESPACE, instance="test", version="0.1.0")
-
-
-def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    """The StatefulSet `postgres`'s Postgres container, as rendered."""
-    sts = next(o for o in objects if o["kind"] == "StatefulSet" and o["metadata"]["name"] == postgres.MAIN.members)
-    found: dict[str, Any] = next(c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == postgres.NAME)
-    return found
-
-
-def write_scripts(objects: list[dict[str, Any]]) -> Path:
-    """The rendered scripts ConfigMap's files, as the pod's volume holds them (mode 0555)."""
-    data = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == postgres.MAIN.scripts)
-    folder = owned_by(UID, Path(tempfile.mkdtemp(prefix="climb-scripts-")), 0o755)
-    for name, text in data["data"].items():
-        path = folder / name
-        path.write_text(text)
-        path.chmod(0o555)
-    return folder
-
-
-def phase2_pod(member: Phase2Member, rendered: dict[str, Any]) -> ServerProcess:
-    """The phase-2 container on loopback: the rendered command, args and env, the pod's paths
-    mapped to the member's (data directory, socket directory, Secret files) and its port."""
-    server = member.server
-    paths = {
-        postgres.PGDATA: str(server.data),
-        postgres.SOCKET_DIR: str(server.root),
-        SECRETS_DIR: str(server.root / "secrets"),
-    }
-
-    def local(value: str) -> str:
-        for pod_path, path in paths.items():
-            if value == pod_path or value.startswith(f"{pod_path}/"):
-                return path + value.removeprefix(pod_path)
-        return value
-
-    env = {variable["name"]: local(variable["value"]) for variable in rendered["env"]}
-    env |= {"PGPORT": str(server.port), "PATH": f"{Path(postgres_binary('postgres')).parent}:{os.environ['PATH']}"}
-    command = rendered["command"][0].replace(postgres.SCRIPTS_DIR, str(member.scripts))
-    argv = [command, *rendered["args"], "-c", f"port={server.port}", "-c", f"listen_addresses={LOOPBACK}"]
-    argv += ["-c", f"unix_socket_directories={server.root}"]
-    return ServerProcess(argv, ready=server.accepting, log=server.root / "pod.log", env=env, uid=UID)
 
 
 def control_data(data: Path) -> dict[str, str]:
@@ -152,7 +99,7 @@ def test_patroni_adopts_the_phase_2_data_directory_and_replicates_it(
     plane = control_plane
 
     # --- phase 2: the kit's single server, in the API server and on loopback
-    phase2 = postgres.postgres_objects(meta(), PHASE2, PASSWORDS, postgres.MAIN)
+    phase2 = postgres.postgres_objects(meta(NAMESPACE), PHASE2, PASSWORDS, postgres.MAIN)
     plane.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}, *phase2])
     wait_for(lambda: plane.get("pvc", "-n", NAMESPACE)["items"], 60, "the phase-2 claim")
     sts_uid = plane.get("statefulset", postgres.MAIN.members, "-n", NAMESPACE)["metadata"]["uid"]
