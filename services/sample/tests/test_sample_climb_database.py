@@ -259,12 +259,14 @@ def test_config_errors_name_the_variable_the_value_and_what_is_allowed(tmp_path:
     target = "postgresql://app@db-rw:5432/app"
     missing = climb({"DATABASE_URL": target}, "copy-database")
     assert missing.returncode == 2
-    assert missing.stderr == f"sample climb copy-database: CLIMB_SOURCE_DATABASE_URL: not set, {ALLOWED}\n"
+    assert missing.stderr == (
+        f"sample climb copy-database: invalid environment:\n  CLIMB_SOURCE_DATABASE_URL: not set, {ALLOWED}\n"
+    )
     wrong = climb({"DATABASE_URL": target, "CLIMB_SOURCE_DATABASE_URL": "mysql://old:3306/app"}, "copy-database")
     assert wrong.returncode == 2
     assert (
-        wrong.stderr
-        == f"sample climb copy-database: CLIMB_SOURCE_DATABASE_URL: got 'mysql://old:3306/app', {ALLOWED}\n"
+        wrong.stderr == "sample climb copy-database: invalid environment:\n"
+        f"  CLIMB_SOURCE_DATABASE_URL: got 'mysql://old:3306/app', {ALLOWED}\n"
     )
     env = {
         "DATABASE_URL": target,

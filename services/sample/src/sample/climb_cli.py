@@ -24,7 +24,7 @@ from typing import Any
 
 from sample.climb_sessions import add_move_sessions, run_move_sessions
 from sample.config import ConfigError, Settings
-from sample.secretfiles import PasswordFile, mask
+from sample.secretfiles import other_url
 from sample.shards import ShardSettings
 
 SOURCE_VARIABLE = "CLIMB_SOURCE_DATABASE_URL"
@@ -42,16 +42,11 @@ class ClimbError(Exception):
 
 
 def source_database_url(env: Mapping[str, str], settings: Settings) -> str:
-    """CLIMB_SOURCE_DATABASE_URL with DATABASE_PASSWORD_FILE's password in it (both rungs share one Secret)."""
-    raw = env.get(SOURCE_VARIABLE, "").strip()
-    if not raw:
-        raise ConfigError(f"{SOURCE_VARIABLE}: not set, allowed: {SOURCE_ALLOWED}")
-    if not raw.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(f"{SOURCE_VARIABLE}: got {mask(raw)!r}, allowed: {SOURCE_ALLOWED}")
+    """CLIMB_SOURCE_DATABASE_URL with DATABASE_PASSWORD_FILE's password in it; ConfigError naming each problem."""
     problems: list[str] = []
-    url = PasswordFile(env, "DATABASE_PASSWORD_FILE", problems).insert(SOURCE_VARIABLE, raw, problems)
-    if url == settings.database_url:
-        problems.append(f"{SOURCE_VARIABLE}: got {mask(raw)!r}, allowed: {SOURCE_ALLOWED} (it is DATABASE_URL)")
+    schemes = ("postgresql://", "postgres://")
+    target = ("DATABASE_URL", settings.database_url)
+    url = other_url(env, SOURCE_VARIABLE, schemes, SOURCE_ALLOWED, "DATABASE_PASSWORD_FILE", target, problems)
     if problems:
         raise ConfigError.listing(problems)
     return url

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sample.config import ConfigError, Settings
-from sample.secretfiles import PasswordFile, mask
+from sample.secretfiles import mask, other_url
 
 if TYPE_CHECKING:  # redis is imported when the move runs: every `sample` command imports this module
     from sample.redisconn import RedisClient
@@ -179,15 +179,9 @@ def source_redis_url(env: Mapping[str, str], settings: Settings) -> str:
     problems: list[str] = []
     if not settings.redis_url:
         problems.append(f"REDIS_URL: not set, allowed: {TARGET_ALLOWED} (required by sample climb move-sessions)")
-    raw = env.get(SOURCE_VARIABLE, "").strip()
-    if not raw:
-        problems.append(f"{SOURCE_VARIABLE}: not set, allowed: {SOURCE_ALLOWED}")
-    elif not raw.startswith(("redis://", "rediss://")):
-        problems.append(f"{SOURCE_VARIABLE}: got {mask(raw)!r}, allowed: {SOURCE_ALLOWED}")
-    else:
-        url = PasswordFile(env, "REDIS_PASSWORD_FILE", problems).insert(SOURCE_VARIABLE, raw, problems)
-        if url == settings.redis_url:
-            problems.append(f"{SOURCE_VARIABLE}: got {mask(raw)!r}, allowed: {SOURCE_ALLOWED} (it is REDIS_URL)")
+    schemes = ("redis://", "rediss://")
+    target = ("REDIS_URL", settings.redis_url)
+    url = other_url(env, SOURCE_VARIABLE, schemes, SOURCE_ALLOWED, "REDIS_PASSWORD_FILE", target, problems)
     if problems:
         raise ConfigError.listing(problems)
     return url

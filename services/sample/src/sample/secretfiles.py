@@ -130,3 +130,28 @@ def _password_spans(text: str) -> list[tuple[int, int]]:
         else:
             merged.append((start, stop))
     return merged
+
+
+def other_url(
+    env: Mapping[str, str],
+    variable: str,
+    schemes: tuple[str, ...],
+    allowed: str,
+    password_file: str,
+    target: tuple[str, str],
+    problems: list[str],
+) -> str:
+    """A second server's URL in `variable` (a climb's old tier), with `password_file`'s password in it
+    (both servers share one Secret); each problem appended to `problems`. `target` is the (name, URL)
+    of the server the process already uses: the other one must not be it."""
+    raw = env.get(variable, "").strip()
+    if not raw:
+        problems.append(f"{variable}: not set, allowed: {allowed}")
+    elif not raw.startswith(schemes):
+        problems.append(f"{variable}: got {mask(raw)!r}, allowed: {allowed}")
+    else:
+        url = PasswordFile(env, password_file, problems).insert(variable, raw, problems)
+        if url == target[1]:
+            problems.append(f"{variable}: got {mask(raw)!r}, allowed: {allowed} (it is {target[0]})")
+        return url
+    return ""
