@@ -76,7 +76,9 @@ def test_when_full_sessions_with_a_ttl_are_evicted_and_keys_without_one_kept(sta
         client.set(f"session:{index}", "x" * 1000, ex=3600)
     assert int(client.info("stats")["evicted_keys"]) > 0
     assert client.get("feature-flags") == "kept"
-    assert client.get("session:3999") is not None
+    # Which sessions go is approximate LRU on a one-second clock, so every session written in the
+    # same second is an equal candidate: the claim is that some are kept, not which ones.
+    assert 0 < client.dbsize() - 1 < 4000
 
 
 @pytest.mark.parametrize(("persistence", "kept"), [("none", False), ("aof", True)])
