@@ -284,7 +284,7 @@ def test_of_two_replicas_only_the_best_takes_over(make_cluster) -> None:
         return {node.id(): int(replication(node)["slave_repl_offset"]) for node in replicas}
 
     master_offset = int(replication(victim)["master_repl_offset"])
-    cluster.wait("both replicas caught up", lambda: set(offsets().values()) == {master_offset}, timeout=10)
+    cluster.wait("both replicas caught up", lambda: set(offsets().values()) == {master_offset}, timeout=30)
     # the same offset: the lower node ID is the best
     best, other = sorted(replicas, key=lambda node: node.id())
 
