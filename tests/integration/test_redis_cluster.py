@@ -224,7 +224,7 @@ def test_a_master_down_for_less_than_the_node_timeout_keeps_its_slots(make_clust
 
     cluster.wait("every node ok", lambda: all(node.info()["cluster_state"] == "ok" for node in cluster.nodes), 10)
     assert {key: entry["slots"] for key, entry in cluster.masters().items()} == before
-    cluster.wait("its replica follows it again", lambda: replicates(replica, victim), timeout=10)
+    cluster.wait("its replica follows it again", lambda: replicates(replica, victim), timeout=30)
     assert not any(forced(node) for node in cluster.nodes)
     with cluster.client() as client:
         assert client.get("{blip}:acked") == "yes"
