@@ -119,7 +119,7 @@ def test_sample_listen_prints_events_as_json_lines(pair: tuple[Service, Service]
         assert (line["op"], line["type"], line["data"]) == ("event", "product.created", {"id": 1, "version": 1})
     finally:
         listener.send_signal(signal.SIGINT)
-        # its close handshake may take the websockets client's close_timeout (10 s) on a loaded machine
+        # its close handshake can take up to the websockets client's close_timeout (10 s)
         assert listener.wait(timeout=40) == 130
     refused = subprocess.run([*argv, "bogus"], capture_output=True, text=True, timeout=30)
     assert refused.returncode == 2
