@@ -20,7 +20,12 @@ from components.circuit_breaker import CONFIG_FILE, NAME
 pytestmark = pytest.mark.e2e
 PHASE = 6
 REQUESTS = 60
-TRIPPED = ("outlier_detection.ejections_enforced_total", "upstream_cx_none_healthy", "upstream_rq_pending_overflow")
+TRIPPED = (
+    "outlier_detection.ejections_enforced_total",
+    "upstream_cx_none_healthy",
+    "upstream_rq_pending_overflow",
+    "upstream_rq_active_overflow",
+)
 
 
 def sidecar_pod(kit: Any, namespace: str) -> tuple[dict[str, Any], dict[str, Any]]:
